@@ -1,0 +1,441 @@
+// fastconv._C: the only pybind11 file of the CPU extension. It validates every array (dtype,
+// rank, contiguity, alignment, writability, shapes against the params, overlap), fills the params
+// structs, releases the GIL and calls the run-time dispatched kernels in csrc/cpu/. Outputs are
+// passed in (allocated by the Python layer), so nothing here allocates tensors and tests can
+// poison outputs before the call.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/check.h"
+#include "common/output_size.h"
+#include "common/parallel.h"
+#include "common/params.h"
+#include "cpu/conv2d_cpu.h"
+#include "cpu/isa.h"
+#include "cpu/pool2d_cpu.h"
+
+namespace py = pybind11;
+using namespace fastconv;
+
+namespace {
+
+using Pair = std::array<int64_t, 2>;
+using Quad = std::array<int64_t, 4>;
+
+enum class DType { f32, f64 };
+
+std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+DType float_dtype(const py::array& a, const char* op, const char* name) {
+  if (a.dtype().is(py::dtype::of<float>())) return DType::f32;
+  if (a.dtype().is(py::dtype::of<double>())) return DType::f64;
+  throw TypeError(str_cat(op, ": ", name, " must be float32 or float64 on the CPU, got ",
+                          std::string(py::str(a.dtype()))));
+}
+
+// Rank, C-contiguity, alignment and (for outputs) writability.
+void check_array(const py::array& a, int ndim, const char* op, const char* name, bool output) {
+  FC_CHECK(a.ndim() == ndim, op, ": ", name, " must be ", ndim, "-D, got shape ", shape_str(a));
+  const int flags = py::detail::array_proxy(a.ptr())->flags;
+  FC_CHECK((flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) &&
+               (flags & py::detail::npy_api::NPY_ARRAY_ALIGNED_),
+           op, ": ", name, " must be C-contiguous and aligned (the Python layer copies when needed)");
+  if (output)
+    FC_CHECK(flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_, op, ": ", name,
+             " (an output) must be writeable");
+}
+
+void check_same_dtype(const py::array& a, const py::array& b, const char* op, const char* an,
+                      const char* bn) {
+  FC_CHECK_TYPE(a.dtype().is(b.dtype()), op, ": ", bn, " has dtype ", std::string(py::str(b.dtype())),
+                " but ", an, " has dtype ", std::string(py::str(a.dtype())), "; they must match");
+}
+
+void check_shape(const py::array& a, const std::vector<int64_t>& want, const char* op,
+                 const char* name) {
+  bool ok = a.ndim() == static_cast<py::ssize_t>(want.size());
+  for (size_t i = 0; ok && i < want.size(); ++i) ok = a.shape(i) == want[i];
+  if (ok) return;
+  std::string w = "(";
+  for (size_t i = 0; i < want.size(); ++i) w += (i ? ", " : "") + std::to_string(want[i]);
+  throw ValueError(str_cat(op, ": ", name, " must have shape ", w, (want.size() == 1 ? ",)" : ")"),
+                           ", got ", shape_str(a)));
+}
+
+// Outputs must not share memory with any input (the kernels read inputs while writing outputs).
+void check_no_overlap(const py::array& out, const py::array& in, const char* op,
+                      const char* out_name, const char* in_name) {
+  auto lo1 = reinterpret_cast<uintptr_t>(out.data()), hi1 = lo1 + out.nbytes();
+  auto lo2 = reinterpret_cast<uintptr_t>(in.data()), hi2 = lo2 + in.nbytes();
+  FC_CHECK(out.nbytes() == 0 || in.nbytes() == 0 || hi1 <= lo2 || hi2 <= lo1, op, ": ", out_name,
+           " overlaps ", in_name, " in memory");
+}
+
+template <class T>
+T* ptr(py::array& a) { return static_cast<T*>(a.mutable_data()); }
+template <class T>
+const T* cptr(const py::array& a) { return static_cast<const T*>(a.data()); }
+
+// ---- convolution ------------------------------------------------------------------------------
+
+// Fills Conv2dParams from the input shape (N, C, H, W) and the weight shape (K, C/groups, R, S).
+Conv2dParams conv_params(const char* op, const std::array<int64_t, 4>& xs,
+                         const std::array<int64_t, 4>& ws, Pair stride, Quad pad, Pair dil,
+                         int64_t groups) {
+  FC_CHECK(groups >= 1, op, ": groups must be a positive integer, got ", groups);
+  FC_CHECK(stride[0] >= 1 && stride[1] >= 1, op, ": stride must be positive, got (", stride[0],
+           ", ", stride[1], ")");
+  FC_CHECK(dil[0] >= 1 && dil[1] >= 1, op, ": dilation must be positive, got (", dil[0], ", ",
+           dil[1], ")");
+  for (int64_t v : pad)
+    FC_CHECK(v >= 0, op, ": padding must be non-negative, got (", pad[0], ", ", pad[1], ", ",
+             pad[2], ", ", pad[3], ") as (top, bottom, left, right)");
+  Conv2dParams p;
+  p.N = xs[0], p.C = xs[1], p.H = xs[2], p.W = xs[3];
+  p.K = ws[0], p.R = ws[2], p.S = ws[3];
+  p.groups = groups;
+  p.stride_h = stride[0], p.stride_w = stride[1];
+  p.dil_h = dil[0], p.dil_w = dil[1];
+  p.pad_t = pad[0], p.pad_b = pad[1], p.pad_l = pad[2], p.pad_r = pad[3];
+  FC_CHECK(p.C % groups == 0, op, ": input has ", p.C, " channels, which is not divisible by groups=",
+           groups);
+  FC_CHECK(p.K % groups == 0, op, ": weight has ", p.K,
+           " output channels, which is not divisible by groups=", groups);
+  FC_CHECK(ws[1] == p.C / groups, op, ": weight has ", ws[1], " input channels per group but input has ",
+           p.C, " channels and groups=", groups, " (expected ", p.C / groups, ")");
+  FC_CHECK(p.K >= 1 && p.R >= 1 && p.S >= 1, op, ": weight must have non-zero sizes");
+  const int64_t eh = p.dil_h * (p.R - 1) + 1, ew = p.dil_w * (p.S - 1) + 1;
+  FC_CHECK(p.H + p.pad_t + p.pad_b >= eh && p.W + p.pad_l + p.pad_r >= ew, op,
+           ": padded input size (", p.H + p.pad_t + p.pad_b, " x ", p.W + p.pad_l + p.pad_r,
+           ") is smaller than the dilated kernel (", eh, " x ", ew, ")");
+  p.P = output_size(p.H, p.R, p.stride_h, p.pad_t, p.pad_b, p.dil_h, false);
+  p.Q = output_size(p.W, p.S, p.stride_w, p.pad_l, p.pad_r, p.dil_w, false);
+  return p;
+}
+
+std::array<int64_t, 4> dims4(const py::array& a) {
+  return {a.shape(0), a.shape(1), a.shape(2), a.shape(3)};
+}
+
+void conv2d_forward(py::array x, py::array w, py::object bias, py::array y, Pair stride, Quad pad,
+                    Pair dil, int64_t groups) {
+  const char* op = "conv2d";
+  DType dt = float_dtype(x, op, "input");
+  check_same_dtype(x, w, op, "input", "weight");
+  check_same_dtype(x, y, op, "input", "out");
+  check_array(x, 4, op, "input", false);
+  check_array(w, 4, op, "weight", false);
+  check_array(y, 4, op, "out", true);
+  Conv2dParams p = conv_params(op, dims4(x), dims4(w), stride, pad, dil, groups);
+  check_shape(y, {p.N, p.K, p.P, p.Q}, op, "out");
+  check_no_overlap(y, x, op, "out", "input");
+  check_no_overlap(y, w, op, "out", "weight");
+  py::array b;
+  if (!bias.is_none()) {
+    FC_CHECK_TYPE(py::isinstance<py::array>(bias), op, ": bias must be an array or None");
+    b = py::reinterpret_borrow<py::array>(bias);
+    check_same_dtype(x, b, op, "input", "bias");
+    check_array(b, 1, op, "bias", false);
+    check_shape(b, {p.K}, op, "bias");
+    check_no_overlap(y, b, op, "out", "bias");
+  }
+  const bool has_b = !bias.is_none();
+  py::gil_scoped_release nogil;
+  if (dt == DType::f32)
+    cpu::conv2d_forward(p, cptr<float>(x), cptr<float>(w), has_b ? cptr<float>(b) : nullptr, ptr<float>(y));
+  else
+    cpu::conv2d_forward(p, cptr<double>(x), cptr<double>(w), has_b ? cptr<double>(b) : nullptr, ptr<double>(y));
+}
+
+void conv2d_backward_input(py::array dy, py::array w, py::array dx, Pair stride, Quad pad, Pair dil,
+                           int64_t groups) {
+  const char* op = "conv2d_backward_input";
+  DType dt = float_dtype(dy, op, "grad_output");
+  check_same_dtype(dy, w, op, "grad_output", "weight");
+  check_same_dtype(dy, dx, op, "grad_output", "grad_input");
+  check_array(dy, 4, op, "grad_output", false);
+  check_array(w, 4, op, "weight", false);
+  check_array(dx, 4, op, "grad_input", true);
+  Conv2dParams p = conv_params(op, dims4(dx), dims4(w), stride, pad, dil, groups);
+  check_shape(dy, {p.N, p.K, p.P, p.Q}, op, "grad_output");
+  check_no_overlap(dx, dy, op, "grad_input", "grad_output");
+  check_no_overlap(dx, w, op, "grad_input", "weight");
+  py::gil_scoped_release nogil;
+  if (dt == DType::f32)
+    cpu::conv2d_backward_input(p, cptr<float>(dy), cptr<float>(w), ptr<float>(dx));
+  else
+    cpu::conv2d_backward_input(p, cptr<double>(dy), cptr<double>(w), ptr<double>(dx));
+}
+
+void conv2d_backward_weight(py::array dy, py::array x, py::array dw, Pair stride, Quad pad,
+                            Pair dil, int64_t groups) {
+  const char* op = "conv2d_backward_weight";
+  DType dt = float_dtype(dy, op, "grad_output");
+  check_same_dtype(dy, x, op, "grad_output", "input");
+  check_same_dtype(dy, dw, op, "grad_output", "grad_weight");
+  check_array(dy, 4, op, "grad_output", false);
+  check_array(x, 4, op, "input", false);
+  check_array(dw, 4, op, "grad_weight", true);
+  Conv2dParams p = conv_params(op, dims4(x), dims4(dw), stride, pad, dil, groups);
+  check_shape(dy, {p.N, p.K, p.P, p.Q}, op, "grad_output");
+  check_no_overlap(dw, dy, op, "grad_weight", "grad_output");
+  check_no_overlap(dw, x, op, "grad_weight", "input");
+  py::gil_scoped_release nogil;
+  if (dt == DType::f32)
+    cpu::conv2d_backward_weight(p, cptr<float>(dy), cptr<float>(x), ptr<float>(dw));
+  else
+    cpu::conv2d_backward_weight(p, cptr<double>(dy), cptr<double>(x), ptr<double>(dw));
+}
+
+void conv2d_backward_bias(py::array dy, py::array db) {
+  const char* op = "conv2d_backward_bias";
+  DType dt = float_dtype(dy, op, "grad_output");
+  check_same_dtype(dy, db, op, "grad_output", "grad_bias");
+  check_array(dy, 4, op, "grad_output", false);
+  check_array(db, 1, op, "grad_bias", true);
+  Conv2dParams p;
+  p.N = dy.shape(0), p.K = dy.shape(1), p.P = dy.shape(2), p.Q = dy.shape(3);
+  check_shape(db, {p.K}, op, "grad_bias");
+  check_no_overlap(db, dy, op, "grad_bias", "grad_output");
+  py::gil_scoped_release nogil;
+  if (dt == DType::f32)
+    cpu::conv2d_backward_bias(p, cptr<float>(dy), ptr<float>(db));
+  else
+    cpu::conv2d_backward_bias(p, cptr<double>(dy), ptr<double>(db));
+}
+
+// ---- pooling ----------------------------------------------------------------------------------
+
+Pool2dParams pool_params(const char* op, const std::array<int64_t, 4>& xs, Pair kernel, Pair stride,
+                         Quad pad, Pair dil, bool ceil_mode) {
+  FC_CHECK(kernel[0] >= 1 && kernel[1] >= 1, op, ": kernel_size must be positive, got (", kernel[0],
+           ", ", kernel[1], ")");
+  FC_CHECK(stride[0] >= 1 && stride[1] >= 1, op, ": stride must be positive, got (", stride[0],
+           ", ", stride[1], ")");
+  FC_CHECK(dil[0] >= 1 && dil[1] >= 1, op, ": dilation must be positive, got (", dil[0], ", ",
+           dil[1], ")");
+  Pool2dParams p;
+  p.N = xs[0], p.C = xs[1], p.H = xs[2], p.W = xs[3];
+  p.R = kernel[0], p.S = kernel[1];
+  p.stride_h = stride[0], p.stride_w = stride[1];
+  p.dil_h = dil[0], p.dil_w = dil[1];
+  p.pad_t = pad[0], p.pad_b = pad[1], p.pad_l = pad[2], p.pad_r = pad[3];
+  p.ceil_mode = ceil_mode;
+  // PyTorch's limit: at most half the (undilated) kernel per side, so that every window holds
+  // at least one input element.
+  for (int i = 0; i < 4; ++i) {
+    const int64_t k = i < 2 ? p.R : p.S;
+    FC_CHECK(pad[i] >= 0 && pad[i] <= k / 2, op,
+             ": padding must be non-negative and at most half the kernel size, got (", pad[0], ", ",
+             pad[1], ", ", pad[2], ", ", pad[3], ") as (top, bottom, left, right) for kernel (", p.R,
+             ", ", p.S, ")");
+  }
+  const int64_t eh = p.dil_h * (p.R - 1) + 1, ew = p.dil_w * (p.S - 1) + 1;
+  p.P = output_size(p.H, p.R, p.stride_h, p.pad_t, p.pad_b, p.dil_h, ceil_mode);
+  p.Q = output_size(p.W, p.S, p.stride_w, p.pad_l, p.pad_r, p.dil_w, ceil_mode);
+  FC_CHECK(p.P >= 1 && p.Q >= 1, op, ": input of size (", p.H, " x ", p.W, ") with kernel (", eh,
+           " x ", ew, "), stride (", p.stride_h, ", ", p.stride_w, ") and padding gives an empty output (",
+           p.P, " x ", p.Q, ")");
+  return p;
+}
+
+void max_pool2d_forward(py::array x, py::array y, py::object indices, Pair kernel, Pair stride,
+                        Quad pad, Pair dil, bool ceil_mode) {
+  const char* op = "max_pool2d";
+  DType dt = float_dtype(x, op, "input");
+  check_same_dtype(x, y, op, "input", "out");
+  check_array(x, 4, op, "input", false);
+  check_array(y, 4, op, "out", true);
+  Pool2dParams p = pool_params(op, dims4(x), kernel, stride, pad, dil, ceil_mode);
+  check_shape(y, {p.N, p.C, p.P, p.Q}, op, "out");
+  check_no_overlap(y, x, op, "out", "input");
+  py::array idx;
+  if (!indices.is_none()) {
+    FC_CHECK_TYPE(py::isinstance<py::array>(indices), op, ": indices must be an array or None");
+    idx = py::reinterpret_borrow<py::array>(indices);
+    FC_CHECK_TYPE(idx.dtype().is(py::dtype::of<int64_t>()), op, ": indices must be int64, got ",
+                  std::string(py::str(idx.dtype())));
+    check_array(idx, 4, op, "indices", true);
+    check_shape(idx, {p.N, p.C, p.P, p.Q}, op, "indices");
+    check_no_overlap(idx, x, op, "indices", "input");
+    check_no_overlap(idx, y, op, "indices", "out");
+  }
+  int64_t* ip = indices.is_none() ? nullptr : ptr<int64_t>(idx);
+  py::gil_scoped_release nogil;
+  if (dt == DType::f32)
+    cpu::max_pool2d_forward(p, cptr<float>(x), ptr<float>(y), ip);
+  else
+    cpu::max_pool2d_forward(p, cptr<double>(x), ptr<double>(y), ip);
+}
+
+void max_pool2d_backward(py::array dy, py::array indices, py::array dx) {
+  const char* op = "max_pool2d_backward";
+  DType dt = float_dtype(dy, op, "grad_output");
+  check_same_dtype(dy, dx, op, "grad_output", "grad_input");
+  check_array(dy, 4, op, "grad_output", false);
+  check_array(indices, 4, op, "indices", false);
+  check_array(dx, 4, op, "grad_input", true);
+  FC_CHECK_TYPE(indices.dtype().is(py::dtype::of<int64_t>()), op, ": indices must be int64, got ",
+                std::string(py::str(indices.dtype())));
+  Pool2dParams p;
+  p.N = dx.shape(0), p.C = dx.shape(1), p.H = dx.shape(2), p.W = dx.shape(3);
+  p.P = dy.shape(2), p.Q = dy.shape(3);
+  check_shape(dy, {p.N, p.C, p.P, p.Q}, op, "grad_output");
+  check_shape(indices, {p.N, p.C, p.P, p.Q}, op, "indices");
+  check_no_overlap(dx, dy, op, "grad_input", "grad_output");
+  check_no_overlap(dx, indices, op, "grad_input", "indices");
+  int64_t bad;
+  {
+    py::gil_scoped_release nogil;
+    if (dt == DType::f32)
+      bad = cpu::max_pool2d_backward(p, cptr<float>(dy), cptr<int64_t>(indices), ptr<float>(dx));
+    else
+      bad = cpu::max_pool2d_backward(p, cptr<double>(dy), cptr<int64_t>(indices), ptr<double>(dx));
+  }
+  FC_CHECK(bad == 0, op, ": indices has ", bad, " values outside [0, H*W) = [0, ", p.H * p.W,
+           "); pass the indices returned by max_pool2d for this input");
+}
+
+Pool2dParams avg_params(const char* op, const std::array<int64_t, 4>& xs, Pair kernel, Pair stride,
+                        Quad pad, bool ceil_mode, bool count_include_pad, int64_t divisor_override) {
+  Pool2dParams p = pool_params(op, xs, kernel, stride, pad, {1, 1}, ceil_mode);
+  FC_CHECK(divisor_override >= 0, op, ": divisor_override must be a positive integer or None, got ",
+           divisor_override);
+  p.count_include_pad = count_include_pad;
+  p.divisor_override = divisor_override;
+  return p;
+}
+
+void avg_pool2d_forward(py::array x, py::array y, Pair kernel, Pair stride, Quad pad, bool ceil_mode,
+                        bool count_include_pad, int64_t divisor_override) {
+  const char* op = "avg_pool2d";
+  DType dt = float_dtype(x, op, "input");
+  check_same_dtype(x, y, op, "input", "out");
+  check_array(x, 4, op, "input", false);
+  check_array(y, 4, op, "out", true);
+  Pool2dParams p = avg_params(op, dims4(x), kernel, stride, pad, ceil_mode, count_include_pad,
+                              divisor_override);
+  check_shape(y, {p.N, p.C, p.P, p.Q}, op, "out");
+  check_no_overlap(y, x, op, "out", "input");
+  py::gil_scoped_release nogil;
+  if (dt == DType::f32)
+    cpu::avg_pool2d_forward(p, cptr<float>(x), ptr<float>(y));
+  else
+    cpu::avg_pool2d_forward(p, cptr<double>(x), ptr<double>(y));
+}
+
+void avg_pool2d_backward(py::array dy, py::array dx, Pair kernel, Pair stride, Quad pad,
+                         bool ceil_mode, bool count_include_pad, int64_t divisor_override) {
+  const char* op = "avg_pool2d_backward";
+  DType dt = float_dtype(dy, op, "grad_output");
+  check_same_dtype(dy, dx, op, "grad_output", "grad_input");
+  check_array(dy, 4, op, "grad_output", false);
+  check_array(dx, 4, op, "grad_input", true);
+  Pool2dParams p = avg_params(op, dims4(dx), kernel, stride, pad, ceil_mode, count_include_pad,
+                              divisor_override);
+  check_shape(dy, {p.N, p.C, p.P, p.Q}, op, "grad_output");
+  check_no_overlap(dx, dy, op, "grad_input", "grad_output");
+  py::gil_scoped_release nogil;
+  if (dt == DType::f32)
+    cpu::avg_pool2d_backward(p, cptr<float>(dy), ptr<float>(dx));
+  else
+    cpu::avg_pool2d_backward(p, cptr<double>(dy), ptr<double>(dx));
+}
+
+void adaptive_avg_pool2d_forward(py::array x, py::array y) {
+  const char* op = "adaptive_avg_pool2d";
+  DType dt = float_dtype(x, op, "input");
+  check_same_dtype(x, y, op, "input", "out");
+  check_array(x, 4, op, "input", false);
+  check_array(y, 4, op, "out", true);
+  Pool2dParams p;
+  p.N = x.shape(0), p.C = x.shape(1), p.H = x.shape(2), p.W = x.shape(3);
+  p.P = y.shape(2), p.Q = y.shape(3);
+  FC_CHECK(p.P >= 1 && p.Q >= 1, op, ": output_size must be positive, got (", p.P, ", ", p.Q, ")");
+  FC_CHECK(p.H >= 1 && p.W >= 1, op, ": input must have non-zero height and width, got shape ",
+           shape_str(x));
+  check_shape(y, {p.N, p.C, p.P, p.Q}, op, "out");
+  check_no_overlap(y, x, op, "out", "input");
+  py::gil_scoped_release nogil;
+  if (dt == DType::f32)
+    cpu::adaptive_avg_pool2d_forward(p, cptr<float>(x), ptr<float>(y));
+  else
+    cpu::adaptive_avg_pool2d_forward(p, cptr<double>(x), ptr<double>(y));
+}
+
+void adaptive_avg_pool2d_backward(py::array dy, py::array dx) {
+  const char* op = "adaptive_avg_pool2d_backward";
+  DType dt = float_dtype(dy, op, "grad_output");
+  check_same_dtype(dy, dx, op, "grad_output", "grad_input");
+  check_array(dy, 4, op, "grad_output", false);
+  check_array(dx, 4, op, "grad_input", true);
+  Pool2dParams p;
+  p.N = dx.shape(0), p.C = dx.shape(1), p.H = dx.shape(2), p.W = dx.shape(3);
+  p.P = dy.shape(2), p.Q = dy.shape(3);
+  FC_CHECK(p.P >= 1 && p.Q >= 1 && p.H >= 1 && p.W >= 1, op,
+           ": grad_output and grad_input must have non-zero height and width");
+  check_shape(dy, {p.N, p.C, p.P, p.Q}, op, "grad_output");
+  check_no_overlap(dx, dy, op, "grad_input", "grad_output");
+  py::gil_scoped_release nogil;
+  if (dt == DType::f32)
+    cpu::adaptive_avg_pool2d_backward(p, cptr<float>(dy), ptr<float>(dx));
+  else
+    cpu::adaptive_avg_pool2d_backward(p, cptr<double>(dy), ptr<double>(dx));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastconv CPU kernels (low level: validated arrays in, caller-allocated outputs)";
+  py::register_local_exception<ValueError>(m, "_ValueError", PyExc_ValueError);
+  py::register_local_exception<TypeError>(m, "_TypeError", PyExc_TypeError);
+
+  m.def("conv2d_forward", &conv2d_forward, py::arg("input"), py::arg("weight"), py::arg("bias"),
+        py::arg("out"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+        "y = conv2d(input, weight) + bias into out (N, K, P, Q); padding is (top, bottom, left, right)");
+  m.def("conv2d_backward_input", &conv2d_backward_input, py::arg("grad_output"), py::arg("weight"),
+        py::arg("grad_input"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
+        py::arg("groups"), "grad_input (N, C, H, W) = d conv2d / d input");
+  m.def("conv2d_backward_weight", &conv2d_backward_weight, py::arg("grad_output"), py::arg("input"),
+        py::arg("grad_weight"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
+        py::arg("groups"), "grad_weight (K, C/groups, R, S) = d conv2d / d weight");
+  m.def("conv2d_backward_bias", &conv2d_backward_bias, py::arg("grad_output"), py::arg("grad_bias"),
+        "grad_bias (K,) = sum of grad_output over N, P, Q");
+  m.def("max_pool2d_forward", &max_pool2d_forward, py::arg("input"), py::arg("out"),
+        py::arg("indices"), py::arg("kernel_size"), py::arg("stride"), py::arg("padding"),
+        py::arg("dilation"), py::arg("ceil_mode"));
+  m.def("max_pool2d_backward", &max_pool2d_backward, py::arg("grad_output"), py::arg("indices"),
+        py::arg("grad_input"));
+  m.def("avg_pool2d_forward", &avg_pool2d_forward, py::arg("input"), py::arg("out"),
+        py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("ceil_mode"),
+        py::arg("count_include_pad"), py::arg("divisor_override"));
+  m.def("avg_pool2d_backward", &avg_pool2d_backward, py::arg("grad_output"), py::arg("grad_input"),
+        py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("ceil_mode"),
+        py::arg("count_include_pad"), py::arg("divisor_override"));
+  m.def("adaptive_avg_pool2d_forward", &adaptive_avg_pool2d_forward, py::arg("input"), py::arg("out"));
+  m.def("adaptive_avg_pool2d_backward", &adaptive_avg_pool2d_backward, py::arg("grad_output"),
+        py::arg("grad_input"));
+
+  m.def("output_size", &output_size, py::arg("size"), py::arg("kernel"), py::arg("stride"),
+        py::arg("pad_lo"), py::arg("pad_hi"), py::arg("dilation"), py::arg("ceil_mode"),
+        "THE output-size helper (csrc/common/output_size.h)");
+  m.def("num_threads", &num_threads);
+  m.def("set_num_threads", [](int n) {
+    FC_CHECK(n >= 1, "set_num_threads: n must be >= 1, got ", n);
+    set_num_threads(n);
+  }, py::arg("n"));
+  m.def("isa", [] { return cpu::isa_name(cpu::active_isa()); }, "instruction set the kernels use now");
+  m.def("best_isa", [] { return cpu::isa_name(cpu::best_isa()); });
+  m.def("set_isa", &cpu::set_isa, py::arg("name"),
+        "use 'baseline', 'avx2' or 'avx512' kernels (tests run every variant this CPU supports)");
+}

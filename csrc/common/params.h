@@ -1,0 +1,37 @@
+// Plain parameter structs shared by the CPU and CUDA kernels. The binding files fill them after
+// validating the arrays; kernels read nothing else (no Python objects, no shapes re-derived).
+// Layout is NCHW, weights (K, C/groups, R, S); all arrays are C-contiguous.
+#pragma once
+#include <cstdint>
+
+namespace fastconv {
+
+// y[N, K, P, Q] = conv(x[N, C, H, W], w[K, C/groups, R, S]) (+ bias[K])
+struct Conv2dParams {
+  int64_t N = 0, C = 0, H = 0, W = 0;  // input
+  int64_t K = 0, R = 0, S = 0;         // output channels, kernel height, kernel width
+  int64_t P = 0, Q = 0;                // output height, width
+  int64_t groups = 1;
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t dil_h = 1, dil_w = 1;
+  int64_t pad_t = 0, pad_b = 0, pad_l = 0, pad_r = 0;  // per side; pad_b/pad_r only shape P, Q
+
+  int64_t Cg() const { return C / groups; }  // input channels per group
+  int64_t Kg() const { return K / groups; }  // output channels per group
+  bool depthwise() const { return groups == C && groups > 1 && K % C == 0; }
+};
+
+// y[N, C, P, Q] = pool(x[N, C, H, W]) over R x S windows.
+struct Pool2dParams {
+  int64_t N = 0, C = 0, H = 0, W = 0;
+  int64_t P = 0, Q = 0;
+  int64_t R = 1, S = 1;
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t dil_h = 1, dil_w = 1;  // max pooling only
+  int64_t pad_t = 0, pad_b = 0, pad_l = 0, pad_r = 0;
+  bool ceil_mode = false;
+  bool count_include_pad = true;  // avg pooling only
+  int64_t divisor_override = 0;   // avg pooling only; 0 = none
+};
+
+}  // namespace fastconv

@@ -1,0 +1,149 @@
+// Run-time instruction-set dispatch for the CPU kernels: CPUID picks the best variant this build
+// has (FASTCONV_ISA or set_isa can lower it, e.g. to test every variant on one machine), and the
+// ISA-free entry points declared in the op headers forward to it. Depthwise shapes
+// (groups == C > 1) go to the depthwise kernels.
+#include <cstdlib>
+#include <string>
+
+#include "common/check.h"
+#include "cpu/conv2d_cpu.h"
+#include "cpu/depthwise_conv2d_cpu.h"
+#include "cpu/isa.h"
+#include "cpu/pool2d_cpu.h"
+
+namespace fastconv {
+namespace cpu {
+namespace {
+
+bool cpu_has(Isa isa) {
+  switch (isa) {
+    case Isa::baseline:
+      return true;
+    case Isa::avx2:
+#if defined(FC_HAVE_AVX2) && (defined(__GNUC__) || defined(__clang__))
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+      return false;
+#endif
+    case Isa::avx512:
+#if defined(FC_HAVE_AVX512) && (defined(__GNUC__) || defined(__clang__))
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("fma");
+#else
+      return false;
+#endif
+  }
+  return false;
+}
+
+Isa parse_isa(const std::string& name) {
+  if (name == "baseline") return Isa::baseline;
+  if (name == "avx2") return Isa::avx2;
+  if (name == "avx512") return Isa::avx512;
+  throw ValueError(str_cat("isa: expected 'baseline', 'avx2' or 'avx512', got '", name, "'"));
+}
+
+Isa detect() {
+  Isa best = cpu_has(Isa::avx512) ? Isa::avx512 : cpu_has(Isa::avx2) ? Isa::avx2 : Isa::baseline;
+  if (const char* env = std::getenv("FASTCONV_ISA")) {
+    try {
+      Isa want = parse_isa(env);
+      if (static_cast<int>(want) < static_cast<int>(best)) best = want;
+    } catch (const ValueError&) {
+      // An unknown name in the environment is ignored rather than breaking import.
+    }
+  }
+  return best;
+}
+
+Isa g_active = detect();
+
+}  // namespace
+
+Isa best_isa() {
+  static const Isa best =
+      cpu_has(Isa::avx512) ? Isa::avx512 : cpu_has(Isa::avx2) ? Isa::avx2 : Isa::baseline;
+  return best;
+}
+Isa active_isa() { return g_active; }
+std::string isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    default: return "baseline";
+  }
+}
+void set_isa(const std::string& name) {
+  Isa want = parse_isa(name);
+  FC_CHECK(cpu_has(want), "set_isa: this CPU or build does not support '", name,
+           "'; the best available is '", isa_name(best_isa()), "'");
+  g_active = want;
+}
+
+#if defined(FC_HAVE_AVX512)
+#define FC_CASE_AVX512(CALL) case Isa::avx512: return avx512::CALL;
+#else
+#define FC_CASE_AVX512(CALL)
+#endif
+#if defined(FC_HAVE_AVX2)
+#define FC_CASE_AVX2(CALL) case Isa::avx2: return avx2::CALL;
+#else
+#define FC_CASE_AVX2(CALL)
+#endif
+#define FC_DISPATCH(CALL)         \
+  switch (active_isa()) {         \
+    FC_CASE_AVX512(CALL)          \
+    FC_CASE_AVX2(CALL)            \
+    default: return baseline::CALL; \
+  }
+
+#define FC_DEFINE_DISPATCH_T(T)                                                                  \
+  void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {         \
+    if (p.depthwise()) { FC_DISPATCH(depthwise_conv2d_forward(p, x, w, b, y)) }                  \
+    FC_DISPATCH(conv2d_forward(p, x, w, b, y))                                                   \
+  }                                                                                              \
+  void conv2d_backward_input(const Conv2dParams& p, const T* dy, const T* w, T* dx) {            \
+    if (p.depthwise()) { FC_DISPATCH(depthwise_conv2d_backward_input(p, dy, w, dx)) }            \
+    FC_DISPATCH(conv2d_backward_input(p, dy, w, dx))                                             \
+  }                                                                                              \
+  void conv2d_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T* dw) {           \
+    if (p.depthwise()) { FC_DISPATCH(depthwise_conv2d_backward_weight(p, dy, x, dw)) }           \
+    FC_DISPATCH(conv2d_backward_weight(p, dy, x, dw))                                            \
+  }                                                                                              \
+  void conv2d_backward_bias(const Conv2dParams& p, const T* dy, T* db) {                         \
+    FC_DISPATCH(conv2d_backward_bias(p, dy, db))                                                 \
+  }                                                                                              \
+  void depthwise_conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) { \
+    FC_DISPATCH(depthwise_conv2d_forward(p, x, w, b, y))                                         \
+  }                                                                                              \
+  void depthwise_conv2d_backward_input(const Conv2dParams& p, const T* dy, const T* w, T* dx) {  \
+    FC_DISPATCH(depthwise_conv2d_backward_input(p, dy, w, dx))                                   \
+  }                                                                                              \
+  void depthwise_conv2d_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T* dw) { \
+    FC_DISPATCH(depthwise_conv2d_backward_weight(p, dy, x, dw))                                  \
+  }                                                                                              \
+  void max_pool2d_forward(const Pool2dParams& p, const T* x, T* y, int64_t* idx) {               \
+    FC_DISPATCH(max_pool2d_forward(p, x, y, idx))                                                \
+  }                                                                                              \
+  int64_t max_pool2d_backward(const Pool2dParams& p, const T* dy, const int64_t* idx, T* dx) {   \
+    FC_DISPATCH(max_pool2d_backward(p, dy, idx, dx))                                             \
+  }                                                                                              \
+  void avg_pool2d_forward(const Pool2dParams& p, const T* x, T* y) {                             \
+    FC_DISPATCH(avg_pool2d_forward(p, x, y))                                                     \
+  }                                                                                              \
+  void avg_pool2d_backward(const Pool2dParams& p, const T* dy, T* dx) {                          \
+    FC_DISPATCH(avg_pool2d_backward(p, dy, dx))                                                  \
+  }                                                                                              \
+  void adaptive_avg_pool2d_forward(const Pool2dParams& p, const T* x, T* y) {                    \
+    FC_DISPATCH(adaptive_avg_pool2d_forward(p, x, y))                                            \
+  }                                                                                              \
+  void adaptive_avg_pool2d_backward(const Pool2dParams& p, const T* dy, T* dx) {                 \
+    FC_DISPATCH(adaptive_avg_pool2d_backward(p, dy, dx))                                         \
+  }
+
+FC_DEFINE_DISPATCH_T(float)
+FC_DEFINE_DISPATCH_T(double)
+
+}  // namespace cpu
+}  // namespace fastconv

@@ -36,9 +36,14 @@ std::string shape_str(const py::array& a) {
   return s + (a.ndim() == 1 ? ",)" : ")");
 }
 
+// dtype equality by value (type and byte order), not by descriptor identity.
+bool same_dtype(const py::dtype& a, const py::dtype& b) {
+  return py::detail::npy_api::get().PyArray_EquivTypes_(a.ptr(), b.ptr());
+}
+
 DType float_dtype(const py::array& a, const char* op, const char* name) {
-  if (a.dtype().is(py::dtype::of<float>())) return DType::f32;
-  if (a.dtype().is(py::dtype::of<double>())) return DType::f64;
+  if (same_dtype(a.dtype(), py::dtype::of<float>())) return DType::f32;
+  if (same_dtype(a.dtype(), py::dtype::of<double>())) return DType::f64;
   throw TypeError(str_cat(op, ": ", name, " must be float32 or float64 on the CPU, got ",
                           std::string(py::str(a.dtype()))));
 }
@@ -57,7 +62,7 @@ void check_array(const py::array& a, int ndim, const char* op, const char* name,
 
 void check_same_dtype(const py::array& a, const py::array& b, const char* op, const char* an,
                       const char* bn) {
-  FC_CHECK_TYPE(a.dtype().is(b.dtype()), op, ": ", bn, " has dtype ", std::string(py::str(b.dtype())),
+  FC_CHECK_TYPE(same_dtype(a.dtype(), b.dtype()), op, ": ", bn, " has dtype ", std::string(py::str(b.dtype())),
                 " but ", an, " has dtype ", std::string(py::str(a.dtype())), "; they must match");
 }
 
@@ -231,8 +236,7 @@ Pool2dParams pool_params(const char* op, const std::array<int64_t, 4>& xs, Pair 
   p.dil_h = dil[0], p.dil_w = dil[1];
   p.pad_t = pad[0], p.pad_b = pad[1], p.pad_l = pad[2], p.pad_r = pad[3];
   p.ceil_mode = ceil_mode;
-  // PyTorch's limit: at most half the (undilated) kernel per side, so that every window holds
-  // at least one input element.
+  // PyTorch's limit: at most half the (undilated) kernel per side.
   for (int i = 0; i < 4; ++i) {
     const int64_t k = i < 2 ? p.R : p.S;
     FC_CHECK(pad[i] >= 0 && pad[i] <= k / 2, op,
@@ -249,6 +253,22 @@ Pool2dParams pool_params(const char* op, const std::array<int64_t, 4>& xs, Pair 
   return p;
 }
 
+// First output position along one axis whose dilated window has no tap inside the input, or -1.
+// (With dilation, taps can straddle the whole input: in=2, k=2, dilation=3, pad=1 puts them at -1
+// and 2. PyTorch returns -inf and an out-of-range index there; we refuse the geometry.)
+int64_t first_empty_window(int64_t in, int64_t k, int64_t stride, int64_t pad_lo, int64_t dil,
+                           int64_t out) {
+  for (int64_t o = 0; o < out; ++o) {
+    bool any = false;
+    for (int64_t r = 0; r < k && !any; ++r) {
+      const int64_t i = o * stride - pad_lo + r * dil;
+      any = i >= 0 && i < in;
+    }
+    if (!any) return o;
+  }
+  return -1;
+}
+
 void max_pool2d_forward(py::array x, py::array y, py::object indices, Pair kernel, Pair stride,
                         Quad pad, Pair dil, bool ceil_mode) {
   const char* op = "max_pool2d";
@@ -257,13 +277,18 @@ void max_pool2d_forward(py::array x, py::array y, py::object indices, Pair kerne
   check_array(x, 4, op, "input", false);
   check_array(y, 4, op, "out", true);
   Pool2dParams p = pool_params(op, dims4(x), kernel, stride, pad, dil, ceil_mode);
+  const int64_t eh = first_empty_window(p.H, p.R, p.stride_h, p.pad_t, p.dil_h, p.P);
+  const int64_t ew = first_empty_window(p.W, p.S, p.stride_w, p.pad_l, p.dil_w, p.Q);
+  FC_CHECK(eh < 0 && ew < 0, op, ": with this dilation and padding the pooling window at output ",
+           eh >= 0 ? "row " : "column ", eh >= 0 ? eh : ew,
+           " covers no input element (only padding); reduce the padding or the dilation");
   check_shape(y, {p.N, p.C, p.P, p.Q}, op, "out");
   check_no_overlap(y, x, op, "out", "input");
   py::array idx;
   if (!indices.is_none()) {
     FC_CHECK_TYPE(py::isinstance<py::array>(indices), op, ": indices must be an array or None");
     idx = py::reinterpret_borrow<py::array>(indices);
-    FC_CHECK_TYPE(idx.dtype().is(py::dtype::of<int64_t>()), op, ": indices must be int64, got ",
+    FC_CHECK_TYPE(same_dtype(idx.dtype(), py::dtype::of<int64_t>()), op, ": indices must be int64, got ",
                   std::string(py::str(idx.dtype())));
     check_array(idx, 4, op, "indices", true);
     check_shape(idx, {p.N, p.C, p.P, p.Q}, op, "indices");
@@ -285,7 +310,7 @@ void max_pool2d_backward(py::array dy, py::array indices, py::array dx) {
   check_array(dy, 4, op, "grad_output", false);
   check_array(indices, 4, op, "indices", false);
   check_array(dx, 4, op, "grad_input", true);
-  FC_CHECK_TYPE(indices.dtype().is(py::dtype::of<int64_t>()), op, ": indices must be int64, got ",
+  FC_CHECK_TYPE(same_dtype(indices.dtype(), py::dtype::of<int64_t>()), op, ": indices must be int64, got ",
                 std::string(py::str(indices.dtype())));
   Pool2dParams p;
   p.N = dx.shape(0), p.C = dx.shape(1), p.H = dx.shape(2), p.W = dx.shape(3);

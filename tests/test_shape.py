@@ -1,0 +1,86 @@
+"""fastconv/_shape.py: the Python output-size helper against the C++ one (csrc/common/output_size.h)
+over a grid, and padding resolution ('same' against torch for stride 1 and TensorFlow's rule)."""
+import itertools
+
+import pytest
+
+from fastconv import _C, _shape
+
+
+def test_output_size_matches_cpp_over_grid():
+    n = 0
+    for size, k, stride, lo, hi, d, ceil in itertools.product(
+            range(1, 12), range(1, 6), range(1, 5), range(0, 3), range(0, 3), range(1, 4),
+            (False, True)):
+        assert _shape.output_size(size, k, stride, lo, hi, d, ceil) == \
+            _C.output_size(size, k, stride, lo, hi, d, ceil), (size, k, stride, lo, hi, d, ceil)
+        n += 1
+    assert n > 10000
+
+
+@pytest.mark.parametrize("args", [(224, 7, 2, 3, 3, 1, False), (2**31 + 5, 3, 1, 1, 1, 1, False),
+                                  (5, 9, 1, 0, 0, 1, False), (7, 3, 2, 1, 1, 2, True)])
+def test_output_size_cases(args):
+    assert _shape.output_size(*args) == _C.output_size(*args)
+
+
+def test_output_size_known_values():
+    assert _shape.output_size(224, 7, 2, 3, 3, 1, False) == 112  # ResNet stem
+    assert _shape.output_size(112, 3, 2, 1, 1, 1, False) == 56   # ResNet max pool
+    assert _shape.output_size(5, 2, 2, 0, 0, 1, True) == 3       # ceil_mode keeps the half window
+    assert _shape.output_size(4, 2, 2, 1, 1, 1, True) == 3       # last window starts at 4 - 1 = 3: inside
+    assert _shape.output_size(3, 2, 2, 1, 1, 1, True) == 2       # last window would start in pad
+    assert _shape.output_size(3, 5, 1, 0, 0, 1, False) == 0      # kernel larger than the input
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+def test_same_padding_stride1_is_torch(torch):
+    import torch.nn.functional as TF
+    for size, k, d in itertools.product(range(1, 9), range(1, 6), range(1, 3)):
+        t, b = _shape.same_padding(size, k, 1, d)
+        assert t + b == d * (k - 1) and t == (d * (k - 1)) // 2
+        x = torch.zeros(1, 1, size, size)
+        w = torch.zeros(1, 1, k, k)
+        if size + t + b >= d * (k - 1) + 1:
+            assert TF.conv2d(x, w, padding="same", dilation=d).shape[-1] == \
+                _shape.output_size(size, k, 1, t, b, d, False) == size
+
+
+@pytest.mark.parametrize("size,k,stride,expected", [
+    (224, 3, 2, (0, 1)),  # TF: out 112, total max(111*2 + 3 - 224, 0) = 1 -> odd pixel bottom
+    (225, 3, 2, (1, 1)),
+    (7, 5, 2, (2, 2)),
+    (8, 5, 2, (1, 2)),
+    (10, 1, 3, (0, 0)),
+    (5, 2, 3, (0, 0)),
+    (112, 5, 2, (1, 2)),  # EfficientNet-Lite stage with a 5x5 stride-2 depthwise conv
+])
+def test_same_padding_tensorflow(size, k, stride, expected):
+    assert _shape.same_padding(size, k, stride, 1) == expected
+    lo, hi = expected
+    assert _shape.output_size(size, k, stride, lo, hi, 1, False) == -(-size // stride)
+
+
+def test_same_padding_output_is_ceil_over_grid():
+    for size, k, s, d in itertools.product(range(1, 20), range(1, 7), range(1, 5), range(1, 3)):
+        lo, hi = _shape.same_padding(size, k, s, d)
+        assert 0 <= hi - lo <= 1
+        assert _shape.output_size(size, k, s, lo, hi, d, False) == -(-size // s)
+
+
+@pytest.mark.parametrize("padding,expected", [
+    (2, (2, 2, 2, 2)), ((2,), (2, 2, 2, 2)), ([1, 3], (1, 1, 3, 3)), ((1, 2, 3, 4), (1, 2, 3, 4)),
+    ("valid", (0, 0, 0, 0)), ("same", (1, 1, 2, 2)),
+])
+def test_resolve_padding(padding, expected):
+    assert _shape.resolve_padding("op", padding, (9, 9), (3, 5), (1, 1), (1, 1)) == expected
+
+
+@pytest.mark.parametrize("padding,exc", [
+    (-1, ValueError), ((1, -1), ValueError), ((0, 0, 0, -1), ValueError), ((1, 2, 3), ValueError),
+    ("SAME", TypeError), ("full", TypeError), (1.0, TypeError), (True, TypeError),
+    ((1, 1.5), TypeError), (None, TypeError),
+])
+def test_resolve_padding_rejects(padding, exc):
+    with pytest.raises(exc, match="op: padding"):
+        _shape.resolve_padding("op", padding, (9, 9), (3, 3), (1, 1), (1, 1))

@@ -1,0 +1,898 @@
+// Dense and grouped 2-D convolution on the CPU (float32 / float64, NCHW, weights (K, C/groups, R, S)):
+// forward, input gradient, weight gradient, bias gradient.
+//
+// Algorithm: every direction is a GEMM per group on the BLIS-style machinery of gemm_cpu.h
+// (MR x NR register-blocked micro-kernel, KC/MC/NC cache blocking), with IMPLICIT im2col: the
+// im2col matrix is never materialised.
+//   forward      Y_g[Kg x (N*P*Q)] = W_g[Kg x Cg*R*S] * col(X_g)[Cg*R*S x (N*P*Q)]  (+bias in the store)
+//     packed     B panels packed from NCHW with im2col indexing, per run of pixels of one output
+//                row. Columns run over the whole batch (n, p, q), so 7x7 images still give full
+//                tiles and batch 1..8 splits evenly. 1x1 / stride 1 / unpadded: each image is one
+//                flat row, B packing is a panel copy.
+//     direct     stride 1 with few rows per group (Kg <= 96) and little waste: no B packing at all.
+//                A zero-padded copy of X; columns are virtual pixels p*Wp + q, B row (c, r, s) is
+//                the contiguous row xp[c][v + r*dh*Wp + s*dw], read in place by the micro-kernel
+//                through an offset table (ukernel<T, true>). The Wp - Q phantom columns per row
+//                are computed and dropped (use_direct weighs that waste against the packing).
+//   input grad   stride 1: the forward convolution (either path) of dY with the transposed,
+//                  flipped weights W'[c][k][R-1-r][S-1-s], padding (R-1)*dil - pad: no scatter.
+//                stride > 1: dcol = W_g^T[Cg*R*S x Kg] * dY_g[Kg x PQ] by blocks of PQ columns,
+//                  then col2im scatter-add into dx; tasks are (image, group, block of channels),
+//                  so every task owns the dx planes it writes (no atomics, no reduction).
+//   weight grad  dW_g[Kg x Cg*R*S] = dY_g[Kg x (N*P*Q)] * col(X_g)^T: the reduction runs over the
+//                  pixels of the whole batch; B panels gathered from X per pixel run.
+//                stride 1 and (1x1, or Kg <= 32 as in grouped convolutions): blocked dot products
+//                  (4 kd rows x 3 channels of vector accumulators) on the zero-padded layout, no
+//                  packing (the GEMM would pack a B panel for only Kg rows of work).
+//   bias grad    plain vector sums over N, P, Q.
+// A (weights, or dY for the weight gradient) is packed once per call into MR-row panels, in
+// parallel; each task packs its own B block (kc x nc) into per-thread scratch. Scratch lives in a
+// grow-only thread_local buffer of the calling thread (no page faults on repeated calls).
+// Threads: tasks are (group [x image], row block, column block) of the GEMM (gemm::make_split,
+// about four per thread, columns split before rows), taken from an atomic counter, so batch-1
+// layers use both cores.
+//
+// Variants: compiled for baseline (SSE2), avx2 (+FMA) and avx512 from the same templates; only
+// the register block differs (gemm_cpu.h, float: 4x8 / 4x24 / 8x48). Assumptions: contiguous,
+// non-overlapping arrays (the binding checks); any padding (asymmetric, negative as in the
+// flipped input-gradient convolution, larger than the kernel), stride, dilation and groups;
+// outputs fully overwritten; N == 0 writes nothing except zeros for the weight and bias gradients.
+//
+// Measured (2-core AMD EPYC, AVX2, float32, the machine shared with other jobs, so per-core CPU
+// time with 1 thread is the stable figure; ratio = ours / best of torch NCHW and channels_last):
+//   micro-kernel: 6x16 vs 4x24 about equal on 3x3 layers; 4x24 kept (M = 8, 64, 128 ... divide by 4).
+//   3x3 layers 62-72 GFLOP/s per core (torch 1 thread: 80-90); 1x1 60-80.
+//   direct path: vgg_conv1_2 fwd 64 -> 53 ms, grouped_32x4d fwd 6.8 -> 2.2 ms (1 thread);
+//   dot-product weight gradient: grouped 7.7 -> 2.6 ms, r50_res2_1x1 1.11 -> 0.78 ms.
+//   Geometric-mean ratio over the 12 benchmark layers, 1 thread: fwd ~1.1-1.2, input grad ~1.05,
+//   weight grad ~1.05. Weakest: r50_conv1_7x7s2 fwd / weight grad (~1.5: C = 3, a 7x7 stride-2
+//   gather feeding only 64 rows) and grouped weight grad (~1.5).
+#include "cpu/conv2d_cpu.h"
+
+#include <cstring>
+
+#include "common/parallel.h"
+#include "cpu/gemm_cpu.h"
+
+FC_ISA_BEGIN
+namespace {
+
+using gemm::ceil_div;
+using gemm::round_up;
+using gemm::Blk;
+
+// ---------------------------------------------------------------------------------------------
+// im2col geometry of one group's input as seen by the GEMM: pixel j of the batch -> (img, p, q),
+// reduction index kd -> (c, r, s); value x[img][c][p*sh - pt + r*dh][q*sw - pl + s*dw] or 0.
+// ---------------------------------------------------------------------------------------------
+template <class T>
+struct Im2col {
+  const T* x;          // first channel of the group in image 0
+  int64_t img_stride;  // elements per image
+  int64_t H, W, HW;
+  int64_t P, Q, PQ;
+  int64_t S, RS;
+  int64_t sh, sw, dh, dw, pt, pl;
+};
+
+template <class T>
+Im2col<T> make_im2col(const Conv2dParams& p, const T* x_group) {
+  Im2col<T> g;
+  g.x = x_group;
+  g.img_stride = p.C * p.H * p.W;
+  g.H = p.H; g.W = p.W; g.HW = p.H * p.W;
+  g.P = p.P; g.Q = p.Q; g.PQ = p.P * p.Q;
+  g.S = p.S; g.RS = p.R * p.S;
+  g.sh = p.stride_h; g.sw = p.stride_w; g.dh = p.dil_h; g.dw = p.dil_w;
+  g.pt = p.pad_t; g.pl = p.pad_l;
+  if (p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_t == 0 &&
+      p.pad_l == 0 && p.P == p.H && p.Q == p.W) {
+    // 1x1, stride 1, unpadded: each image is one long row of H*W pixels.
+    g.H = 1; g.W = g.HW; g.P = 1; g.Q = g.PQ;
+  }
+  return g;
+}
+
+// A run of consecutive pixels within one output row of one image.
+template <class T>
+struct Seg {
+  int64_t off, len;  // position in the run of pixels being packed, length
+  const T* img;      // image base (group's first channel)
+  int64_t hb, wb;    // p*sh - pt, q*sw - pl of its first pixel
+};
+
+template <class T>
+int make_segments(const Im2col<T>& g, int64_t j0, int64_t n, Seg<T>* out) {
+  int64_t img = j0 / g.PQ, pq = j0 - img * g.PQ;
+  int64_t p = pq / g.Q, q = pq - p * g.Q;
+  int cnt = 0;
+  for (int64_t off = 0; off < n;) {
+    int64_t len = g.Q - q < n - off ? g.Q - q : n - off;
+    out[cnt++] = {off, len, g.x + img * g.img_stride, p * g.sh - g.pt, q * g.sw - g.pl};
+    off += len;
+    q += len;
+    if (q == g.Q) {
+      q = 0;
+      if (++p == g.P) { p = 0; ++img; }
+    }
+  }
+  return cnt;
+}
+
+// Valid part [lo, hi) of a run of len pixels starting at input column iw0 with stride sw.
+FC_GEMM_INLINE void valid_range(int64_t iw0, int64_t sw, int64_t W, int64_t len, int64_t& lo,
+                                int64_t& hi) {
+  if (sw == 1) {  // no divisions on the common path
+    lo = iw0 >= 0 ? 0 : -iw0;
+    hi = W - iw0;
+  } else {
+    lo = iw0 >= 0 ? 0 : ceil_div(-iw0, sw);
+    hi = iw0 > W - 1 ? 0 : (W - 1 - iw0) / sw + 1;
+  }
+  if (hi > len) hi = len;
+  if (lo > len) lo = len;
+  if (hi < lo) hi = lo;
+}
+
+// d[t] = row[iw0 + t*sw] for t < len (0 where out of [0, W)); row == nullptr: all zero.
+template <class T>
+FC_GEMM_INLINE void gather_run(T* d, const T* row, int64_t iw0, int64_t sw, int64_t W, int64_t len) {
+  using V = Vec<T>;
+  constexpr int L = V::size, NR = Blk<T>::NR;
+  if (!row) {
+    if (len == NR) {
+      FC_GEMM_UNROLL for (int j = 0; j < NR / L; ++j) V::zero().store(d + j * L);
+    } else {
+      for (int64_t t = 0; t < len; ++t) d[t] = T(0);
+    }
+    return;
+  }
+  if (sw == 1 && iw0 >= 0 && iw0 + len <= W) {  // interior run: straight copy
+    const T* s = row + iw0;
+    if (len == NR) {
+      FC_GEMM_UNROLL for (int j = 0; j < NR / L; ++j) V::load(s + j * L).store(d + j * L);
+    } else {
+      for (int64_t t = 0; t < len; ++t) d[t] = s[t];
+    }
+    return;
+  }
+  if (iw0 >= 0 && iw0 + (len - 1) * sw < W) {  // interior strided run (no divisions)
+    const T* s = row + iw0;
+    for (int64_t t = 0; t < len; ++t) d[t] = s[t * sw];
+    return;
+  }
+  int64_t lo, hi;
+  valid_range(iw0, sw, W, len, lo, hi);
+  for (int64_t t = 0; t < lo; ++t) d[t] = T(0);
+  if (sw == 1) {
+    const T* s = row + iw0;
+    for (int64_t t = lo; t < hi; ++t) d[t] = s[t];
+  } else {
+    for (int64_t t = lo; t < hi; ++t) d[t] = row[iw0 + t * sw];
+  }
+  for (int64_t t = hi; t < len; ++t) d[t] = T(0);
+}
+
+// B packer, columns = pixels (forward, stride-1 input gradient, dY for col2im):
+// Bp[panel][kk][NR] = col(X)[kc0 + kk][n0 + panel*NR + t].
+template <class T>
+struct PackPixelCols {
+  Im2col<T> g;
+  void operator()(int64_t kc0, int64_t kcl, int64_t n0, int64_t ncols, T* Bp) const {
+    constexpr int NR = Blk<T>::NR;
+    Seg<T> segs[NR];
+    for (int64_t jp = 0; jp * NR < ncols; ++jp) {
+      const int64_t nr = ncols - jp * NR < NR ? ncols - jp * NR : NR;
+      const int nseg = make_segments(g, n0 + jp * NR, nr, segs);
+      T* dst = Bp + jp * NR * kcl;
+      int64_t c = kc0 / g.RS, rs = kc0 - c * g.RS;
+      int64_t r = rs / g.S, s = rs - r * g.S;
+      for (int64_t kk = 0; kk < kcl; ++kk, dst += NR) {
+        const int64_t choff = c * g.HW;
+        for (int i = 0; i < nseg; ++i) {
+          const Seg<T>& sg = segs[i];
+          const int64_t ih = sg.hb + r * g.dh;
+          const T* row = (ih >= 0 && ih < g.H) ? sg.img + choff + ih * g.W : nullptr;
+          gather_run(dst + sg.off, row, sg.wb + s * g.dw, g.sw, g.W, sg.len);
+        }
+        for (int64_t t = nr; t < NR; ++t) dst[t] = T(0);
+        if (++s == g.S) {
+          s = 0;
+          if (++r * g.S == g.RS) { r = 0; ++c; }
+        }
+      }
+    }
+  }
+};
+
+// B packer for the weight gradient, rows = pixels, columns = kd = (c, r, s):
+// Bp[panel][kk][NR] = col(X)[n0 + panel*NR + t][pixel kc0 + kk].
+template <class T>
+struct PackKdCols {
+  Im2col<T> g;
+  void operator()(int64_t kc0, int64_t kcl, int64_t n0, int64_t ncols, T* Bp) const {
+    constexpr int NR = Blk<T>::NR;
+    Seg<T> segs[Blk<T>::KCMAX];
+    const int nseg = make_segments(g, kc0, kcl, segs);
+    for (int64_t jp = 0; jp * NR < ncols; ++jp) {
+      const int64_t nr = ncols - jp * NR < NR ? ncols - jp * NR : NR;
+      T* dst = Bp + jp * NR * kcl;
+      int64_t kd = n0 + jp * NR;
+      int64_t c = kd / g.RS, rs = kd - c * g.RS;
+      int64_t r = rs / g.S, s = rs - r * g.S;
+      for (int64_t t = 0; t < nr; ++t) {
+        const int64_t choff = c * g.HW;
+        for (int i = 0; i < nseg; ++i) {
+          const Seg<T>& sg = segs[i];
+          T* d = dst + sg.off * NR + t;
+          const int64_t ih = sg.hb + r * g.dh;
+          if (ih < 0 || ih >= g.H) {
+            for (int64_t u = 0; u < sg.len; ++u) d[u * NR] = T(0);
+            continue;
+          }
+          const T* row = sg.img + choff + ih * g.W;
+          const int64_t iw0 = sg.wb + s * g.dw;
+          int64_t lo, hi;
+          valid_range(iw0, g.sw, g.W, sg.len, lo, hi);
+          for (int64_t u = 0; u < lo; ++u) d[u * NR] = T(0);
+          if (g.sw == 1) {
+            const T* src = row + iw0;
+            for (int64_t u = lo; u < hi; ++u) d[u * NR] = src[u];
+          } else {
+            for (int64_t u = lo; u < hi; ++u) d[u * NR] = row[iw0 + u * g.sw];
+          }
+          for (int64_t u = hi; u < sg.len; ++u) d[u * NR] = T(0);
+        }
+        if (++s == g.S) {
+          s = 0;
+          if (++r * g.S == g.RS) { r = 0; ++c; }
+        }
+      }
+      for (int64_t t = nr; t < NR; ++t)
+        for (int64_t kk = 0; kk < kcl; ++kk) dst[kk * NR + t] = T(0);
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// A packers: write the MR x kcl panel of rows [m0, m0 + mr) of virtual group vg (zero rows >= mr).
+// ---------------------------------------------------------------------------------------------
+// Forward: A_g(m = k, kd) = w[(g*Kg + m)*lda + kd].
+template <class T>
+struct PackWeightRows {
+  const T* w;
+  int64_t Kg, lda;
+  void operator()(int64_t vg, int64_t m0, int mr, int64_t kc0, int64_t kcl, T* dst) const {
+    constexpr int MR = Blk<T>::MR;
+    for (int i = 0; i < MR; ++i) {
+      if (i < mr) {
+        const T* src = w + (vg * Kg + m0 + i) * lda + kc0;
+        for (int64_t kk = 0; kk < kcl; ++kk) dst[kk * MR + i] = src[kk];
+      } else {
+        for (int64_t kk = 0; kk < kcl; ++kk) dst[kk * MR + i] = T(0);
+      }
+    }
+  }
+};
+
+// Stride-1 input gradient as a forward convolution of dY: A_g(m = c, kd = (k, r', s')) =
+// w[g*Kg + k][c][R-1-r'][S-1-s'].
+template <class T>
+struct PackWeightFlipped {
+  const T* w;
+  int64_t Kg, Cg, RS;
+  void operator()(int64_t vg, int64_t m0, int mr, int64_t kc0, int64_t kcl, T* dst) const {
+    constexpr int MR = Blk<T>::MR;
+    int64_t k = kc0 / RS, rs = kc0 - k * RS;
+    const int64_t CgRS = Cg * RS;
+    for (int64_t kk = 0; kk < kcl; ++kk) {
+      const T* src = w + (vg * Kg + k) * CgRS + m0 * RS + (RS - 1 - rs);
+      int i = 0;
+      for (; i < mr; ++i) dst[kk * MR + i] = src[i * RS];
+      for (; i < MR; ++i) dst[kk * MR + i] = T(0);
+      if (++rs == RS) { rs = 0; ++k; }
+    }
+  }
+};
+
+// col2im input gradient: A(m = (c - c0)*RS + rs, kd = k) = w[g*Kg + k][c0*RS + m]; vg = g*ncb + cb.
+template <class T>
+struct PackWeightCols {
+  const T* w;
+  int64_t Kg, CgRS, RS, ncb, cbs;
+  void operator()(int64_t vg, int64_t m0, int mr, int64_t kc0, int64_t kcl, T* dst) const {
+    constexpr int MR = Blk<T>::MR;
+    const int64_t g = vg / ncb, c0 = (vg - g * ncb) * cbs;
+    for (int64_t kk = 0; kk < kcl; ++kk) {
+      const T* src = w + (g * Kg + kc0 + kk) * CgRS + c0 * RS + m0;
+      int i = 0;
+      for (; i < mr; ++i) dst[kk * MR + i] = src[i];
+      for (; i < MR; ++i) dst[kk * MR + i] = T(0);
+    }
+  }
+};
+
+// Weight gradient: A_g(m = k, kd = pixel j of the batch) = dy[img][g*Kg + m][pq].
+template <class T>
+struct PackDyRows {
+  const T* dy;
+  int64_t K, Kg, PQ;
+  void operator()(int64_t vg, int64_t m0, int mr, int64_t kc0, int64_t kcl, T* dst) const {
+    constexpr int MR = Blk<T>::MR;
+    for (int64_t kk = 0; kk < kcl;) {
+      const int64_t j = kc0 + kk, img = j / PQ, pq = j - img * PQ;
+      const int64_t len = PQ - pq < kcl - kk ? PQ - pq : kcl - kk;
+      const T* src = dy + (img * K + vg * Kg + m0) * PQ + pq;
+      T* d = dst + kk * MR;
+      for (int i = 0; i < MR; ++i) {
+        if (i < mr) {
+          for (int64_t u = 0; u < len; ++u) d[u * MR + i] = src[i * PQ + u];
+        } else {
+          for (int64_t u = 0; u < len; ++u) d[u * MR + i] = T(0);
+        }
+      }
+      kk += len;
+    }
+  }
+};
+
+// Packs A for nvg virtual groups of M(vg) rows (<= Mpad) x Kd, in parallel over panels.
+template <class T, class PackA, class RowsOf>
+void pack_a(const PackA& pa, const RowsOf& rows_of, int64_t nvg, int64_t Mpad, int64_t Kd,
+            int64_t KC, T* Ap) {
+  constexpr int MR = Blk<T>::MR;
+  const int64_t npan = Mpad / MR, nkcb = ceil_div(Kd, KC);
+  const int64_t units = nvg * nkcb * npan;
+  const int64_t grain = 1 + (1 << 14) / (MR * (Kd < KC ? Kd : KC));
+  parallel_for(units, grain, [&](int64_t b, int64_t e) {
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t vg = u / (nkcb * npan), rem = u - vg * nkcb * npan;
+      const int64_t kcb = rem / npan, pan = rem - kcb * npan;
+      const int64_t kc0 = kcb * KC, kcl = Kd - kc0 < KC ? Kd - kc0 : KC;
+      const int64_t M = rows_of(vg), m0 = pan * MR;
+      const int mr = static_cast<int>(M - m0 >= MR ? MR : (M - m0 > 0 ? M - m0 : 0));
+      pa(vg, m0, mr, kc0, kcl, Ap + vg * Mpad * Kd + kc0 * Mpad + m0 * kcl);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stores (see gemm::macro_kernel).
+// ---------------------------------------------------------------------------------------------
+// Output in NCHW with GEMM columns running over (img, pq) of the batch.
+template <class T>
+struct StoreNCHW {
+  T* y;               // channel row0 of image 0
+  int64_t PQ, img_stride;
+  const T* bias;      // bias of row 0 of this group, or nullptr
+  T* tile(int64_t row, int64_t col, int64_t& ldc) const {
+    const int64_t img = col / PQ, pq = col - img * PQ;
+    if (pq + Blk<T>::NR > PQ) return nullptr;
+    ldc = PQ;
+    return y + img * img_stride + row * PQ + pq;
+  }
+  const T* bias_rows(int64_t row) const { return bias ? bias + row : nullptr; }
+  void scatter(int64_t row, int64_t col, int mr, int nr, const T* buf, bool first) const {
+    constexpr int NR = Blk<T>::NR;
+    int64_t img = col / PQ, pq = col - img * PQ;
+    for (int t = 0; t < nr; ++t) {
+      T* d = y + img * img_stride + row * PQ + pq;
+      for (int i = 0; i < mr; ++i) {
+        const T v = buf[i * NR + t];
+        d[i * PQ] = first ? v + (bias ? bias[row + i] : T(0)) : d[i * PQ] + v;
+      }
+      if (++pq == PQ) { pq = 0; ++img; }
+    }
+  }
+};
+// Row-major matrix (dW, dcol): C(row, col) = c[row*ld + col - col0].
+template <class T>
+struct StoreRowMajor {
+  T* c;
+  int64_t ld, col0;
+  T* tile(int64_t row, int64_t col, int64_t& ldc) const {
+    ldc = ld;
+    return c + row * ld + (col - col0);
+  }
+  const T* bias(int64_t) const { return nullptr; }
+  void scatter(int64_t row, int64_t col, int mr, int nr, const T* buf, bool first) const {
+    constexpr int NR = Blk<T>::NR;
+    for (int i = 0; i < mr; ++i) {
+      T* d = c + (row + i) * ld + (col - col0);
+      for (int t = 0; t < nr; ++t) d[t] = first ? buf[i * NR + t] : d[t] + buf[i * NR + t];
+    }
+  }
+};
+
+// Thin wrapper so StoreNCHW exposes bias() under the name macro_kernel uses.
+template <class T>
+struct StoreOut {
+  StoreNCHW<T> s;
+  T* tile(int64_t row, int64_t col, int64_t& ldc) const { return s.tile(row, col, ldc); }
+  const T* bias(int64_t row) const { return s.bias_rows(row); }
+  void scatter(int64_t row, int64_t col, int mr, int nr, const T* buf, bool first) const {
+    s.scatter(row, col, mr, nr, buf, first);
+  }
+};
+
+// Runs f(task, scratch) for task in [0, ntasks) on all threads; scratch: per-thread bytes.
+template <class F>
+void run_tasks(int64_t ntasks, int64_t nthreads, char* scratch, size_t per_thread, const F& f) {
+  int64_t next = 0;
+  parallel_tasks(nthreads, [&](int64_t tid, int64_t) {
+    char* mine = scratch + tid * per_thread;
+    for (;;) {
+      const int64_t t = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
+      if (t >= ntasks) break;
+      f(t, mine);
+    }
+  });
+}
+
+gemm::Scratch& call_scratch() {
+  static thread_local gemm::Scratch s;
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stride-1 forward without B packing ("direct"): the input is copied once into a zero-padded
+// buffer xp[n][c][Hp][Wp] (Hp = P + (R-1)*dh, Wp = Q + (S-1)*dw), and the GEMM runs over the
+// virtual columns v = p*Wp + q of each image, where B row kd = (c, r, s) is simply
+// xp[c][v + r*dh*Wp + s*dw]: a contiguous row read in place by the micro-kernel. The Wp - Q
+// columns per output row that do not exist are computed and dropped (waste (P-1)*Wp + Q vs P*Q:
+// 4% at 56x56, 7% at 28x28, 14% at 14x14, 29% at 7x7), so forward_gemm only takes this path where
+// the saved packing outweighs that (few output channels per group, wide images).
+// ---------------------------------------------------------------------------------------------
+template <class T>
+struct StoreDirect {
+  T* y;  // image n, channel row0 of the group
+  int64_t PQ, Q, Wp;
+  const T* bias;
+  T* tile(int64_t row, int64_t v, int64_t& ldc) const {
+    const int64_t p = v / Wp, q = v - p * Wp;
+    if (q + Blk<T>::NR > Q) return nullptr;
+    ldc = PQ;
+    return y + row * PQ + p * Q + q;
+  }
+  const T* bias_of(int64_t row) const { return bias ? bias + row : nullptr; }
+  void scatter(int64_t row, int64_t v, int mr, int nr, const T* buf, bool first) const {
+    constexpr int NR = Blk<T>::NR;
+    int64_t p = v / Wp, q = v - p * Wp;
+    for (int t = 0; t < nr; ++t) {
+      if (q < Q) {
+        T* d = y + row * PQ + p * Q + q;
+        for (int i = 0; i < mr; ++i) {
+          const T v2 = buf[i * NR + t];
+          d[i * PQ] = first ? v2 + (bias ? bias[row + i] : T(0)) : d[i * PQ] + v2;
+        }
+      }
+      if (++q == Wp) { q = 0; ++p; }
+    }
+  }
+};
+template <class T>
+struct StoreDirectOut {
+  StoreDirect<T> s;
+  T* tile(int64_t row, int64_t col, int64_t& ldc) const { return s.tile(row, col, ldc); }
+  const T* bias(int64_t row) const { return s.bias_of(row); }
+  void scatter(int64_t row, int64_t col, int mr, int nr, const T* buf, bool first) const {
+    s.scatter(row, col, mr, nr, buf, first);
+  }
+};
+
+// Whether the direct path pays: waste of computed columns vs the packing it saves, which is
+// amortised over the M rows of a group (measured: packing costs about as much as 6 rows of FMAs).
+inline bool use_direct(const Conv2dParams& p) {
+  if (p.stride_h != 1 || p.stride_w != 1 || p.P * p.Q == 0) return false;
+  if (p.Kg() > 96) return false;  // packing is cheap next to many rows; packed B panels stream better
+  const int64_t Wp = p.Q + (p.S - 1) * p.dil_w;
+  const int64_t Nv = (p.P - 1) * Wp + p.Q;  // per image, in whole NR tiles
+  const double waste = double(round_up(Nv, Blk<float>::NR)) / double(p.P * p.Q) - 1.0;
+  return waste <= 0.05 + 6.0 / double(p.Kg());
+}
+
+// xp[n][c][Hp][Wp] = x[n][c][hp - pad_t][wp - pad_l], zero outside; one (n, c) plane per item.
+template <class T>
+void pad_copy(const Conv2dParams& p, const T* x, T* xp, int64_t Hp, int64_t Wp) {
+  const int64_t H = p.H, W = p.W, plane = Hp * Wp;
+  parallel_for(p.N * p.C, 1 + 16384 / (plane + 1), [&](int64_t b, int64_t e) {
+    int64_t lo, hi;
+    valid_range(-p.pad_l, 1, W, Wp, lo, hi);
+    for (int64_t i = b; i < e; ++i) {
+      const T* src = x + i * H * W;
+      T* dst = xp + i * plane;
+      for (int64_t hp = 0; hp < Hp; ++hp) {
+        T* d = dst + hp * Wp;
+        const int64_t ih = hp - p.pad_t;
+        if (ih < 0 || ih >= H) {
+          std::memset(d, 0, sizeof(T) * Wp);
+          continue;
+        }
+        for (int64_t t = 0; t < lo; ++t) d[t] = T(0);
+        const T* sp = src + ih * W - p.pad_l;
+        for (int64_t t = lo; t < hi; ++t) d[t] = sp[t];
+        for (int64_t t = hi; t < Wp; ++t) d[t] = T(0);
+      }
+    }
+  });
+}
+
+template <class T, class PackA>
+void forward_direct(const Conv2dParams& p, const T* x, const PackA& pa, const T* bias, T* y) {
+  using B_ = Blk<T>;
+  constexpr int NR = B_::NR;
+  const int64_t N = p.N, G = p.groups, M = p.Kg(), Cg = p.Cg(), RS = p.R * p.S, Kd = Cg * RS;
+  const int64_t P = p.P, Q = p.Q, PQ = P * Q, H = p.H, W = p.W;
+  const int64_t Hp = P + (p.R - 1) * p.dil_h, Wp = Q + (p.S - 1) * p.dil_w, plane = Hp * Wp;
+  const int64_t Nv = (P - 1) * Wp + Q;  // virtual columns per image
+  const int64_t nt = num_threads();
+  const gemm::Split sp = gemm::make_split<T>(G * N, M, Nv, nt);
+  const int64_t kc = gemm::kc_for<T>(Kd);
+  const int64_t Mpad = round_up(M, B_::MR);
+  const size_t a_bytes = gemm::Arena::bytes<T>(G * Mpad * Kd);
+  const size_t o_bytes = gemm::Arena::bytes<int64_t>(Kd);
+  const int64_t xp_elems = N * p.C * plane + NR + Wp + 16;
+  const size_t x_bytes = gemm::Arena::bytes<T>(xp_elems);
+  char* base = static_cast<char*>(call_scratch().get(a_bytes + o_bytes + x_bytes));
+  T* Ap = reinterpret_cast<T*>(base);
+  int64_t* off = reinterpret_cast<int64_t*>(base + a_bytes);
+  T* xp = reinterpret_cast<T*>(base + a_bytes + o_bytes);
+  pack_a<T>(pa, [M](int64_t) { return M; }, G, Mpad, Kd, kc, Ap);
+  for (int64_t kd = 0; kd < Kd; ++kd) {
+    const int64_t c = kd / RS, rs = kd - c * RS, r = rs / p.S, s = rs - r * p.S;
+    off[kd] = c * plane + r * p.dil_h * Wp + s * p.dil_w;
+  }
+  pad_copy(p, x, xp, Hp, Wp);
+  const int64_t NC = N * p.C;
+  std::memset(xp + NC * plane, 0, sizeof(T) * (xp_elems - NC * plane));
+
+  const int64_t ntasks = sp.tasks(G * N);
+  run_tasks(ntasks, ntasks < nt ? ntasks : nt, nullptr, 0, [&](int64_t t, char*) {
+    const int64_t gn = t / (sp.nmb * sp.ncb), rem = t - gn * sp.nmb * sp.ncb;
+    const int64_t n = gn / G, g = gn - n * G;
+    const int64_t mb = rem / sp.ncb, cb = rem - mb * sp.ncb;
+    const int64_t m0 = mb * sp.mc, m1 = m0 + sp.mc < M ? m0 + sp.mc : M;
+    const int64_t n0 = cb * sp.nc, n1 = n0 + sp.nc < Nv ? n0 + sp.nc : Nv;
+    StoreDirectOut<T> st{{y + (n * p.K + g * M) * PQ, PQ, Q, Wp, bias ? bias + g * M : nullptr}};
+    gemm::macro_kernel_direct(Ap + g * Mpad * Kd, Mpad, Kd, kc, m0, m1, n0, n1,
+                              xp + (n * p.C + g * Cg) * plane, off, st);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward (also the stride-1 input gradient): Y_g = A_g * col(X_g), tasks (group, row block,
+// column block), columns over the whole batch.
+// ---------------------------------------------------------------------------------------------
+template <class T, class PackA>
+void forward_gemm(const Conv2dParams& p, const T* x, const PackA& pa, const T* bias, T* y) {
+  using B_ = Blk<T>;
+  const int64_t G = p.groups, M = p.Kg(), Cg = p.Cg(), Kd = Cg * p.R * p.S;
+  const int64_t PQ = p.P * p.Q, Ncols = p.N * PQ;
+  if (Ncols == 0 || M == 0) return;
+  if (use_direct(p)) return forward_direct(p, x, pa, bias, y);
+  const int64_t nt = num_threads();
+  const gemm::Split sp = gemm::make_split<T>(G, M, Ncols, nt);
+  const int64_t kc = gemm::kc_for<T>(Kd);
+  const int64_t Mpad = round_up(M, B_::MR);
+  const int64_t ntasks = sp.tasks(G), nthr = ntasks < nt ? ntasks : nt;
+  const size_t a_bytes = gemm::Arena::bytes<T>(G * Mpad * Kd);
+  const size_t b_bytes = gemm::Arena::bytes<T>(kc * sp.nc);
+  char* base = static_cast<char*>(call_scratch().get(a_bytes + nthr * b_bytes));
+  T* Ap = reinterpret_cast<T*>(base);
+  pack_a<T>(pa, [M](int64_t) { return M; }, G, Mpad, Kd, kc, Ap);
+
+  const Im2col<T> g0 = make_im2col(p, x);
+  const int64_t HW = p.H * p.W;
+  run_tasks(ntasks, nthr, base + a_bytes, b_bytes, [&](int64_t t, char* mine) {
+    const int64_t g = t / (sp.nmb * sp.ncb), rem = t - g * sp.nmb * sp.ncb;
+    const int64_t mb = rem / sp.ncb, cb = rem - mb * sp.ncb;
+    const int64_t m0 = mb * sp.mc, m1 = m0 + sp.mc < M ? m0 + sp.mc : M;
+    const int64_t n0 = cb * sp.nc, n1 = n0 + sp.nc < Ncols ? n0 + sp.nc : Ncols;
+    PackPixelCols<T> pb{g0};
+    pb.g.x = x + g * Cg * HW;
+    StoreOut<T> st{{y + g * M * PQ, PQ, p.K * PQ, bias ? bias + g * M : nullptr}};
+    gemm::macro_kernel(Ap + g * Mpad * Kd, Mpad, Kd, kc, m0, m1, n0, n1, reinterpret_cast<T*>(mine),
+                       pb, st);
+  });
+}
+
+// Input gradient for stride > 1: dcol = W_g^T * dY_g, then col2im. Tasks (image, group, channel block).
+template <class T>
+void backward_input_col2im(const Conv2dParams& p, const T* dy, const T* w, T* dx) {
+  using B_ = Blk<T>;
+  constexpr int NR = B_::NR;
+  const int64_t N = p.N, G = p.groups, Cg = p.Cg(), Kg = p.Kg(), RS = p.R * p.S;
+  const int64_t HW = p.H * p.W, PQ = p.P * p.Q;
+  const int64_t nt = num_threads();
+  int64_t ncb = ceil_div(4 * nt, N * G);
+  if (ncb > Cg) ncb = Cg;
+  if (ncb < 1) ncb = 1;
+  const int64_t cbs = ceil_div(Cg, ncb);
+  ncb = ceil_div(Cg, cbs);
+  const int64_t Mv = cbs * RS, Mpad = round_up(Mv, B_::MR), Kd = Kg, kc = gemm::kc_for<T>(Kd);
+  // Column block: dcol (Mpad x nc) about 1 MiB.
+  int64_t nc = (int64_t(1) << 20) / static_cast<int64_t>(sizeof(T)) / Mpad / NR * NR;
+  if (nc > round_up(PQ, NR)) nc = round_up(PQ, NR);
+  if (nc > B_::NCMAX) nc = B_::NCMAX / NR * NR;
+  if (nc < NR) nc = NR;
+  const int64_t ntasks = N * G * ncb, nthr = ntasks < nt ? ntasks : nt;
+  const size_t a_bytes = gemm::Arena::bytes<T>(G * ncb * Mpad * Kd);
+  const size_t b_bytes = gemm::Arena::bytes<T>(kc * nc);
+  const size_t d_bytes = gemm::Arena::bytes<T>(Mpad * nc);
+  char* base = static_cast<char*>(call_scratch().get(a_bytes + nthr * (b_bytes + d_bytes)));
+  T* Ap = reinterpret_cast<T*>(base);
+  PackWeightCols<T> pa{w, Kg, Cg * RS, RS, ncb, cbs};
+  pack_a<T>(pa, [=](int64_t vg) { int64_t c0 = (vg % ncb) * cbs; return (Cg - c0 < cbs ? Cg - c0 : cbs) * RS; },
+            G * ncb, Mpad, Kd, kc, Ap);
+
+  // dY of one image and group seen as a 1x1 convolution input: rows k, columns pq.
+  Conv2dParams q1;
+  q1.N = 1; q1.C = p.K; q1.H = p.P; q1.W = p.Q; q1.K = 1; q1.R = 1; q1.S = 1; q1.P = p.P; q1.Q = p.Q;
+  const Im2col<T> gdy = make_im2col(q1, dy);
+  // Output pixel geometry for col2im.
+  Im2col<T> gout = make_im2col(p, dx);
+  gout.H = p.H; gout.W = p.W; gout.P = p.P; gout.Q = p.Q; gout.PQ = PQ; gout.img_stride = 0;
+
+  run_tasks(ntasks, nthr, base + a_bytes, b_bytes + d_bytes, [&](int64_t t, char* mine) {
+    const int64_t n = t / (G * ncb), rem = t - n * G * ncb, g = rem / ncb, cb = rem - g * ncb;
+    const int64_t c0 = cb * cbs, c1 = c0 + cbs < Cg ? c0 + cbs : Cg, Mt = (c1 - c0) * RS;
+    T* Bp = reinterpret_cast<T*>(mine);
+    T* dcol = reinterpret_cast<T*>(mine + b_bytes);
+    T* dxg = dx + (n * p.C + g * Cg + c0) * HW;
+    std::memset(dxg, 0, sizeof(T) * (c1 - c0) * HW);
+    PackPixelCols<T> pb{gdy};
+    pb.g.x = dy + (n * p.K + g * Kg) * PQ;
+    StoreRowMajor<T> st{dcol, nc, 0};
+    Seg<T> segs[B_::NCMAX + 2];
+    for (int64_t n0 = 0; n0 < PQ; n0 += nc) {
+      const int64_t n1 = n0 + nc < PQ ? n0 + nc : PQ;
+      st.col0 = n0;
+      gemm::macro_kernel(Ap + (g * ncb + cb) * Mpad * Kd, Mpad, Kd, kc, int64_t(0), Mt, n0, n1, Bp, pb, st);
+      const int nseg = make_segments(gout, n0, n1 - n0, segs);
+      for (int64_t m = 0; m < Mt; ++m) {
+        const int64_t c = m / RS, rs = m - c * RS, r = rs / p.S, s = rs - r * p.S;
+        T* plane = dxg + c * HW;
+        const T* drow = dcol + m * nc;
+        for (int i = 0; i < nseg; ++i) {
+          const Seg<T>& sg = segs[i];
+          const int64_t ih = sg.hb + r * p.dil_h;
+          if (ih < 0 || ih >= p.H) continue;
+          T* row = plane + ih * p.W;
+          const int64_t iw0 = sg.wb + s * p.dil_w;
+          int64_t lo, hi;
+          valid_range(iw0, p.stride_w, p.W, sg.len, lo, hi);
+          const T* src = drow + sg.off;
+          for (int64_t u = lo; u < hi; ++u) row[iw0 + u * p.stride_w] += src[u];
+        }
+      }
+    }
+  });
+}
+
+// Weight gradient: dW_g = A_g (dY packed, Kg x N*PQ) * col(X_g)^T; tasks (group, row block, column block).
+template <class T>
+void backward_weight_gemm(const Conv2dParams& p, const T* dy, const T* x, T* dw) {
+  using B_ = Blk<T>;
+  const int64_t G = p.groups, M = p.Kg(), Cg = p.Cg(), Ncols = Cg * p.R * p.S;
+  const int64_t PQ = p.P * p.Q, Kd = p.N * PQ, HW = p.H * p.W;
+  if (Kd == 0) {
+    std::memset(dw, 0, sizeof(T) * p.K * Ncols);
+    return;
+  }
+  const int64_t nt = num_threads();
+  const gemm::Split sp = gemm::make_split<T>(G, M, Ncols, nt, 2);
+  const int64_t kc = gemm::kc_for<T>(Kd);
+  const int64_t Mpad = round_up(M, B_::MR);
+  const int64_t ntasks = sp.tasks(G), nthr = ntasks < nt ? ntasks : nt;
+  const size_t a_bytes = gemm::Arena::bytes<T>(G * Mpad * Kd);
+  const size_t b_bytes = gemm::Arena::bytes<T>(kc * sp.nc);
+  char* base = static_cast<char*>(call_scratch().get(a_bytes + nthr * b_bytes));
+  T* Ap = reinterpret_cast<T*>(base);
+  pack_a<T>(PackDyRows<T>{dy, p.K, M, PQ}, [M](int64_t) { return M; }, G, Mpad, Kd, kc, Ap);
+
+  const Im2col<T> g0 = make_im2col(p, x);
+  run_tasks(ntasks, nthr, base + a_bytes, b_bytes, [&](int64_t t, char* mine) {
+    const int64_t g = t / (sp.nmb * sp.ncb), rem = t - g * sp.nmb * sp.ncb;
+    const int64_t mb = rem / sp.ncb, cb = rem - mb * sp.ncb;
+    const int64_t m0 = mb * sp.mc, m1 = m0 + sp.mc < M ? m0 + sp.mc : M;
+    const int64_t n0 = cb * sp.nc, n1 = n0 + sp.nc < Ncols ? n0 + sp.nc : Ncols;
+    PackKdCols<T> pb{g0};
+    pb.g.x = x + g * Cg * HW;
+    StoreRowMajor<T> st{dw + g * M * Ncols, Ncols, 0};
+    gemm::macro_kernel(Ap + g * Mpad * Kd, Mpad, Kd, kc, m0, m1, n0, n1, reinterpret_cast<T*>(mine),
+                       pb, st);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weight gradient for stride 1 and few rows per group (grouped convolutions) or 1x1: blocked dot
+// products with no packing at all, on the zero-padded layout of forward_direct:
+//   dW[k][kd] = sum_n sum_v dyv[n][k][v] * xq[n][off[kd] + v]
+// where v runs over the virtual columns p*Wp + q and dyv is dY in that layout with zeros in the
+// columns q >= Q (for 1x1 / stride 1 / unpadded, xq = x and dyv = dy: nothing is copied).
+// Register block: 4 reduction rows kd x 3 output channels k = 12 vector accumulators, 7 loads
+// per 12 FMAs, reduced horizontally at the end. Tasks: (group, block of kd rows).
+// ---------------------------------------------------------------------------------------------
+constexpr int kDotI = 4, kDotJ = 3;
+
+template <class T>
+void dot_block(const T* xq, int64_t xstride, const int64_t* off, int ni, const T* dyv,
+               int64_t ystride, int64_t yld, int nj, int64_t N, int64_t Nv, T* dw, int64_t ldw) {
+  using V = Vec<T>;
+  constexpr int L = V::size;
+  V acc[kDotI][kDotJ];
+  FC_GEMM_UNROLL for (int i = 0; i < kDotI; ++i)
+    FC_GEMM_UNROLL for (int j = 0; j < kDotJ; ++j) acc[i][j] = V::zero();
+  const int64_t nfull = Nv / L * L;
+  const int tail = static_cast<int>(Nv - nfull);
+  for (int64_t n = 0; n < N; ++n) {
+    const T* a[kDotI];
+    const T* b[kDotJ];
+    FC_GEMM_UNROLL for (int i = 0; i < kDotI; ++i)
+      a[i] = xq + n * xstride + off[i < ni ? i : ni - 1];
+    FC_GEMM_UNROLL for (int j = 0; j < kDotJ; ++j)
+      b[j] = dyv + n * ystride + (j < nj ? j : nj - 1) * yld;
+    for (int64_t v = 0; v < nfull; v += L) {
+      V bv[kDotJ];
+      FC_GEMM_UNROLL for (int j = 0; j < kDotJ; ++j) bv[j] = V::load(b[j] + v);
+      FC_GEMM_UNROLL for (int i = 0; i < kDotI; ++i) {
+        const V av = V::load(a[i] + v);
+        FC_GEMM_UNROLL for (int j = 0; j < kDotJ; ++j) acc[i][j] = V::fmadd(av, bv[j], acc[i][j]);
+      }
+    }
+    if (tail) {
+      V bv[kDotJ];
+      FC_GEMM_UNROLL for (int j = 0; j < kDotJ; ++j) bv[j] = V::load_partial(b[j] + nfull, tail);
+      FC_GEMM_UNROLL for (int i = 0; i < kDotI; ++i) {
+        const V av = V::load_partial(a[i] + nfull, tail);
+        FC_GEMM_UNROLL for (int j = 0; j < kDotJ; ++j) acc[i][j] = V::fmadd(av, bv[j], acc[i][j]);
+      }
+    }
+  }
+  for (int j = 0; j < nj; ++j)
+    for (int i = 0; i < ni; ++i) dw[j * ldw + i] = acc[i][j].reduce_add();
+}
+
+inline bool use_dot_bw(const Conv2dParams& p) {
+  if (p.stride_h != 1 || p.stride_w != 1 || p.P * p.Q == 0) return false;
+  const bool flat = p.R == 1 && p.S == 1 && p.pad_t == 0 && p.pad_l == 0 && p.P == p.H && p.Q == p.W;
+  if (flat) return p.Kg() <= 256 && p.Cg() <= 256;
+  if (p.Kg() > 32) return false;
+  const int64_t Wp = p.Q + (p.S - 1) * p.dil_w;
+  return double((p.P - 1) * Wp + p.Q) / double(p.P * p.Q) <= 1.15;
+}
+
+template <class T>
+void backward_weight_dot(const Conv2dParams& p, const T* dy, const T* x, T* dw) {
+  const int64_t N = p.N, G = p.groups, Kg = p.Kg(), Cg = p.Cg(), RS = p.R * p.S, Kd = Cg * RS;
+  const int64_t P = p.P, Q = p.Q, PQ = P * Q;
+  const bool flat = p.R == 1 && p.S == 1 && p.pad_t == 0 && p.pad_l == 0 && P == p.H && Q == p.W;
+  const int64_t Hp = flat ? 1 : P + (p.R - 1) * p.dil_h;
+  const int64_t Wp = flat ? PQ : Q + (p.S - 1) * p.dil_w;
+  const int64_t plane = Hp * Wp, Nv = flat ? PQ : (P - 1) * Wp + Q;
+  const size_t o_bytes = gemm::Arena::bytes<int64_t>(Kd);
+  const size_t x_bytes = flat ? 0 : gemm::Arena::bytes<T>(N * p.C * plane);
+  const size_t y_bytes = flat ? 0 : gemm::Arena::bytes<T>(N * p.K * Nv);
+  char* base = static_cast<char*>(call_scratch().get(o_bytes + x_bytes + y_bytes));
+  int64_t* off = reinterpret_cast<int64_t*>(base);
+  for (int64_t kd = 0; kd < Kd; ++kd) {
+    const int64_t c = kd / RS, rs = kd - c * RS, r = rs / p.S, s = rs - r * p.S;
+    off[kd] = c * plane + r * p.dil_h * Wp + s * p.dil_w;
+  }
+  const T* xq = x;
+  const T* dyv = dy;
+  if (!flat) {
+    T* xp = reinterpret_cast<T*>(base + o_bytes);
+    T* yv = reinterpret_cast<T*>(base + o_bytes + x_bytes);
+    pad_copy(p, x, xp, Hp, Wp);
+    parallel_for(N * p.K, 1 + 16384 / (Nv + 1), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const T* src = dy + i * PQ;
+        T* d = yv + i * Nv;
+        for (int64_t pp = 0; pp < P; ++pp) {
+          std::memcpy(d + pp * Wp, src + pp * Q, sizeof(T) * Q);
+          if (pp + 1 < P) std::memset(d + pp * Wp + Q, 0, sizeof(T) * (Wp - Q));
+        }
+      }
+    });
+    xq = xp;
+    dyv = yv;
+  }
+  const int64_t xstride = p.C * plane, ystride = p.K * Nv;
+  const int64_t nib = gemm::ceil_div(Kd, kDotI);
+  // Each task: one group, a run of kd blocks (about 16 KiB of dW), all Kg channels.
+  const int64_t per = nib < 8 ? nib : 8;
+  const int64_t tpg = gemm::ceil_div(nib, per);
+  parallel_for(G * tpg, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t g = t / tpg, ib0 = (t - g * tpg) * per;
+      const int64_t ib1 = ib0 + per < nib ? ib0 + per : nib;
+      for (int64_t k0 = 0; k0 < Kg; k0 += kDotJ) {
+        const int nj = static_cast<int>(Kg - k0 < kDotJ ? Kg - k0 : kDotJ);
+        for (int64_t ib = ib0; ib < ib1; ++ib) {
+          const int64_t kd0 = ib * kDotI;
+          const int ni = static_cast<int>(Kd - kd0 < kDotI ? Kd - kd0 : kDotI);
+          dot_block(xq + g * Cg * plane, xstride, off + kd0, ni, dyv + (g * Kg + k0) * Nv,
+                    ystride, Nv, nj, N, Nv, dw + (g * Kg + k0) * Kd + kd0, Kd);
+        }
+      }
+    }
+  });
+}
+
+template <class T>
+void forward_impl(const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y) {
+  if (p.N == 0) return;
+  PackWeightRows<T> pa{w, p.Kg(), p.Cg() * p.R * p.S};
+  forward_gemm(p, x, pa, bias, y);
+}
+
+template <class T>
+void backward_input_impl(const Conv2dParams& p, const T* dy, const T* w, T* dx) {
+  if (p.N == 0) return;
+  if (p.stride_h == 1 && p.stride_w == 1) {
+    // dx = conv(dY, W') with W'[c][k][R-1-r][S-1-s], padding (R-1)*dil - pad, stride 1.
+    Conv2dParams q;
+    q.N = p.N; q.C = p.K; q.H = p.P; q.W = p.Q;
+    q.K = p.C; q.R = p.R; q.S = p.S; q.P = p.H; q.Q = p.W;
+    q.groups = p.groups;
+    q.dil_h = p.dil_h; q.dil_w = p.dil_w;
+    q.pad_t = (p.R - 1) * p.dil_h - p.pad_t;
+    q.pad_l = (p.S - 1) * p.dil_w - p.pad_l;
+    PackWeightFlipped<T> pa{w, p.Kg(), p.Cg(), p.R * p.S};
+    forward_gemm(q, dy, pa, static_cast<const T*>(nullptr), dx);
+  } else {
+    backward_input_col2im(p, dy, w, dx);
+  }
+}
+
+template <class T>
+void backward_weight_impl(const Conv2dParams& p, const T* dy, const T* x, T* dw) {
+  if (p.N > 0 && use_dot_bw(p)) return backward_weight_dot(p, dy, x, dw);
+  backward_weight_gemm(p, dy, x, dw);
+}
+
+// db[k] = sum over n, p, q of dy[n][k][p][q]; parallel over k.
+template <class T>
+void backward_bias_impl(const Conv2dParams& p, const T* dy, T* db) {
+  using V = Vec<T>;
+  constexpr int L = V::size;
+  const int64_t K = p.K, PQ = p.P * p.Q, N = p.N;
+  parallel_for(K, 1 + (1 << 16) / (N * PQ + 1), [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      V a0 = V::zero(), a1 = V::zero();
+      T tail = T(0);
+      for (int64_t n = 0; n < N; ++n) {
+        const T* s = dy + (n * K + k) * PQ;
+        int64_t i = 0;
+        for (; i + 2 * L <= PQ; i += 2 * L) {
+          a0 = a0 + V::load(s + i);
+          a1 = a1 + V::load(s + i + L);
+        }
+        for (; i < PQ; ++i) tail += s[i];
+      }
+      db[k] = (a0 + a1).reduce_add() + tail;
+    }
+  });
+}
+
+}  // namespace
+
+#define FC_CONV2D_DEFINE(T)                                                                  \
+  void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y) {  \
+    forward_impl<T>(p, x, w, bias, y);                                                       \
+  }                                                                                          \
+  void conv2d_backward_input(const Conv2dParams& p, const T* dy, const T* w, T* dx) {        \
+    backward_input_impl<T>(p, dy, w, dx);                                                    \
+  }                                                                                          \
+  void conv2d_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T* dw) {       \
+    backward_weight_impl<T>(p, dy, x, dw);                                                   \
+  }                                                                                          \
+  void conv2d_backward_bias(const Conv2dParams& p, const T* dy, T* db) {                     \
+    backward_bias_impl<T>(p, dy, db);                                                        \
+  }
+FC_CONV2D_DEFINE(float)
+FC_CONV2D_DEFINE(double)
+#undef FC_CONV2D_DEFINE
+
+FC_ISA_END

@@ -1,0 +1,267 @@
+// Packed GEMM building blocks for the CPU convolution kernels (BLIS-style): register-blocked
+// micro-kernel, the macro-kernel that walks one task's block of C, scratch buffers and a work
+// splitter. Only conv2d_cpu.cpp includes this header; like it, everything here is compiled once per
+// instruction set into fastconv::cpu::<isa>::gemm (no symbol is shared between the variants).
+//
+//   C[M x N] (=|+=) A[M x Kd] * B[Kd x N]
+//
+// A is packed once per call (by the caller, in parallel) into MR-row panels, kc-block by kc-block:
+//   Ap[kcb][panel][kk][MR]   (kcb = kd / kc, element (m, kd) at kcb*kc*Mpad + (m/MR)*MR*kcl + kk*MR + m%MR)
+// B is packed by each task for its own columns into NR-column panels, kc-block by kc-block:
+//   Bp[panel][kk][NR].
+// The micro-kernel keeps an MR x NR tile of C in registers (MR broadcasts of A and NV vector loads
+// of B per step of the reduction) and writes it straight into C when the tile is full and its NR
+// columns are contiguous, else into a small buffer that the caller's Store scatters.
+#pragma once
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "common/simd.h"
+#include "cpu/isa.h"
+
+#if defined(__GNUC__)
+#define FC_GEMM_INLINE inline __attribute__((always_inline))
+#define FC_GEMM_UNROLL _Pragma("GCC unroll 32")
+#else
+#define FC_GEMM_INLINE inline
+#define FC_GEMM_UNROLL
+#endif
+
+FC_ISA_BEGIN
+namespace gemm {
+
+// Register blocking per instruction set. NR = NV vectors of B; the MR x NV accumulators plus NV
+// B vectors plus one broadcast must fit the register file (16 ymm/xmm, 32 zmm).
+//   AVX-512: 8 x 3 vectors (24 zmm accumulators; 8 x 48 float, 8 x 24 double)
+//   AVX2   : 4 x 3 vectors (12 ymm accumulators; 4 x 24 float, 4 x 12 double; 6 x 16 measured
+//            about equal, 4 divides the usual channel counts and the 8 rows of grouped layers)
+//   SSE2   : 4 x 2 vectors ( 8 xmm accumulators, no FMA so mul + add needs temporaries)
+//   scalar : 4 x 4
+#if defined(FC_ISA_avx512)
+constexpr int kMR = 8, kNV = 3;
+#elif defined(FC_ISA_avx2)
+constexpr int kMR = 4, kNV = 3;
+#elif defined(FC_X86)
+constexpr int kMR = 4, kNV = 2;
+#else
+constexpr int kMR = 4, kNV = 4;
+#endif
+
+template <class T>
+struct Blk {
+  static constexpr int MR = kMR;
+  static constexpr int NR = kNV * Vec<T>::size;
+  // Cache blocking (bytes are what matter: KC x NR B micro-panel in L1, MC x KC A block and
+  // KC x NC B block in L2 (1 MiB per core on the development machine).
+  // Reduction block: a KC x NR micro-panel of B fills about half of a 32 KiB L1 (the rest: the A
+  // micro-panel streaming from L2, the C tile); the actual kc splits Kd evenly (kc_for).
+  static constexpr int64_t KCMAX = (20 * 1024 / (NR * sizeof(T))) / 8 * 8;
+  static constexpr int64_t MC = 16 * MR;      // rows of A per L2 block
+  static constexpr int64_t NCMAX = sizeof(T) == 4 ? 384 : 256;  // columns of B per task block
+};
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// Reduction block for a reduction of Kd: the fewest blocks of at most KCMAX, split evenly (576 ->
+// 2 x 288, not 256 + 256 + 64: every block pays one read-modify-write of the C tile).
+template <class T>
+inline int64_t kc_for(int64_t Kd);
+
+// Grow-only 64-byte-aligned scratch. One per calling thread (thread_local in the caller), so
+// repeated calls reuse the same pages instead of faulting fresh ones in every call.
+template <class T>
+inline int64_t kc_for(int64_t Kd) {
+  const int64_t nb = ceil_div(Kd, Blk<T>::KCMAX);
+  const int64_t kc = round_up(ceil_div(Kd, nb > 0 ? nb : 1), 4);
+  return kc > 0 ? kc : 4;
+}
+
+struct Scratch {
+  void* ptr = nullptr;
+  size_t cap = 0;
+  Scratch() = default;
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() { std::free(ptr); }
+  void* get(size_t bytes) {
+    if (bytes > cap) {
+      std::free(ptr);
+      ptr = nullptr;
+      cap = 0;
+      size_t b = static_cast<size_t>(round_up(static_cast<int64_t>(bytes), 4096));
+      ptr = std::aligned_alloc(64, b);
+      if (!ptr) throw std::bad_alloc();
+      cap = b;
+    }
+    return ptr;
+  }
+};
+
+// Carves aligned sub-buffers out of one allocation.
+struct Arena {
+  char* base;
+  size_t off = 0;
+  template <class T>
+  T* take(int64_t n) {
+    T* p = reinterpret_cast<T*>(base + off);
+    off += static_cast<size_t>(round_up(n * static_cast<int64_t>(sizeof(T)), 64));
+    return p;
+  }
+  template <class T>
+  static size_t bytes(int64_t n) { return static_cast<size_t>(round_up(n * static_cast<int64_t>(sizeof(T)), 64)); }
+};
+
+// MR x NR micro-kernel: C[i][j] (= or +=) sum_kk A[kk][i] * B(kk)[j] (+ bias[i] when not
+// accumulating). B(kk) = B + kk*NR (packed panel) or, kIndirect, B + off[kk] (rows read in place
+// from a zero-padded input, see conv2d_cpu.cpp forward_direct).
+template <class T, bool kIndirect = false>
+FC_GEMM_INLINE void ukernel(int64_t kc, const T* __restrict A, const T* __restrict B,
+                            const int64_t* __restrict off, T* C, int64_t ldc, bool accumulate,
+                            const T* bias) {
+  using V = Vec<T>;
+  constexpr int MR = kMR, NV = kNV, L = V::size, NR = NV * L;
+  V c[MR][NV];
+  FC_GEMM_UNROLL for (int i = 0; i < MR; ++i)
+    FC_GEMM_UNROLL for (int j = 0; j < NV; ++j) c[i][j] = V::zero();
+  for (int64_t k = 0; k < kc; ++k) {
+    const T* bk = kIndirect ? B + off[k] : B;
+    V b[NV];
+    FC_GEMM_UNROLL for (int j = 0; j < NV; ++j) b[j] = V::load(bk + j * L);
+    FC_GEMM_UNROLL for (int i = 0; i < MR; ++i) {
+      V a = V::set1(A[i]);
+      FC_GEMM_UNROLL for (int j = 0; j < NV; ++j) c[i][j] = V::fmadd(a, b[j], c[i][j]);
+    }
+    A += MR;
+    if (!kIndirect) B += NR;
+  }
+  if (accumulate) {
+    FC_GEMM_UNROLL for (int i = 0; i < MR; ++i)
+      FC_GEMM_UNROLL for (int j = 0; j < NV; ++j)
+        (V::load(C + i * ldc + j * L) + c[i][j]).store(C + i * ldc + j * L);
+  } else if (bias) {
+    FC_GEMM_UNROLL for (int i = 0; i < MR; ++i) {
+      V bi = V::set1(bias[i]);
+      FC_GEMM_UNROLL for (int j = 0; j < NV; ++j) (c[i][j] + bi).store(C + i * ldc + j * L);
+    }
+  } else {
+    FC_GEMM_UNROLL for (int i = 0; i < MR; ++i)
+      FC_GEMM_UNROLL for (int j = 0; j < NV; ++j) c[i][j].store(C + i * ldc + j * L);
+  }
+}
+
+// Macro-kernel for one task: rows [m0, m1) of C (m0 a multiple of MR, m1 <= M), columns [n0, n1),
+// the whole reduction Kd. Ap: this (virtual) group's packed A (Mpad rows). Bp: task scratch of
+// kc * round_up(n1 - n0, NR) elements. pack_b(kc0, kcl, n0, ncols, Bp) fills the B panels (zeros in
+// the columns past ncols of the last panel). Store (see conv2d_cpu.cpp) maps tiles onto C:
+//   T* tile(row, col, ldc&)  -> pointer to C(row, col) when NR columns from col are contiguous
+//   const T* bias(row)       -> bias of rows row.. (nullptr: none); used on the first kc block
+//   void scatter(row, col, mr, nr, buf, first)  -> C(row+i, col+j) (=|+=) buf[i*NR + j] (+bias)
+template <class T, class PackB, class Store>
+void macro_kernel(const T* Ap, int64_t Mpad, int64_t Kd, int64_t kc, int64_t m0, int64_t m1, int64_t n0,
+                  int64_t n1, T* Bp, const PackB& pack_b, Store& st) {
+  using B_ = Blk<T>;
+  constexpr int MR = B_::MR, NR = B_::NR;
+  alignas(64) T buf[MR * NR];
+  const int64_t ncols = n1 - n0;
+  const int64_t npanels = ceil_div(ncols, NR);
+  for (int64_t kc0 = 0; kc0 < Kd; kc0 += kc) {
+    const int64_t kcl = Kd - kc0 < kc ? Kd - kc0 : kc;
+    const bool first = kc0 == 0;
+    pack_b(kc0, kcl, n0, ncols, Bp);
+    const T* Ablk = Ap + kc0 * Mpad;
+    for (int64_t mc0 = m0; mc0 < m1; mc0 += B_::MC) {
+      const int64_t mc1 = m1 - mc0 < B_::MC ? m1 : mc0 + B_::MC;
+      for (int64_t jp = 0; jp < npanels; ++jp) {
+        const int64_t col = n0 + jp * NR;
+        const int nr = static_cast<int>(n1 - col < NR ? n1 - col : NR);
+        const T* Bpan = Bp + jp * NR * kcl;
+        for (int64_t m = mc0; m < mc1; m += MR) {
+          const int mr = static_cast<int>(mc1 - m < MR ? mc1 - m : MR);
+          const T* Apan = Ablk + (m / MR) * MR * kcl;
+          int64_t ldc = 0;
+          T* c = (mr == MR && nr == NR) ? st.tile(m, col, ldc) : nullptr;
+          if (c) {
+            ukernel<T>(kcl, Apan, Bpan, nullptr, c, ldc, !first, first ? st.bias(m) : nullptr);
+          } else {
+            ukernel<T>(kcl, Apan, Bpan, nullptr, buf, NR, false, nullptr);
+            st.scatter(m, col, mr, nr, buf, first);
+          }
+        }
+      }
+    }
+  }
+}
+
+// The same walk without B packing: column col of B row kd is Bx[off[kd] + col] (a zero-padded
+// input read in place; columns past n1 read harmless finite values and are dropped by the store).
+template <class T, class Store>
+void macro_kernel_direct(const T* Ap, int64_t Mpad, int64_t Kd, int64_t kc, int64_t m0, int64_t m1,
+                         int64_t n0, int64_t n1, const T* Bx, const int64_t* off, Store& st) {
+  using B_ = Blk<T>;
+  constexpr int MR = B_::MR, NR = B_::NR;
+  alignas(64) T buf[MR * NR];
+  for (int64_t kc0 = 0; kc0 < Kd; kc0 += kc) {
+    const int64_t kcl = Kd - kc0 < kc ? Kd - kc0 : kc;
+    const bool first = kc0 == 0;
+    const T* Ablk = Ap + kc0 * Mpad;
+    for (int64_t mc0 = m0; mc0 < m1; mc0 += B_::MC) {
+      const int64_t mc1 = m1 - mc0 < B_::MC ? m1 : mc0 + B_::MC;
+      for (int64_t col = n0; col < n1; col += NR) {
+        const int nr = static_cast<int>(n1 - col < NR ? n1 - col : NR);
+        for (int64_t m = mc0; m < mc1; m += MR) {
+          const int mr = static_cast<int>(mc1 - m < MR ? mc1 - m : MR);
+          const T* Apan = Ablk + (m / MR) * MR * kcl;
+          int64_t ldc = 0;
+          T* c = (mr == MR && nr == NR) ? st.tile(m, col, ldc) : nullptr;
+          if (c) {
+            ukernel<T, true>(kcl, Apan, Bx + col, off + kc0, c, ldc, !first,
+                             first ? st.bias(m) : nullptr);
+          } else {
+            ukernel<T, true>(kcl, Apan, Bx + col, off + kc0, buf, NR, false, nullptr);
+            st.scatter(m, col, mr, nr, buf, first);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Splits rows [0, M) x columns [0, Ncols) of `groups` independent GEMMs into tasks: column blocks
+// of nc (a multiple of NR, at most NCMAX, at least NR) and row blocks of mc (a multiple of MR).
+// Aims at >= 4 tasks per thread (dynamic scheduling evens out the tail), preferring to split
+// columns (each task packs only its own B) before rows (row blocks re-pack the same B).
+struct Split {
+  int64_t nc, ncb, mc, nmb;
+  int64_t tasks(int64_t groups) const { return groups * ncb * nmb; }
+};
+template <class T>
+inline Split make_split(int64_t groups, int64_t M, int64_t Ncols, int64_t nthreads,
+                        int64_t min_panels = 4) {
+  constexpr int MR = Blk<T>::MR, NR = Blk<T>::NR;
+  const int64_t target = 4 * nthreads;
+  const int64_t panels = ceil_div(Ncols, NR);
+  int64_t ncb = ceil_div(Ncols, Blk<T>::NCMAX);
+  int64_t want = ceil_div(target, groups);
+  int64_t max_ncb = panels / min_panels > 1 ? panels / min_panels : 1;
+  if (ncb < want) ncb = want < max_ncb ? want : max_ncb;
+  if (ncb < 1) ncb = 1;
+  Split s;
+  s.nc = round_up(ceil_div(Ncols, ncb), NR);
+  s.ncb = ceil_div(Ncols, s.nc);
+  int64_t mpanels = ceil_div(M, MR);
+  int64_t nmb = 1;
+  if (groups * s.ncb < target) {
+    nmb = ceil_div(target, groups * s.ncb);
+    int64_t max_nmb = mpanels / 2 > 1 ? mpanels / 2 : 1;  // keep >= 2 panels of rows per task
+    if (nmb > max_nmb) nmb = max_nmb;
+  }
+  s.mc = round_up(ceil_div(M, nmb), MR);
+  s.nmb = ceil_div(M, s.mc);
+  return s;
+}
+
+}  // namespace gemm
+FC_ISA_END

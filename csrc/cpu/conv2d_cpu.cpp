@@ -485,6 +485,9 @@ struct StoreDirectOut {
 inline bool use_direct(const Conv2dParams& p) {
   if (p.stride_h != 1 || p.stride_w != 1 || p.P * p.Q == 0) return false;
   if (p.Kg() > 96) return false;  // packing is cheap next to many rows; packed B panels stream better
+  // 1x1 / stride 1 / unpadded: the packed path's B packing is a plain copy, as cheap as the padded
+  // copy, and it saves a parallel region (each costs a barrier, dear when the machine is busy).
+  if (p.R == 1 && p.S == 1 && p.pad_t == 0 && p.pad_l == 0 && p.P == p.H && p.Q == p.W) return false;
   const int64_t Wp = p.Q + (p.S - 1) * p.dil_w;
   const int64_t Nv = (p.P - 1) * Wp + p.Q;  // per image, in whole NR tiles
   const double waste = double(round_up(Nv, Blk<float>::NR)) / double(p.P * p.Q) - 1.0;
@@ -522,7 +525,7 @@ void forward_direct(const Conv2dParams& p, const T* x, const PackA& pa, const T*
   using B_ = Blk<T>;
   constexpr int NR = B_::NR;
   const int64_t N = p.N, G = p.groups, M = p.Kg(), Cg = p.Cg(), RS = p.R * p.S, Kd = Cg * RS;
-  const int64_t P = p.P, Q = p.Q, PQ = P * Q, H = p.H, W = p.W;
+  const int64_t P = p.P, Q = p.Q, PQ = P * Q;
   const int64_t Hp = P + (p.R - 1) * p.dil_h, Wp = Q + (p.S - 1) * p.dil_w, plane = Hp * Wp;
   const int64_t Nv = (P - 1) * Wp + Q;  // virtual columns per image
   const int64_t nt = num_threads();

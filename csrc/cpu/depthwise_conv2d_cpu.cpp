@@ -8,41 +8,59 @@
 //   dw[k,r,s]   = sum_{n,p,q} dy[n,k,p,q] * x[n,c, p*sh - pt + r*dh, q*sw - pl + s*dw]
 // Zero padding, per-side pads (pad_b / pad_r only shape P and Q). Outputs are overwritten.
 //
-// Algorithm. Every direction is turned into "row kernels" whose sources are contiguous rows:
-//   * Source rows (x rows for forward / weight gradient, dy rows for the input gradient) are copied
-//     into small zero-padded scratch rows, so the inner loops have no border tests at all. With a
-//     column stride sw > 1 an x row is split into sw phase rows (phase f holds columns i*sw + f -
-//     pl), so a strided tap becomes a contiguous load at a fixed offset (stride 2: de-interleave
-//     with shuffles). Rows outside the image point at one shared zero row.
-//   * forward: for each output row, y[q..q+V) = b + sum over taps of w * load(row_r + q + t): the
-//     output is vectorised along Q, one accumulator chain per kernel row, all weights broadcast in
-//     registers, taps unrolled at compile time. Converted input rows live in a ring of
-//     (R-1)*dh + 1 rows that stays in L1 while the output rows stream.
-//   * input gradient: the same kernel as a correlation with the flipped kernel over zero-padded dy
-//     rows (stride 1). For stride 2 the output columns split into even and odd phases, each a
-//     contiguous correlation with the taps of matching parity; the two phase vectors are
-//     interleaved into dx with shuffles. Vertically only kernel rows of matching parity
-//     contribute (picked per output row, compile-time count). Multiplier M > 1: one pass per m,
-//     passes after the first accumulate.
-//   * weight gradient: per output channel k and batch element, the whole x plane is converted to
-//     padded phase rows, then per kernel row r the (NA + NB) vector accumulators of that row sweep
-//     all output rows p: acc[s] += dy[p, j..j+V) * xrow[p*sh - pt + r][j + s]. dy rows whose
-//     length is not a multiple of V are copied to zero-tailed scratch, so tail lanes add zero.
-//     Accumulators persist across the batch and are reduced once per (k, r, s).
+// Algorithm. Every direction is turned into branch-free vector loops over contiguous sources:
+//   * Row path (any size). Source rows (x rows for forward / weight gradient, dy rows for the
+//     input gradient) are copied into zero-padded scratch rows, so inner loops have no border
+//     tests. With a column stride sw > 1 an x row is split into sw phase rows (phase f holds
+//     columns i*sw + f - pl; stride 2: one de-interleaving pass with shuffles), so a strided tap
+//     becomes a contiguous load at a fixed offset. Rows outside the image point at a zero row.
+//     - forward: y[p, q..q+V) = b + sum_taps w * load(row_r + q + t), vectorised along Q, one
+//       accumulator chain per kernel row, weights broadcast once per plane, taps unrolled at
+//       compile time; converted rows live in a ring of (R-1)*dh+1 rows that stays in L1. The last
+//       vector of a row overlaps the previous one (Q >= V) or spills into the next row that is
+//       rewritten anyway (Q < V); no partial stores in the hot loop.
+//     - input gradient: the same kernel as a correlation with the flipped kernel over padded dy
+//       rows (stride 1). Stride 2: even and odd dx columns are separate correlations with the
+//       taps of matching parity, interleaved into dx with shuffles; vertically only kernel rows
+//       of matching parity contribute (compile-time count per row parity). Multiplier M > 1: one
+//       pass per m, later passes accumulate.
+//     - weight gradient: per channel k and batch element the whole x plane becomes padded phase
+//       rows; blocks of kernel rows (3 for 3x3, 2 for 5x5) keep 9-10 independent vector
+//       accumulators, one dy load feeding all of them; dy rows whose length is not a multiple of
+//       V are copied to zero-tailed scratch. Accumulators persist across the batch; reduced once.
+//   * Flat path (stride 1, P == H, Q == W, H*W <= 1024, square kernel): a plane is one flat array
+//     of H*W outputs, out[i] = sum w * src[i + dr*W + dc] with src copied (double-buffered, so
+//     loads never wait on store forwarding) into a buffer whose zero margins stand for rows
+//     outside the image, and a precomputed per-(vector, s) lane mask (bitwise AND, exact even for
+//     inf / NaN) for columns outside it. No per-row work, which is what 7x7 / 14x14 / 28x28
+//     planes need. Input gradient = the same with the flipped kernel; weight gradient reuses it.
 // Variants: KSIZE_SWITCH x STRIDE_SWITCH give compile-time kernels for square 3x3 / 5x5 / 7x7,
-// stride 1 or 2 (same on both axes), dilation 1; everything else (any R, S, strides, dilation,
-// per-axis strides) runs a generic path with run-time tap lists over the same phase rows.
-// SIMD through Vec<T> (SSE2 / AVX2+FMA / AVX-512); stride-2 de-interleave and interleave use
-// per-ISA shuffles. Threads: forward and input gradient split (n, plane) x row-blocks into units
-// (row-blocks only when planes are few) handed out dynamically; weight gradient splits channels
-// (and batch chunks when channels are few, reduced afterwards in a fixed order; no atomics on
-// data). Each task owns its scratch (allocated by the launcher, so work functions never throw).
-// Assumptions: C-contiguous, non-overlapping arrays; sizes validated by the binding.
-// Non-finite values in x can leak into a weight-gradient entry through discarded tail lanes
-// (0 * inf); finite inputs give exact-order-independent results up to rounding.
+// equal strides 1 or 2, dilation 1; everything else (any R, S, strides, dilation, per-axis
+// strides) runs the row path with run-time tap lists. SIMD via Vec<T> (SSE2 / AVX2+FMA /
+// AVX-512 from the same templates); de-interleave / interleave / mask AND per ISA.
+// Threads: forward and input gradient hand out (n, plane) units, split into row blocks only when
+// planes are too few, dynamically (atomic counter, chunks) to min(threads, units) tasks; weight
+// gradient splits channels (and batch chunks when channels are few, reduced afterwards in a
+// fixed order; no atomics on data). Each task owns its scratch (provided by the launcher from a
+// per-calling-thread grow-only buffer, so work functions never allocate or throw).
+// Assumptions: C-contiguous, non-overlapping arrays; shapes validated by the binding; pads >= 0.
+// In the row-path weight gradient, tail lanes multiply zero dy by real x values, so an inf in x
+// can turn a gradient entry into NaN where the exact sum would not (forward / input gradient
+// and the flat path are exact in that respect).
 //
-// Measured (2-core AMD EPYC, AVX2, float32, batch n_cpu, ms; see the report of this change):
-// filled in below the code in MEASURED.
+// Measured (2-core AMD EPYC shared with other jobs, AVX2, float32, batch n_cpu; 1 thread,
+// per-thread CPU time, min of 11 rounds, ms; torch 2.13 best of NCHW / channels_last; ratio =
+// ours / torch). 2-thread wall-clock figures were not reproducible under the machine's load.
+//   case                 fwd  (torch) ratio | bwd_in (torch) ratio | bwd_w (torch) ratio
+//   mbv2_dw_32_112       0.64 (0.87) 0.73   | 0.40 (0.67)  0.60    | 0.49 (0.82)  0.60
+//   mbv2_dw_96_112s2     0.65 (1.49) 0.43   | 0.97 (2.05)  0.47    | 1.43 (1.78)  0.80
+//   mbv2_dw_144_56       1.12 (2.04) 0.55   | 1.30 (2.73)  0.48    | 1.75 (3.52)  0.50
+//   mbv2_dw_384_14       0.52 (1.09) 0.48   | 0.51 (0.46)  1.10    | 0.41 (0.68)  0.60
+//   mbv2_dw_960_7        0.39 (0.30) 1.31   | 0.39 (0.32)  1.21    | 0.29 (0.33)  0.89
+//   effl0_dw5_144_56s2   1.14 (1.85) 0.62   | 1.37 (1.49)  0.92    | 1.68 (4.89)  0.34
+//   effl0_dw5_240_28     1.56 (1.51) 1.03   | 1.58 (1.62)  0.97    | 1.73 (6.42)  0.27
+//   effl0_dw5_672_14     2.62 (2.71) 0.97   | 2.07 (2.14)  0.97    | 2.34 (9.59)  0.24
+//   geometric mean ratio: forward 0.71, input gradient 0.79, weight gradient 0.48.
 #include "cpu/depthwise_conv2d_cpu.h"
 
 #include <algorithm>
@@ -399,25 +417,25 @@ struct TapVecs {
 };
 
 template <class T, int NR, int NA, int NB, bool COMBINE>
-FC_DW_INLINE void eval_taps(const Taps<T, NR, NA, NB>& tp, const TapVecs<T, NR, NA, NB>& wv,
+FC_DW_INLINE void eval_taps(const Taps<T, NR, NA, NB>& tp, const Vec<T>* wa, const Vec<T>* wb,
                             int64_t j, Vec<T>& A, Vec<T>& B) {
   using V = Vec<T>;
   V sa[NR], sb[NR];
 #pragma GCC unroll 8
   for (int r = 0; r < NR; ++r) {
     const T* pa = tp.a[r] + j;
-    V acc = wv.wa[r * NA] * V::load(pa);
+    V acc = wa[r * NA] * V::load(pa);
 #pragma GCC unroll 8
-    for (int t = 1; t < NA; ++t) acc = V::fmadd(wv.wa[r * NA + t], V::load(pa + t), acc);
+    for (int t = 1; t < NA; ++t) acc = V::fmadd(wa[r * NA + t], V::load(pa + t), acc);
     if constexpr (NB > 0) {
       const T* pb = tp.b[r] + j;
       if constexpr (COMBINE) {
 #pragma GCC unroll 8
-        for (int t = 0; t < NB; ++t) acc = V::fmadd(wv.wb[r * NB + t], V::load(pb + t), acc);
+        for (int t = 0; t < NB; ++t) acc = V::fmadd(wb[r * NB + t], V::load(pb + t), acc);
       } else {
-        V bcc = wv.wb[r * NB] * V::load(pb);
+        V bcc = wb[r * NB] * V::load(pb);
 #pragma GCC unroll 8
-        for (int t = 1; t < NB; ++t) bcc = V::fmadd(wv.wb[r * NB + t], V::load(pb + t), bcc);
+        for (int t = 1; t < NB; ++t) bcc = V::fmadd(wb[r * NB + t], V::load(pb + t), bcc);
         sb[r] = bcc;
       }
     }
@@ -446,7 +464,7 @@ FC_DW_INLINE void row_sum(const Taps<T, NR, NA, NB>& tp, const TapVecs<T, NR, NA
   V A, B;
   int64_t j = 0;
   for (; j + VS <= n; j += VS) {
-    eval_taps<T, NR, NA, NB, true>(tp, wv, j, A, B);
+    eval_taps<T, NR, NA, NB, true>(tp, wv.wa, wv.wb, j, A, B);
     A = A + vb;
     if constexpr (ACC) A = A + V::load(out + j);
     A.store(out + j);
@@ -454,10 +472,10 @@ FC_DW_INLINE void row_sum(const Taps<T, NR, NA, NB>& tp, const TapVecs<T, NR, NA
   if (j < n) {
     if (!ACC && n >= VS) {  // overlap the last full vector (same values rewritten)
       j = n - VS;
-      eval_taps<T, NR, NA, NB, true>(tp, wv, j, A, B);
+      eval_taps<T, NR, NA, NB, true>(tp, wv.wa, wv.wb, j, A, B);
       (A + vb).store(out + j);
     } else {
-      eval_taps<T, NR, NA, NB, true>(tp, wv, j, A, B);
+      eval_taps<T, NR, NA, NB, true>(tp, wv.wa, wv.wb, j, A, B);
       A = A + vb;
       if (!ACC && room >= j + VS - n) {
         A.store(out + j);
@@ -472,14 +490,14 @@ FC_DW_INLINE void row_sum(const Taps<T, NR, NA, NB>& tp, const TapVecs<T, NR, NA
 
 // out[2j] (+)= A(j), out[2j+1] (+)= B(j) for 2j, 2j+1 < W.
 template <class T, int NR, int NA, int NB, bool ACC>
-FC_DW_INLINE void row_interleave(const Taps<T, NR, NA, NB>& tp, T* out, int64_t W) {
+FC_DW_INLINE void row_interleave(const Taps<T, NR, NA, NB>& tp, const Vec<T>* wa, const Vec<T>* wb,
+                                 T* out, int64_t W) {
   using V = Vec<T>;
   constexpr int VS = V::size;
-  const TapVecs<T, NR, NA, NB> wv(tp);
   V A, B;
   int64_t j = 0;
   for (; 2 * (j + VS) <= W; j += VS) {
-    eval_taps<T, NR, NA, NB, false>(tp, wv, j, A, B);
+    eval_taps<T, NR, NA, NB, false>(tp, wa, wb, j, A, B);
     if constexpr (ACC) {
       alignas(64) T buf[2 * VS];
       store_interleaved<T>(buf, A, B);
@@ -490,7 +508,7 @@ FC_DW_INLINE void row_interleave(const Taps<T, NR, NA, NB>& tp, T* out, int64_t 
     }
   }
   if (2 * j < W) {
-    eval_taps<T, NR, NA, NB, false>(tp, wv, j, A, B);
+    eval_taps<T, NR, NA, NB, false>(tp, wa, wb, j, A, B);
     alignas(64) T buf[2 * VS];
     store_interleaved<T>(buf, A, B);
     for (int64_t i = 0; 2 * j + i < W; ++i)
@@ -909,6 +927,24 @@ void backward_input_run(const Conv2dParams& p, const T* dy, const T* w, T* dx) {
           for (int t = 0; t < KS; ++t) tp1.wa[j * KS + t] = wk[(KS - 1 - j) * KS + (KS - 1 - t)];
       }
       const TapVecs<T, NR1, NR1, 0> wv1(tp1);
+      // Stride 2: broadcast weights per row parity r0 (rows r == r0 mod 2): group A (even dx
+      // columns, taps s == pl mod 2, s = samax - 2t) then group B (odd columns), once per (unit, m).
+      constexpr int KSQ = KS > 0 ? KS * KS : 1;
+      Vec<T> wv2[2][KSQ];
+      if constexpr (KS > 0 && ST == 2) {
+        const int sa0 = static_cast<int>(pl & 1), sb0 = 1 - sa0;
+        const int na = (KS - sa0 + 1) / 2, nb = KS - na;
+        const int samax = sa0 + 2 * (na - 1), sbmax = sb0 + 2 * (nb - 1);
+        for (int r0 = 0; r0 < 2; ++r0) {
+          const int nr = (KS - r0 + 1) / 2;
+          for (int i = 0; i < nr; ++i) {
+            const int r = r0 + 2 * i;
+            for (int t = 0; t < na; ++t) wv2[r0][i * na + t] = Vec<T>::set1(wk[r * KS + samax - 2 * t]);
+            for (int t = 0; t < nb; ++t)
+              wv2[r0][nr * na + i * nb + t] = Vec<T>::set1(wk[r * KS + sbmax - 2 * t]);
+          }
+        }
+      }
       for (int64_t h = h0; h < h1; ++h) {
         // dy rows that reach dx row h: p in [ceil((h+pt-(R-1)dh)/sh), floor((h+pt)/sh)]
         const int64_t plo = std::max<int64_t>(0, ceil_div(h + pt - (R - 1) * dh, sh));
@@ -949,13 +985,11 @@ void backward_input_run(const Conv2dParams& p, const T* dy, const T* w, T* dx) {
               const T* row = rowp((h + pt - r) / 2);
               tp.a[i] = row + offa;
               tp.b[i] = row + offb;
-#pragma GCC unroll 8
-              for (int t = 0; t < NA; ++t) tp.wa[i * NA + t] = wk[r * KS + samax - 2 * t];
-#pragma GCC unroll 8
-              for (int t = 0; t < NB; ++t) tp.wb[i * NB + t] = wk[r * KS + sbmax - 2 * t];
             }
-            if (m == 0) row_interleave<T, NR, NA, NB, false>(tp, dxrow, W);
-            else row_interleave<T, NR, NA, NB, true>(tp, dxrow, W);
+            const Vec<T>* wa = wv2[r0];
+            const Vec<T>* wb = wv2[r0] + NR * NA;
+            if (m == 0) row_interleave<T, NR, NA, NB, false>(tp, wa, wb, dxrow, W);
+            else row_interleave<T, NR, NA, NB, true>(tp, wa, wb, dxrow, W);
           };
           using IE = std::integral_constant<int, (KS + 1) / 2>;
           using IO = std::integral_constant<int, KS / 2>;

@@ -110,3 +110,15 @@ def depthwise_shapes(draw):
 def test_depthwise_conv2d_random_shapes_vs_ref(args):
     case, seed, dtype = args
     check_conv2d(np.random.default_rng(seed), *case, dtype)
+
+
+@pytest.mark.parametrize("stride", [2, 3])
+def test_depthwise_conv2d_wide_strided_rows_vs_ref(isa, rng, stride):
+    # Regression: with a column stride > 1 the rows above/below the image used a zero row one
+    # phase long, so the last vector of the first output row read past it (garbage on
+    # multi-channel inputs). Needs a row wide enough for full vectors in every phase.
+    from fastconv import ref
+    x = randn(rng, (2, 6, 20, 112), np.float32)
+    w = randn(rng, (6, 1, 3, 3), np.float32)
+    y = F.conv2d(x, w, None, stride, 1, 1, 6)
+    assert_close(y, ref.conv2d(x, w, None, (stride, stride), (1, 1, 1, 1), (1, 1), 6), np.float32)

@@ -791,7 +791,8 @@ void forward_run(const Conv2dParams& p, const T* x, const T* w, const T* bias, T
   const int64_t nt = num_threads();
   const Blocking bk = block_rows(p.N * K, P, nt);
   const int64_t ntasks = std::min<int64_t>(nt, bk.units);
-  const int64_t per_task = carve_bytes<T>(RB * sw * L) + carve_bytes<T>(L) +
+  // The zero row stands in for a whole ring slot (all sw phase rows), so it is sw * L long.
+  const int64_t per_task = carve_bytes<T>(RB * sw * L) + carve_bytes<T>(sw * L) +
                            carve_bytes<const T*>(R * S) + carve_bytes<T>(R * S);
   Scratch scr;
   scr.alloc(ntasks, per_task);
@@ -800,7 +801,7 @@ void forward_run(const Conv2dParams& p, const T* x, const T* w, const T* bias, T
     unsigned char* base = scr.task(task);
     Carver cv{base};
     T* ring = cv.take<T>(RB * sw * L);
-    T* zero = cv.take<T>(L);
+    T* zero = cv.take<T>(sw * L);
     const T** tptr = cv.take<const T*>(R * S);
     T* twt = cv.take<T>(R * S);
     const int64_t plane = u / bk.nblk, blk = u % bk.nblk;

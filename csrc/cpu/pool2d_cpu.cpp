@@ -25,7 +25,7 @@
 //   avg backward  gather form (no scatter, every dx written once): g = dy / divisor, vertical sums of
 //                 the g rows covering input row h, then the horizontal transpose (vector, stride 1).
 //   adaptive      the same gather / separable scheme with precomputed covering ranges.
-// Threads: a static split (one contiguous range per thread, see parallel_static) over (plane, block
+// Threads: parallel_for's static split (one contiguous range per thread) over (plane, block
 // of output rows) items; a plane is split into row blocks only when there are fewer than 4 planes
 // per thread (max / avg forward by output rows, avg / adaptive backward by input rows; max backward
 // only by planes, since its scatter targets any row). Scratch is malloc'ed per range; if that fails
@@ -386,17 +386,6 @@ inline Split make_split(int64_t planes, int64_t rows, bool allow_rows) {
   return {planes, rows, nb};
 }
 
-// Static split of [0, n) into one contiguous range per thread (grain = the smallest range worth a
-// thread). The same thread tends to get the same range on every call, so repeated calls on the
-// same tensors keep their halves in that core's cache (dynamic chunks measured 3x slower for the
-// L3-resident global-pool case on the 2-core machine).
-template <class F>
-inline void parallel_static(int64_t n, int64_t grain, const F& f) {
-  if (n <= 0) return;
-  const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), n / std::max<int64_t>(1, grain)));
-  parallel_tasks(tasks, [&](int64_t t, int64_t nt) { f(t * n / nt, (t + 1) * n / nt); });
-}
-
 // Scratch memory owned by one chunk of work; malloc, so a failure is a null pointer, not a throw.
 struct Scratch {
   void* mem = nullptr;
@@ -615,7 +604,7 @@ void max_forward_impl(const Pool2dParams& p, const T* x, T* y, int64_t* ind) {
   const Split sp = make_split(p.N * p.C, p.P, true);
   const size_t bytes = round64(sizeof(T) * span * p.Q) + round64(sizeof(Idx) * span * p.Q) +
                        round64(sizeof(int64_t) * span) + round64(sizeof(T) * g.lb);
-  parallel_static(sp.items(), 1, [&](int64_t b, int64_t e) {
+  parallel_for(sp.items(), 1, [&](int64_t b, int64_t e) {
     Scratch scr(ring_ok ? bytes : 0);
     char* m = static_cast<char*>(scr.mem);
     T* rv = reinterpret_cast<T*>(m);
@@ -663,7 +652,7 @@ int64_t max_backward(const Pool2dParams& p, const T* dy, const int64_t* ind, T* 
   const int64_t HW = p.H * p.W, PQ = p.P * p.Q;
   std::atomic<int64_t> bad{0};
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, HW + PQ));
-  parallel_static(p.N * p.C, grain, [&](int64_t b, int64_t e) {
+  parallel_for(p.N * p.C, grain, [&](int64_t b, int64_t e) {
     int64_t nbad = 0;
     for (int64_t pl = b; pl < e; ++pl) {
       T* d = dx + pl * HW;
@@ -805,7 +794,7 @@ inline void sum8_planes(const float* x, int64_t HW, float* out8, __m256 div) {
 template <class T>
 void avg_global_forward(const Pool2dParams& p, const T* x, T* y, T div) {
   const int64_t HW = p.H * p.W;
-  parallel_static(p.N * p.C, std::max<int64_t>(8, 16384 / HW), [&](int64_t b, int64_t e) {
+  parallel_for(p.N * p.C, std::max<int64_t>(8, 16384 / HW), [&](int64_t b, int64_t e) {
     int64_t pl = b;
 #if defined(FC_ISA_avx2)
     if constexpr (std::is_same_v<T, float>) {
@@ -821,7 +810,7 @@ void avg_global_backward(const Pool2dParams& p, const T* dy, T* dx, T div1, T di
   using V = Vec<T>;
   constexpr int L = V::size;
   const int64_t HW = p.H * p.W;
-  parallel_static(p.N * p.C, std::max<int64_t>(1, 16384 / HW), [&](int64_t b, int64_t e) {
+  parallel_for(p.N * p.C, std::max<int64_t>(1, 16384 / HW), [&](int64_t b, int64_t e) {
     // Planes are written in order with full vectors; a vector running into the next plane is
     // overwritten by that plane's first store (the last plane of the chunk ends with a scalar tail).
     for (int64_t pl = b; pl < e; ++pl) {
@@ -887,7 +876,7 @@ void avg_forward(const Pool2dParams& p, const T* x, T* y) {
   const int64_t HW = p.H * p.W, PQ = p.P * p.Q;
   const AvgGeom<T> g(p);
   if (g.empty) {
-    parallel_static(p.N * p.C, 1, [&](int64_t b, int64_t e) {
+    parallel_for(p.N * p.C, 1, [&](int64_t b, int64_t e) {
       for (int64_t pl = b; pl < e; ++pl) avg_plane_naive(p, x + pl * HW, y + pl * PQ, 0, p.P);
     });
     return;
@@ -897,7 +886,7 @@ void avg_forward(const Pool2dParams& p, const T* x, T* y) {
   constexpr int L = Vec<T>::size;
   const int64_t lb = std::max(p.pad_l + p.W, (p.Q - 1) * p.stride_w + p.S) + L;
   const Split sp = make_split(p.N * p.C, p.P, true);
-  parallel_static(sp.items(), 1, [&](int64_t b, int64_t e) {
+  parallel_for(sp.items(), 1, [&](int64_t b, int64_t e) {
     Scratch scr(sizeof(T) * lb);
     T* vs = static_cast<T*>(scr.mem);
     if (vs)
@@ -981,7 +970,7 @@ void avg_backward(const Pool2dParams& p, const T* dy, T* dx) {
   const int64_t HW = p.H * p.W, PQ = p.P * p.Q;
   const AvgGeom<T> g(p);
   if (g.empty) {
-    parallel_static(p.N * p.C, 1, [&](int64_t b, int64_t e) {
+    parallel_for(p.N * p.C, 1, [&](int64_t b, int64_t e) {
       for (int64_t pl = b; pl < e; ++pl) avg_plane_backward_naive(p, dy + pl * PQ, dx + pl * HW);
     });
     return;
@@ -998,7 +987,7 @@ void avg_backward(const Pool2dParams& p, const T* dy, T* dx) {
   const int64_t lg = p.W + p.pad_l + p.S + p.Q + 2 * L;
   const Split sp = make_split(p.N * p.C, p.H, true);
   const size_t bytes = round64(sizeof(T) * PQ) + round64(sizeof(T) * lg);
-  parallel_static(sp.items(), 1, [&](int64_t b, int64_t e) {
+  parallel_for(sp.items(), 1, [&](int64_t b, int64_t e) {
     Scratch scr(bytes);
     char* m = static_cast<char*>(scr.mem);
     T* gq = reinterpret_cast<T*>(m);
@@ -1047,13 +1036,13 @@ void adaptive_forward(const Pool2dParams& p, const T* x, T* y) {
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q, HW = H * W, PQ = P * Q;
   const AdaptiveGeom g(p);
   if (P == 1 && Q == 1) {  // global average
-    parallel_static(p.N * p.C, std::max<int64_t>(1, 16384 / HW), [&](int64_t b, int64_t e) {
+    parallel_for(p.N * p.C, std::max<int64_t>(1, 16384 / HW), [&](int64_t b, int64_t e) {
       for (int64_t pl = b; pl < e; ++pl) y[pl] = sum_contig(x + pl * HW, HW) / T(H) / T(W);
     });
     return;
   }
   const Split sp = make_split(p.N * p.C, P, true);
-  parallel_static(sp.items(), 1, [&](int64_t b, int64_t e) {
+  parallel_for(sp.items(), 1, [&](int64_t b, int64_t e) {
     Scratch scr(sizeof(T) * W);
     T* rs = static_cast<T*>(scr.mem);
     for (int64_t it = b; it < e; ++it) {
@@ -1106,7 +1095,7 @@ void adaptive_backward(const Pool2dParams& p, const T* dy, T* dx) {
   const int64_t lg = Q + 2 * L;
   const Split sp = make_split(p.N * p.C, H, true);
   const size_t bytes = round64(sizeof(T) * PQ) + round64(sizeof(T) * lg);
-  parallel_static(sp.items(), 1, [&](int64_t b, int64_t e) {
+  parallel_for(sp.items(), 1, [&](int64_t b, int64_t e) {
     Scratch scr(bytes);
     char* m = static_cast<char*>(scr.mem);
     T* gq = reinterpret_cast<T*>(m);

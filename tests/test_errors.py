@@ -144,9 +144,16 @@ def test_errors_are_raised_before_the_kernel(monkeypatch):
         if name.endswith(("_forward", "_backward", "_backward_input", "_backward_weight",
                           "_backward_bias")):
             monkeypatch.setattr(_C, name, boom)
-    for _, call, exc, _ in CASES:
+    for name, call, exc, _ in CASES:
+        if name in KERNEL_CHECKED:
+            continue
         with pytest.raises(exc):
             call()
+
+
+# Data-dependent checks done by the kernel itself, in the pass it makes anyway (a Python-side
+# check would read the data once more); their messages are still the Python layer's (CASES).
+KERNEL_CHECKED = {"max_grad_indices_range", "max_grad_indices_negative"}
 
 
 # The binding re-checks everything: direct calls with bad arrays raise, never crash.

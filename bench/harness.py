@@ -63,8 +63,10 @@ def select_cases(cases: Sequence[dict], spec: Optional[str]) -> List[dict]:
 
 
 def out_len(size: int, k: int, stride: int, pad: int) -> int:
-    """Output length of a symmetric-padding, dilation-1, floor-mode window (the suite's shapes)."""
-    return (size + 2 * pad - k) // stride + 1
+    """Output length for the suite's shapes (symmetric padding, dilation 1, floor mode), from the
+    one Python output-size helper."""
+    from fastconv._shape import output_size
+    return output_size(size, k, stride, pad, pad, 1, False)
 
 
 def case_dims(case: dict, batch_key: str = "n_cpu") -> dict:

@@ -1,0 +1,150 @@
+"""Convolution and pooling on numpy arrays with torch.nn.functional's signatures and results.
+
+    import fastconv.nn.functional as F
+    y = F.conv2d(x, w, b, stride=2, padding="same")       # x (N, C, H, W) or (C, H, W)
+
+numpy arrays in, numpy arrays out (float32 or float64, NCHW, weights (K, C/groups, R, S)).
+Differences from torch, all extensions: `padding` may be a 4-tuple (top, bottom, left, right);
+`'same'` works for any stride (TensorFlow/Keras semantics for stride > 1: output ceil(in/stride),
+the odd pixel of padding at the bottom/right), also in pooling. Pooling padding is at most half
+the kernel per side (as in torch), and a dilated pooling window that would see only padding is
+rejected (torch returns -inf with an out-of-range index there). Inputs of any layout, byte order or writeability are accepted (copied only
+when they are not native C-contiguous). The gradients are in fastconv.nn.grad.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fastconv import _C, _shape
+from fastconv.nn import _common as c
+
+__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (cross-correlation, as in every DL framework).
+
+    Args:
+        input: (N, C, H, W) or unbatched (C, H, W), float32 or float64.
+        weight: (K, C / groups, R, S), same dtype.
+        bias: (K,) or None.
+        stride, dilation: int or (h, w).
+        padding: int, (h, w), (top, bottom, left, right), 'valid' or 'same'.
+        groups: C and K must both be divisible by it (groups == C: depthwise).
+    Returns:
+        (N, K, P, Q), or (K, P, Q) for an unbatched input.
+    """
+    op = "conv2d"
+    c.check_arrays(op, input=input, weight=weight, bias=bias)
+    c.check_float(op, "input", input)
+    c.check_same_dtype(op, "input", input, "weight", weight)
+    if bias is not None:
+        c.check_same_dtype(op, "input", input, "bias", bias)
+    x, unbatched = c.batched(op, "input", input)
+    if weight.ndim != 4:
+        raise ValueError(f"{op}: weight must be 4-D (out_channels, in_channels/groups, kH, kW), "
+                         f"got shape {c.shape_str(weight.shape)}")
+    stride, pad, dilation, groups, (P, Q) = c.conv_geometry(op, x.shape, weight.shape, stride,
+                                                            padding, dilation, groups)
+    K = weight.shape[0]
+    if bias is not None and bias.shape != (K,):
+        raise ValueError(f"{op}: bias must have shape ({K},) (one per output channel), got shape "
+                         f"{c.shape_str(bias.shape)}")
+    out = np.empty((x.shape[0], K, P, Q), dtype=c.native_dtype(input))
+    if x.shape[0] > 0:
+        _C.conv2d_forward(c.prepare(x), c.prepare(weight), c.prepare(bias), out, stride, pad,
+                          dilation, groups)
+    return out[0] if unbatched else out
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """2-D max pooling; NaN propagates (a window holding NaN gives NaN), ties keep the first
+    element in row-major order.
+
+    Args:
+        input: (N, C, H, W) or (C, H, W).
+        kernel_size, dilation: int or (h, w). stride: int, (h, w), or None = kernel_size.
+        padding: int, (h, w), (top, bottom, left, right), 'valid' or 'same'; at most half the
+            kernel per side. Padding never wins (it acts as -inf).
+        ceil_mode: round the output size up (the last window must start inside the input or the
+            top/left padding).
+        return_indices: also return the argmax of each window as a flat int64 index h * W + w
+            into its (H, W) plane (what fastconv.nn.grad.max_pool2d_input takes).
+    Returns:
+        out (N, C, P, Q), or (out, indices) with return_indices.
+    """
+    op = "max_pool2d"
+    c.check_arrays(op, input=input)
+    c.check_float(op, "input", input)
+    x, unbatched = c.batched(op, "input", input)
+    kernel, stride, dilation = c.pool_args(op, kernel_size, stride, dilation)
+    ceil_mode = c.check_bool(op, "ceil_mode", ceil_mode)
+    return_indices = c.check_bool(op, "return_indices", return_indices)
+    N, C, H, W = x.shape
+    pad = _shape.resolve_padding(op, padding, (H, W), kernel, stride, dilation)
+    P, Q = _shape.pool_output_hw(op, (H, W), kernel, stride, pad, dilation, ceil_mode)
+    out = np.empty((N, C, P, Q), dtype=c.native_dtype(input))
+    indices = np.empty((N, C, P, Q), dtype=np.int64) if return_indices else None
+    if N > 0:
+        _C.max_pool2d_forward(c.prepare(x), out, indices, kernel, stride, pad, dilation, ceil_mode)
+    if unbatched:
+        out = out[0]
+        indices = None if indices is None else indices[0]
+    return (out, indices) if return_indices else out
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """2-D average pooling.
+
+    Args:
+        input: (N, C, H, W) or (C, H, W).
+        kernel_size: int or (h, w). stride: int, (h, w), or None = kernel_size.
+        padding: int, (h, w), (top, bottom, left, right), 'valid' or 'same'; at most half the
+            kernel per side. Padding counts as zeros.
+        ceil_mode: round the output size up (as in max_pool2d).
+        count_include_pad: divide by the window size including padding (but not the part of a
+            ceil_mode window past the bottom/right padding); False: by the in-input count only
+            (Keras 'same' pooling semantics).
+        divisor_override: a positive int to divide by instead.
+    Returns:
+        (N, C, P, Q), or (C, P, Q) for an unbatched input.
+    """
+    op = "avg_pool2d"
+    c.check_arrays(op, input=input)
+    c.check_float(op, "input", input)
+    x, unbatched = c.batched(op, "input", input)
+    kernel, stride, _ = c.pool_args(op, kernel_size, stride, 1)
+    ceil_mode, count_include_pad, divisor = c.avg_pool_flags(op, ceil_mode, count_include_pad,
+                                                             divisor_override)
+    N, C, H, W = x.shape
+    pad = _shape.resolve_padding(op, padding, (H, W), kernel, stride, (1, 1))
+    P, Q = _shape.pool_output_hw(op, (H, W), kernel, stride, pad, (1, 1), ceil_mode)
+    out = np.empty((N, C, P, Q), dtype=c.native_dtype(input))
+    if N > 0:
+        _C.avg_pool2d_forward(c.prepare(x), out, kernel, stride, pad, ceil_mode, count_include_pad,
+                              divisor)
+    return out[0] if unbatched else out
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """2-D adaptive average pooling: output cell (p, q) averages rows [floor(p*H/P),
+    ceil((p+1)*H/P)) and the columns likewise.
+
+    Args:
+        input: (N, C, H, W) or (C, H, W).
+        output_size: int or (P, Q); a None entry keeps that input size.
+    Returns:
+        (N, C, P, Q), or (C, P, Q) for an unbatched input.
+    """
+    op = "adaptive_avg_pool2d"
+    c.check_arrays(op, input=input)
+    c.check_float(op, "input", input)
+    x, unbatched = c.batched(op, "input", input)
+    N, C, H, W = x.shape
+    P, Q = c.adaptive_size(op, output_size, H, W)
+    out = np.empty((N, C, P, Q), dtype=c.native_dtype(input))
+    if N > 0:
+        _C.adaptive_avg_pool2d_forward(c.prepare(x), out)
+    return out[0] if unbatched else out

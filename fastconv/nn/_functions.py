@@ -1,0 +1,363 @@
+"""The autograd Functions behind fastconv.nn.functional: each forward works on plain arrays and
+saves only what its backward needs. Convolution and pooling call the fastconv kernels
+(fastconv.nn._array for the forward pass, fastconv.nn.grad for the gradients); the rest is
+vectorised array code that runs on numpy or cupy alike.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fastconv.autograd import Function, array_module
+from fastconv.nn import _array as A
+from fastconv.nn import grad as G
+
+
+def _xp(a):
+    return array_module(a)
+
+
+# ---------------------------------------------------------------------- convolution and pooling
+class Conv2d(Function):
+    def forward(self, x, w, b=None, *, stride, padding, dilation, groups):
+        self.x, self.w = x, w
+        self.geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+        return A.conv2d(x, w, b, **self.geometry)
+
+    def backward(self, g):
+        need = self.needs_grad
+        dx = G.conv2d_input(self.x.shape, self.w, g, **self.geometry) if need[0] else None
+        dw = G.conv2d_weight(self.x, self.w.shape, g, **self.geometry) if need[1] else None
+        if len(need) == 3:
+            return dx, dw, (G.conv2d_bias(g) if need[2] else None)
+        return dx, dw
+
+
+class MaxPool2d(Function):
+    """Saves the argmax indices, not the input."""
+    def forward(self, x, *, sink, **options):
+        out, self.indices = A.max_pool2d(x, return_indices=True, **options)
+        self.shape = x.shape
+        sink["indices"] = self.indices
+        return out
+
+    def backward(self, g):
+        return G.max_pool2d_input(self.shape, g, self.indices)
+
+
+class AvgPool2d(Function):
+    def forward(self, x, **options):
+        self.shape, self.options = x.shape, options
+        return A.avg_pool2d(x, **options)
+
+    def backward(self, g):
+        return G.avg_pool2d_input(self.shape, g, **self.options)
+
+
+class AdaptiveAvgPool2d(Function):
+    def forward(self, x, *, output_size):
+        self.shape = x.shape
+        return A.adaptive_avg_pool2d(x, output_size)
+
+    def backward(self, g):
+        return G.adaptive_avg_pool2d_input(self.shape, g)
+
+
+class Linear(Function):
+    """y = x @ w.T + b for x (..., in), w (out, in), b (out,)."""
+    def forward(self, x, w, b=None):
+        self.x, self.w = x, w
+        y = x @ w.T
+        return y if b is None else y + b
+
+    def backward(self, g):
+        need = self.needs_grad
+        dx = g @ self.w if need[0] else None
+        dw = None
+        if need[1]:
+            g2, x2 = g.reshape(-1, g.shape[-1]), self.x.reshape(-1, self.x.shape[-1])
+            dw = g2.T @ x2
+        if len(need) == 3:
+            return dx, dw, (g.reshape(-1, g.shape[-1]).sum(0) if need[2] else None)
+        return dx, dw
+
+
+# ------------------------------------------------------------------------------- activations
+class ReLU6(Function):
+    def forward(self, x):
+        self.mask = (x > 0) & (x < 6)
+        return _xp(x).clip(x, 0, 6)
+
+    def backward(self, g): return g * self.mask
+
+
+class LeakyReLU(Function):
+    def forward(self, x, *, slope):
+        self.scale = _xp(x).where(x > 0, x.dtype.type(1), x.dtype.type(slope))
+        return x * self.scale
+
+    def backward(self, g): return g * self.scale
+
+
+class SiLU(Function):
+    def forward(self, x):
+        xp = _xp(x)
+        self.x, self.s = x, 0.5 * (xp.tanh(0.5 * x) + 1)
+        return x * self.s
+
+    def backward(self, g):
+        return g * self.s * (1 + self.x * (1 - self.s))
+
+
+class Softmax(Function):
+    def forward(self, x, *, axis):
+        xp = _xp(x)
+        e = xp.exp(x - x.max(axis=axis, keepdims=True))
+        self.out, self.axis = e / e.sum(axis=axis, keepdims=True), axis
+        return self.out
+
+    def backward(self, g):
+        return self.out * (g - (g * self.out).sum(axis=self.axis, keepdims=True))
+
+
+class LogSoftmax(Function):
+    def forward(self, x, *, axis):
+        xp = _xp(x)
+        shifted = x - x.max(axis=axis, keepdims=True)
+        self.out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+        self.axis = axis
+        return self.out
+
+    def backward(self, g):
+        return g - _xp(g).exp(self.out) * g.sum(axis=self.axis, keepdims=True)
+
+
+class Dropout(Function):
+    def forward(self, x, *, p, rng):
+        keep = rng.random(x.shape) >= p  # drawn on the host; moved next to x on the GPU
+        xp = _xp(x)
+        self.scale = xp.asarray(keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p)))
+        return x * self.scale
+
+    def backward(self, g): return g * self.scale
+
+
+# ----------------------------------------------------------------------------- normalisation
+def _channel_axes(x):
+    """Reduction axes and broadcast shape of per-channel (axis 1) statistics."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    return axes, shape
+
+
+class BatchNorm(Function):
+    """Batch normalisation over axis 1 of (N, C) or (N, C, H, W). In training mode the batch
+    statistics are used and the running ones updated in place (unbiased variance, PyTorch's
+    momentum convention); otherwise the running statistics are used."""
+    def forward(self, x, weight=None, bias=None, *, running_mean, running_var, training,
+                momentum, eps):
+        axes, shape = _channel_axes(x)
+        xp = _xp(x)
+        if training:
+            count = x.size // x.shape[1]
+            if count <= 1:
+                raise ValueError(f"batch_norm: training needs more than one value per channel, "
+                                 f"got input shape {tuple(x.shape)}")
+            mean = x.mean(axis=axes)
+            var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
+            if running_mean is not None:
+                running_mean *= 1 - momentum
+                running_mean += momentum * mean.astype(running_mean.dtype)
+            if running_var is not None:
+                running_var *= 1 - momentum
+                running_var += momentum * (var * (count / (count - 1))).astype(running_var.dtype)
+        else:
+            mean, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
+        self.training, self.axes, self.shape = training, axes, shape
+        self.invstd = (1.0 / xp.sqrt(var + eps)).astype(x.dtype).reshape(shape)
+        self.xhat = (x - mean.reshape(shape)) * self.invstd
+        self.weight = weight
+        y = self.xhat
+        if weight is not None:
+            y = y * weight.reshape(shape)
+        if bias is not None:
+            y = y + bias.reshape(shape)
+        return y
+
+    def backward(self, g):
+        need = self.needs_grad
+        gw = g if self.weight is None else g * self.weight.reshape(self.shape)
+        dx = None
+        if need[0]:
+            if self.training:  # the batch statistics depend on x too
+                mean_g = gw.mean(axis=self.axes, keepdims=True)
+                mean_gx = (gw * self.xhat).mean(axis=self.axes, keepdims=True)
+                dx = (gw - mean_g - self.xhat * mean_gx) * self.invstd
+            else:
+                dx = gw * self.invstd
+        grads = [dx]
+        if len(need) > 1:
+            grads.append((g * self.xhat).sum(axis=self.axes) if need[1] else None)
+        if len(need) > 2:
+            grads.append(g.sum(axis=self.axes) if need[2] else None)
+        return tuple(grads)
+
+
+def _channel_window_sum(a, before: int, after: int):
+    """s[:, c] = sum of a[:, c - before .. c + after] (zero outside), along axis 1."""
+    xp = _xp(a)
+    C = a.shape[1]
+    pad = [(0, 0)] * a.ndim
+    pad[1] = (before + 1, after)
+    cs = xp.cumsum(xp.pad(a, pad), axis=1)
+    idx = np.arange(C)
+    return xp.take(cs, idx + before + after + 1, axis=1) - xp.take(cs, idx, axis=1)
+
+
+class LocalResponseNorm(Function):
+    """y = x / (k + alpha/n * sum over the n neighbouring channels of x^2) ** beta (the window is
+    centred: n//2 channels before, (n-1)//2 after), as in AlexNet and torch."""
+    def forward(self, x, *, size, alpha, beta, k):
+        self.before, self.after = size // 2, (size - 1) // 2
+        self.x, self.c, self.beta = x, alpha / size, beta
+        self.div = k + self.c * _channel_window_sum(x * x, self.before, self.after)
+        self.scale = self.div ** -beta
+        return x * self.scale
+
+    def backward(self, g):
+        t = g * self.x * self.scale / self.div
+        # the adjoint of a window [c-before, c+after] is the window [c-after, c+before]
+        return g * self.scale - 2 * self.c * self.beta * self.x * _channel_window_sum(
+            t, self.after, self.before)
+
+
+# ------------------------------------------------------------------------------------ losses
+def _reduce(loss, reduction: str, denom=None):
+    if reduction == "none":
+        return loss
+    total = loss.sum()
+    return total if reduction == "sum" else total / (loss.size if denom is None else denom)
+
+
+def _reduce_backward(g, shape, reduction: str, denom, dtype, xp):
+    if reduction == "none":
+        return g
+    scale = g if reduction == "sum" else g / denom
+    return xp.broadcast_to(scale.astype(dtype), shape)
+
+
+class CrossEntropy(Function):
+    """Softmax cross-entropy of logits (N, C) against class indices (N,) or class probabilities
+    (N, C); label smoothing, class weights and ignore_index as in torch.nn.functional."""
+    def forward(self, logits, *, target, weight, ignore_index, reduction, label_smoothing):
+        xp = _xp(logits)
+        N, C = logits.shape
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        logp = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        w = xp.ones(C, dtype=logits.dtype) if weight is None else weight.astype(logits.dtype)
+        if target.dtype.kind in "iu":  # class indices
+            valid = target != ignore_index
+            safe = xp.where(valid, target, 0)
+            # torch: (1 - eps) * w[y] * -logp[y] + eps / C * sum_c w[c] * -logp[c], and the mean
+            # divides by the summed w[y] of the non-ignored samples
+            coef = xp.zeros_like(logp)
+            coef[xp.arange(N), safe] = (1 - label_smoothing) * w[safe]
+            if label_smoothing:
+                coef += (label_smoothing / C) * w[None, :]
+            coef *= valid[:, None]
+            sample_w = w[safe] * valid
+            denom = sample_w.sum()
+        else:  # class probabilities
+            coef = target.astype(logits.dtype) * w[None, :]
+            if label_smoothing:
+                coef = (target * (1 - label_smoothing) + label_smoothing / C) * w[None, :]
+            denom = N
+        loss = -(coef * logp).sum(axis=1)
+        self.p, self.coef = xp.exp(logp), coef
+        self.reduction, self.denom = reduction, denom
+        return _reduce(loss, reduction, denom)
+
+    def backward(self, g):
+        xp = _xp(self.p)
+        g = _reduce_backward(g, (self.p.shape[0],), self.reduction, self.denom, self.p.dtype, xp)
+        return g[:, None] * (self.coef.sum(axis=1, keepdims=True) * self.p - self.coef)
+
+
+class NLLLoss(Function):
+    """Negative log-likelihood of log-probabilities (N, C) against class indices (N,)."""
+    def forward(self, logp, *, target, weight, ignore_index, reduction):
+        xp = _xp(logp)
+        N, C = logp.shape
+        valid = target != ignore_index
+        safe = xp.where(valid, target, 0)
+        w = xp.ones(C, dtype=logp.dtype) if weight is None else weight.astype(logp.dtype)
+        self.sample_w = w[safe] * valid
+        self.safe, self.shape = safe, logp.shape
+        self.reduction, self.denom = reduction, self.sample_w.sum()
+        return _reduce(-logp[xp.arange(N), safe] * self.sample_w, reduction, self.denom)
+
+    def backward(self, g):
+        xp = _xp(self.sample_w)
+        g = _reduce_backward(g, self.sample_w.shape, self.reduction, self.denom,
+                             self.sample_w.dtype, xp)
+        out = xp.zeros(self.shape, dtype=self.sample_w.dtype)
+        out[xp.arange(self.shape[0]), self.safe] = -g * self.sample_w
+        return out
+
+
+class BCEWithLogits(Function):
+    """Binary cross-entropy on logits, computed stably: max(x,0) - x*y*... with pos_weight."""
+    def forward(self, x, *, target, weight, pos_weight, reduction):
+        xp = _xp(x)
+        y = target.astype(x.dtype)
+        log_sig = -(xp.logaddexp(0, -x))       # log sigmoid(x)
+        log_one_minus = -(xp.logaddexp(0, x))  # log (1 - sigmoid(x))
+        pw = 1 if pos_weight is None else pos_weight.astype(x.dtype)
+        loss = -(pw * y * log_sig + (1 - y) * log_one_minus)
+        w = 1 if weight is None else weight.astype(x.dtype)
+        loss = loss * w
+        sig = xp.exp(log_sig)
+        # d/dx: -(pw*y*(1-s) - (1-y)*s) * w
+        self.dx = -(pw * y * (1 - sig) - (1 - y) * sig) * w
+        self.reduction = reduction
+        return _reduce(xp.broadcast_to(loss, x.shape) if loss.shape != x.shape else loss,
+                       reduction)
+
+    def backward(self, g):
+        xp = _xp(self.dx)
+        g = _reduce_backward(g, self.dx.shape, self.reduction, self.dx.size, self.dx.dtype, xp)
+        return g * self.dx
+
+
+class BCE(Function):
+    """Binary cross-entropy on probabilities; the logs are clamped at -100 as in torch."""
+    def forward(self, p, *, target, weight, reduction):
+        xp = _xp(p)
+        y = target.astype(p.dtype)
+        if ((p < 0) | (p > 1)).any():
+            raise ValueError("binary_cross_entropy: input must hold probabilities in [0, 1]; "
+                             "use binary_cross_entropy_with_logits for raw scores")
+        logp = xp.maximum(xp.log(p), -100)
+        log1mp = xp.maximum(xp.log1p(-p), -100)
+        w = 1 if weight is None else weight.astype(p.dtype)
+        loss = -(y * logp + (1 - y) * log1mp) * w
+        eps = p.dtype.type(1e-12)
+        self.dx = w * (p - y) / xp.maximum((1 - p) * p, eps)
+        self.reduction = reduction
+        return _reduce(loss, reduction)
+
+    def backward(self, g):
+        xp = _xp(self.dx)
+        g = _reduce_backward(g, self.dx.shape, self.reduction, self.dx.size, self.dx.dtype, xp)
+        return g * self.dx
+
+
+class MSE(Function):
+    def forward(self, x, y, *, reduction):
+        self.diff, self.reduction = x - y, reduction
+        return _reduce(self.diff * self.diff, reduction)
+
+    def backward(self, g):
+        xp = _xp(self.diff)
+        g = _reduce_backward(g, self.diff.shape, self.reduction, self.diff.size, self.diff.dtype, xp)
+        d = 2 * g * self.diff
+        return d, -d

@@ -10,7 +10,8 @@ gets the output gradient and returns one gradient (or None) per Tensor input. `T
 visits the graph in a deterministic reverse topological order (depth-first over inputs in argument
 order) and accumulates gradients into leaves that require them; broadcasting is undone by summing
 over the broadcast axes. Under `no_grad()` nothing is recorded. Gradients of non-leaf tensors are
-not kept (as in PyTorch). The graph is freed after `backward()` unless `retain_graph=True`.
+not kept (as in PyTorch). The graph is freed after `backward()` unless `retain_graph=True` (a
+second backward through a freed graph raises).
 """
 from __future__ import annotations
 
@@ -91,6 +92,15 @@ def _as_array(data, dtype=None):
                     f"(expected numbers, booleans or a numpy/cupy array)")
 
 
+class _Freed:
+    """Stands in for a Function whose saved arrays were released by backward(): the tensor stays
+    a non-leaf, and a second backward through it raises instead of treating it as a leaf."""
+    parents = ()
+
+
+_FREED = _Freed()
+
+
 def _unbroadcast(grad, shape: Tuple[int, ...]):
     """Sum grad over the axes along which an operand of `shape` was broadcast."""
     if grad.shape == shape:
@@ -120,10 +130,9 @@ class Function:
         """Run forward on the tensors' arrays; record the node when any input needs a gradient."""
         ctx = cls(*tensors)
         out = ctx.forward(*[t.data for t in tensors], **kwargs)
-        track = any(ctx.needs_grad) and is_grad_enabled()
-        result = Tensor(out, requires_grad=track)
-        if track:
-            result._ctx = ctx
+        result = Tensor(out)
+        if any(ctx.needs_grad) and is_grad_enabled() and result.dtype.kind == "f":
+            result.requires_grad, result._ctx = True, ctx
         return result
 
 
@@ -162,7 +171,15 @@ class Tensor:
         return int(self.data.size)
 
     def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
         return self.shape[0]
+
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise ValueError(f"bool: the truth value of a tensor with {self.data.size} elements "
+                             f"(shape {self.shape}) is ambiguous; use .numpy().any() or .all()")
+        return bool(self.data.reshape(()).item())
 
     def numpy(self) -> np.ndarray:
         """The data as a numpy array (copied from the GPU when needed); detached."""
@@ -240,7 +257,8 @@ class Tensor:
             g = grads.pop(id(node), None)
             if node._ctx is None:
                 if g is not None and node.requires_grad:
-                    node.grad = g.copy() if node.grad is None else node.grad + g
+                    xp = array_module(g)  # 0-d gradients stay arrays, not numpy scalars
+                    node.grad = xp.array(g) if node.grad is None else xp.asarray(node.grad + g)
                 continue
             if g is None:
                 continue
@@ -257,7 +275,7 @@ class Tensor:
                 prev = grads.get(id(parent))
                 grads[id(parent)] = pg if prev is None else prev + pg
             if not retain_graph:
-                node._ctx = None
+                node._ctx = _FREED
 
     def _topological_order(self):
         """Nodes from self down to the leaves, each after every node that uses it."""
@@ -271,6 +289,10 @@ class Tensor:
                 continue
             seen.add(id(node))
             stack.append((node, True))
+            if node._ctx is _FREED:
+                raise RuntimeError("backward: trying to backward through the graph a second time "
+                                   "(its saved arrays were freed by the first backward); pass "
+                                   "retain_graph=True to the first backward() to keep them")
             if node._ctx is not None:
                 for p in reversed(node._ctx.parents):
                     if p.requires_grad and id(p) not in seen:
@@ -309,6 +331,9 @@ class Tensor:
             return (exponent * self.log()).exp()
         return _Pow.apply(self, exponent=float(exponent))
 
+    def __rpow__(self, base):
+        return self._wrap(base) ** self
+
     def _compare(self, o, op) -> "Tensor":
         return Tensor(op(self.data, o.data if isinstance(o, Tensor) else o))
 
@@ -337,21 +362,21 @@ class Tensor:
     clip = clamp
 
     def sum(self, axis=None, keepdims: bool = False) -> "Tensor":
-        return _Sum.apply(self, axis=_axes(axis, self.ndim), keepdims=keepdims)
+        return _Sum.apply(self, axis=_axes("sum", axis, self.ndim), keepdims=keepdims)
 
     def mean(self, axis=None, keepdims: bool = False) -> "Tensor":
-        axes = _axes(axis, self.ndim)
+        axes = _axes("mean", axis, self.ndim)
         count = int(np.prod([self.shape[a] for a in axes])) if axes else 1
         return self.sum(axes, keepdims) * (1.0 / max(count, 1))
 
     def var(self, axis=None, keepdims: bool = False, unbiased: bool = False) -> "Tensor":
-        axes = _axes(axis, self.ndim)
+        axes = _axes("var", axis, self.ndim)
         count = int(np.prod([self.shape[a] for a in axes])) if axes else 1
         d = self - self.mean(axes, keepdims=True)
         return (d * d).sum(axes, keepdims) * (1.0 / max(count - (1 if unbiased else 0), 1))
 
     def max(self, axis=None, keepdims: bool = False) -> "Tensor":
-        return _Max.apply(self, axis=_axes(axis, self.ndim), keepdims=keepdims)
+        return _Max.apply(self, axis=_axes("max", axis, self.ndim), keepdims=keepdims)
 
     def argmax(self, axis=None) -> "Tensor":
         return Tensor(self.data.argmax(axis=axis))
@@ -365,26 +390,31 @@ class Tensor:
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "Tensor":
         if self.ndim == 0:
             return self.reshape(1)
-        s, e = start_dim % self.ndim, end_dim % self.ndim
+        s, e = _dim("flatten", start_dim, self.ndim), _dim("flatten", end_dim, self.ndim)
         return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:])
 
     def permute(self, *dims) -> "Tensor":
         dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
-        return _Permute.apply(self, dims=tuple(d % self.ndim for d in dims))
+        dims = tuple(_dim("permute", d, self.ndim) for d in dims)
+        if sorted(dims) != list(range(self.ndim)):
+            raise ValueError(f"permute: dims must be a permutation of the {self.ndim} dimensions, "
+                             f"got {dims}")
+        return _Permute.apply(self, dims=dims)
 
     def transpose(self, dim0: int = -2, dim1: int = -1) -> "Tensor":
         dims = list(range(self.ndim))
+        dim0, dim1 = _dim("transpose", dim0, self.ndim), _dim("transpose", dim1, self.ndim)
         dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
         return self.permute(dims)
 
     def unsqueeze(self, dim: int) -> "Tensor":
-        dim = dim % (self.ndim + 1)
+        dim = _dim("unsqueeze", dim, self.ndim + 1)
         return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
 
     def squeeze(self, dim: Optional[int] = None) -> "Tensor":
         if dim is None:
             return self.reshape(tuple(s for s in self.shape if s != 1))
-        dim = dim % self.ndim
+        dim = _dim("squeeze", dim, self.ndim)
         if self.shape[dim] != 1:
             return self
         return self.reshape(self.shape[:dim] + self.shape[dim + 1:])
@@ -399,13 +429,20 @@ class Tensor:
         return _Tanh.apply(self)
 
 
-def _axes(axis, ndim: int) -> Tuple[int, ...]:
+def _dim(op: str, dim: int, ndim: int) -> int:
+    """dim in [-ndim, ndim) as a non-negative index (ValueError naming op otherwise)."""
+    if not -ndim <= dim < ndim:
+        raise ValueError(f"{op}: dim {dim} is out of range for a tensor with {ndim} dimensions "
+                         f"(valid: {-ndim}..{ndim - 1})")
+    return dim % ndim
+
+
+def _axes(op: str, axis, ndim: int) -> Tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
-    if isinstance(axis, int):
+    if isinstance(axis, (int, np.integer)):
         axis = (axis,)
-    out = tuple(sorted({a % ndim for a in axis})) if ndim else ()
-    return out
+    return tuple(sorted({_dim(op, a, ndim) for a in axis})) if ndim else ()
 
 
 # ------------------------------------------------------------------------------- Functions

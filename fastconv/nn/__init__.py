@@ -16,8 +16,9 @@ from fastconv.nn.loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELo
 from fastconv.nn.module import IncompatibleKeys, Module, Parameter
 from fastconv.nn.norm import BatchNorm1d, BatchNorm2d, LocalResponseNorm
 from fastconv.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from fastconv.nn import utils  # noqa: E402
 
-__all__ = ["functional", "grad", "init", "Module", "Parameter", "IncompatibleKeys", "Conv2d",
+__all__ = ["functional", "grad", "init", "utils", "Module", "Parameter", "IncompatibleKeys", "Conv2d",
            "DepthwiseConv2d", "SeparableConv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
            "GlobalAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LocalResponseNorm", "Linear",
            "Flatten", "Dropout", "Identity", "ReLU", "ReLU6", "LeakyReLU", "SiLU", "Sigmoid",

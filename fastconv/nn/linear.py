@@ -55,6 +55,9 @@ class Flatten(Module):
     def forward(self, x):
         return F.flatten(x, self.start_dim, self.end_dim)
 
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
 
 class Dropout(Module):
     """Zero elements with probability p during training (scaling the rest by 1/(1-p))."""
@@ -66,7 +69,7 @@ class Dropout(Module):
         self.p = p
 
     def forward(self, x):
-        return F.dropout(x, self.p, self.training and not self.frozen)
+        return F.dropout(x, self.p, self.training)  # active when frozen too, as in Keras
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -36,18 +36,20 @@ class _BatchNorm(Module):
     def forward(self, x):
         shape = tuple(x.shape)
         if len(shape) not in self._ndims or shape[1] != self.num_features:
-            raise ValueError(f"{type(self).__name__}: expected input of rank {self._ndims} with "
+            ranks = " or ".join(f"{n}-D" for n in self._ndims)
+            raise ValueError(f"{type(self).__name__}: expected {ranks} input with "
                              f"{self.num_features} channels on axis 1, got shape {shape}")
         momentum = self.momentum
         update = self.training and not self.frozen and self.track_running_stats
-        if update:
+        if update and momentum is None:  # cumulative moving average
+            momentum = 1.0 / float(self.num_batches_tracked + 1)
+        y = F.batch_norm(x, self.running_mean if update or not self.uses_batch_stats else None,
+                         self.running_var if update or not self.uses_batch_stats else None,
+                         self.weight, self.bias, training=self.uses_batch_stats,
+                         momentum=momentum or 0.0, eps=self.eps)
+        if update:  # counted only once the batch was accepted
             self.num_batches_tracked += 1
-            if momentum is None:  # cumulative moving average
-                momentum = 1.0 / float(self.num_batches_tracked)
-        return F.batch_norm(x, self.running_mean if update or not self.uses_batch_stats else None,
-                            self.running_var if update or not self.uses_batch_stats else None,
-                            self.weight, self.bias, training=self.uses_batch_stats,
-                            momentum=momentum or 0.0, eps=self.eps)
+        return y
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "

@@ -86,4 +86,4 @@ class GlobalAvgPool2d(Module):
 
     def forward(self, x):
         y = F.adaptive_avg_pool2d(x, 1)
-        return y if self.keepdims else y.reshape(y.shape[0], y.shape[1])
+        return y if self.keepdims else y.reshape(tuple(y.shape[:-2]))  # (N, C) or (C,)

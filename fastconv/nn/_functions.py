@@ -170,63 +170,69 @@ class Dropout(Function):
 
 
 # ----------------------------------------------------------------------------- normalisation
-def _channel_axes(x):
-    """Reduction axes and broadcast shape of per-channel (axis 1) statistics."""
-    axes = (0,) + tuple(range(2, x.ndim))
-    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
-    return axes, shape
-
-
 class BatchNorm(Function):
-    """Batch normalisation over axis 1 of (N, C) or (N, C, H, W). In training mode the batch
+    """Batch normalisation over axis 1 of (N, C) or (N, C, *). In training mode the batch
     statistics are used and the running ones updated in place (unbiased variance, PyTorch's
-    momentum convention); otherwise the running statistics are used."""
+    momentum convention); otherwise the running statistics are used.
+
+    Per-channel sums accumulate in float64 (as PyTorch's CPU kernel does): the input gradient
+    of a normalised layer is a difference of nearly equal terms, and float32 sums over a large
+    batch lose digits there. The input is viewed as (N, C, L) so that every step is one
+    vectorised pass with per-channel coefficients."""
     def forward(self, x, weight=None, bias=None, *, running_mean, running_var, training,
                 momentum, eps):
-        axes, shape = _channel_axes(x)
         xp = _xp(x)
+        x3 = x.reshape(x.shape[0], x.shape[1], -1)
+        dt = x.dtype
         if training:
-            count = x.size // x.shape[1]
+            count = x3.shape[0] * x3.shape[2]
             if count <= 1:
                 raise ValueError(f"batch_norm: training needs more than one value per channel, "
                                  f"got input shape {tuple(x.shape)}")
-            mean = x.mean(axis=axes)
-            var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
+            mean = x3.mean(axis=(0, 2), dtype=xp.float64)
+            xc = x3 - mean.astype(dt)[:, None]
+            var = xp.square(xc).mean(axis=(0, 2), dtype=xp.float64)
             if running_mean is not None:
                 running_mean *= 1 - momentum
-                running_mean += momentum * mean.astype(running_mean.dtype)
+                running_mean += (momentum * mean).astype(running_mean.dtype)
             if running_var is not None:
                 running_var *= 1 - momentum
-                running_var += momentum * (var * (count / (count - 1))).astype(running_var.dtype)
+                running_var += (momentum * var * (count / (count - 1))).astype(running_var.dtype)
         else:
-            mean, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
-        self.training, self.axes, self.shape = training, axes, shape
-        self.invstd = (1.0 / xp.sqrt(var + eps)).astype(x.dtype).reshape(shape)
-        self.xhat = (x - mean.reshape(shape)) * self.invstd
-        self.weight = weight
-        y = self.xhat
-        if weight is not None:
-            y = y * weight.reshape(shape)
+            mean, var = running_mean.astype(xp.float64), running_var.astype(xp.float64)
+            xc = x3 - mean.astype(dt)[:, None]
+        self.training, self.count = training, x3.shape[0] * x3.shape[2]
+        self.invstd = (1.0 / xp.sqrt(var + eps)).astype(dt)
+        xc *= self.invstd[:, None]
+        self.xhat, self.weight, self.shape = xc, weight, x.shape
+        y = xc * weight[:, None] if weight is not None else xc.copy()
         if bias is not None:
-            y = y + bias.reshape(shape)
-        return y
+            y += bias[:, None]
+        return y.reshape(x.shape)
 
     def backward(self, g):
         need = self.needs_grad
-        gw = g if self.weight is None else g * self.weight.reshape(self.shape)
+        xp = _xp(g)
+        g3 = g.reshape(self.xhat.shape)
+        sum_g = g3.sum(axis=(0, 2), dtype=xp.float64)
+        sum_gx = (g3 * self.xhat).sum(axis=(0, 2), dtype=xp.float64)
+        scale = self.invstd if self.weight is None else self.invstd * self.weight
         dx = None
         if need[0]:
             if self.training:  # the batch statistics depend on x too
-                mean_g = gw.mean(axis=self.axes, keepdims=True)
-                mean_gx = (gw * self.xhat).mean(axis=self.axes, keepdims=True)
-                dx = (gw - mean_g - self.xhat * mean_gx) * self.invstd
+                dt = g.dtype
+                dx = self.xhat * (-sum_gx / self.count).astype(dt)[:, None]
+                dx += g3
+                dx -= (sum_g / self.count).astype(dt)[:, None]
+                dx *= scale[:, None]
             else:
-                dx = gw * self.invstd
+                dx = g3 * scale[:, None]
+            dx = dx.reshape(self.shape)
         grads = [dx]
         if len(need) > 1:
-            grads.append((g * self.xhat).sum(axis=self.axes) if need[1] else None)
+            grads.append(sum_gx.astype(g.dtype) if need[1] else None)
         if len(need) > 2:
-            grads.append(g.sum(axis=self.axes) if need[2] else None)
+            grads.append(sum_g.astype(g.dtype) if need[2] else None)
         return tuple(grads)
 
 

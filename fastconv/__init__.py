@@ -9,7 +9,7 @@ from fastconv._random import manual_seed
 from fastconv.autograd import (Function, Tensor, cat, concat, enable_grad, is_grad_enabled,
                                maximum, minimum, no_grad, ones, stack, tensor, where, zeros)
 from fastconv.io import load, save
-from fastconv import data, nn, optim, train  # noqa: E402  (subpackages: fc.nn, fc.optim ...)
+from fastconv import data, models, nn, optim, train, transfer  # noqa: E402  (fc.nn, fc.models ...)
 
 __version__ = "0.1.0"
 

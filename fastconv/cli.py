@@ -1,5 +1,9 @@
 """The `fastconv` command.
 
+    fastconv finetune [--data DIR] [--model M]  transfer learning (default: pretrained
+                                               EfficientNet-Lite0 on scikit-image's lfw_subset)
+    fastconv predict [IMAGE]                   top-5 ImageNet classes (default photo: 'chelsea')
+    fastconv summary MODEL                     layer table of a zoo model
     fastconv info                              version, instruction set, threads, CUDA
     fastconv edges [--image PATH] [--out PNG]  Laplacian edge map of a photo (default: scikit-image's
                                                'camera') computed with fastconv's conv2d
@@ -26,8 +30,7 @@ LAPLACIAN = np.array([[-1, -1, -1],
 EDGE_PERCENTILE = 99.5
 
 
-class CLIError(Exception):
-    """A user-facing error: printed as 'fastconv: error: ...', exit status 1."""
+from fastconv.commands import CLIError  # noqa: E402  (shared with the subcommand modules)
 
 
 def _require(module: str, package: str, purpose: str):
@@ -109,9 +112,19 @@ def cmd_edges(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastconv", description="fastconv: fast 2-D convolution and "
-                                "pooling kernels. Subcommands: info, edges.")
+                                "pooling kernels. Subcommands: finetune, predict, summary, info, "
+                                "edges.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    for name, help_text in (
+            ("finetune", "fine-tune a pretrained CNN (default: EfficientNet-Lite0 on "
+                         "scikit-image's lfw_subset; needs the pretrained extra)"),
+            ("predict", "top-5 ImageNet classes of a photo with a pretrained model"),
+            ("summary", "Keras-style layer table of a zoo model")):
+        module = importlib.import_module(f"fastconv.commands.{name}")
+        s = sub.add_parser(name, help=help_text, description=module.__doc__)
+        module.add_arguments(s)
+        s.set_defaults(func=module.run)
     s = sub.add_parser("info", help="version, CPU instruction set, threads, CUDA availability")
     s.set_defaults(func=cmd_info)
     s = sub.add_parser("edges", help="Laplacian edge map of a photo, computed with fastconv's "

@@ -44,7 +44,7 @@ def test_readme_python_block(block, tmp_path):
 def test_readme_setup_commands_use_declared_extras():
     """The two commands of the first screen install extras that pyproject.toml declares."""
     first, second = readme_blocks("bash")[:2]
-    assert "fastconv edges" in first and "pytest -q" in second
+    assert "fastconv finetune" in first and "pytest -q" in second
     pyproject = (ROOT / "pyproject.toml").read_text()
     for cmd in (first, second):
         for extra in re.findall(r'"\.\[(\w+)\]"', cmd):

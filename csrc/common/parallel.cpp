@@ -1,5 +1,8 @@
 // Thread pool behind parallel.h: persistent workers that spin briefly, then sleep on a condition
-// variable; each participant of a region takes one fixed contiguous chunk (static schedule).
+// variable. A region is cut into at most num_threads() contiguous chunks that the participants
+// claim from a shared counter, the caller first: a worker that is slow to wake (asleep, or
+// sharing its core with another process's spinning thread, e.g. PyTorch's OpenMP pool) leaves
+// its chunk to whoever is free instead of holding the whole region up until it gets the CPU.
 #include "common/parallel.h"
 
 #include <algorithm>
@@ -69,11 +72,13 @@ class Pool {
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
     if (!busy.owns_lock()) return fn(ctx, 0, n);  // another Python thread holds the pool
 
-    int helpers = static_cast<int>(std::min<int64_t>(nt, max_chunks)) - 1;
+    int helpers = static_cast<int>(std::min<int64_t>(std::min(nt, 4096), max_chunks)) - 1;
     ensure_workers(helpers);
-    // Static schedule: participant i (the caller is 0, worker w is w + 1) always takes the i-th
-    // contiguous chunk, so repeated calls on the same data find it in the same core's cache.
+    // Chunks in index order; the caller claims first, so with awake workers chunk i usually runs
+    // on the same core from call to call (repeated calls find their data in that core's cache).
     int64_t chunk = std::max<int64_t>(grain, (n + helpers) / (helpers + 1));
+    const uint64_t nchunks = static_cast<uint64_t>((n + chunk - 1) / chunk);
+    uint64_t gen;
     {
       // The job and its generation are published together, under mu_, so a worker never pairs
       // one generation with another job's helper count.
@@ -83,16 +88,22 @@ class Pool {
       job_n_ = n;
       job_chunk_ = chunk;
       active_helpers_ = helpers;
-      pending_.store(helpers, std::memory_order_relaxed);
-      generation_.fetch_add(1, std::memory_order_release);
+      done_.store(0, std::memory_order_relaxed);
+      gen = generation_.load(std::memory_order_relaxed) + 1;
+      claim_.store(make_claim(gen, nchunks, 0), std::memory_order_release);
+      generation_.store(gen, std::memory_order_release);
     }
     cv_.notify_all();
 
     t_in_region = true;
-    work(0);
+    drain(gen);
     t_in_region = false;
-    // Wait for the helpers; they are awake and working, so spin.
-    while (pending_.load(std::memory_order_acquire) != 0) FC_PAUSE();
+    // Wait for the chunks that workers claimed; they are running, so spin (yielding now and then
+    // so that a worker preempted on this core can finish).
+    for (int i = 1; done_.load(std::memory_order_acquire) != nchunks; ++i) {
+      FC_PAUSE();
+      if (i % 1024 == 0) std::this_thread::yield();
+    }
   }
 
  private:
@@ -127,9 +138,29 @@ class Pool {
     }
   }
 
-  void work(int participant) {
-    const int64_t b = participant * job_chunk_;
-    if (b < job_n_) job_fn_(job_ctx_, b, std::min(job_n_, b + job_chunk_));
+  // Claim word: generation (low 32 bits) | chunk count (16) | next chunk (16). One compare-and-swap
+  // both checks that the job is still the one this thread woke for and takes a chunk, so a worker
+  // that wakes after its job finished never runs a chunk of the next one by mistake.
+  static uint64_t make_claim(uint64_t gen, uint64_t nchunks, uint64_t next) {
+    return (gen << 32) | (nchunks << 16) | next;
+  }
+
+  // Runs chunks of job `gen` until none is left. The job's fields stay valid while this thread
+  // holds an unfinished chunk: run() returns only when every chunk is done.
+  void drain(uint64_t gen) {
+    uint64_t cur = claim_.load(std::memory_order_acquire);
+    for (;;) {
+      if ((cur >> 32) != (gen & 0xffffffffu)) return;
+      const uint64_t nchunks = (cur >> 16) & 0xffffu, next = cur & 0xffffu;
+      if (next >= nchunks) return;
+      if (!claim_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel,
+                                        std::memory_order_acquire))
+        continue;
+      const int64_t b = static_cast<int64_t>(next) * job_chunk_;
+      job_fn_(job_ctx_, b, std::min(job_n_, b + job_chunk_));
+      done_.fetch_add(1, std::memory_order_release);
+      cur = claim_.load(std::memory_order_acquire);
+    }
   }
 
   void loop(int id, uint64_t seen) {
@@ -146,10 +177,7 @@ class Pool {
         seen = generation_.load(std::memory_order_relaxed);
         active = active_helpers_;
       }
-      if (id < active) {
-        work(id + 1);
-        pending_.fetch_sub(1, std::memory_order_acq_rel);
-      }
+      if (id < active) drain(seen);
     }
   }
 
@@ -159,12 +187,14 @@ class Pool {
   std::condition_variable cv_;
   std::atomic<uint64_t> generation_{0};
   std::vector<std::thread> workers_;
-  // Current job (written before generation_ is bumped, read after it is seen).
+  // Current job (written under mu_ before claim_ and generation_ announce it; read by a thread
+  // only while it holds one of the job's chunks).
   RangeFn job_fn_ = nullptr;
   void* job_ctx_ = nullptr;
   int64_t job_n_ = 0, job_chunk_ = 1;
   int active_helpers_ = 0;
-  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<uint64_t> done_{0};
 };
 
 }  // namespace

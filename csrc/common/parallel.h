@@ -1,10 +1,12 @@
 // A small thread pool for the CPU kernels (no OpenMP: it must not spin against PyTorch's own
 // OpenMP pool when both run in one process, as in bench/).
 //
-//   parallel_for(n, grain, [&](int64_t begin, int64_t end) { ... });   // one contiguous chunk of [0, n) per thread
+//   parallel_for(n, grain, [&](int64_t begin, int64_t end) { ... });   // at most one contiguous chunk of [0, n) per thread
 //   parallel_tasks(t, [&](int64_t task, int64_t ntasks) { ... });       // exactly min(t, threads) tasks
 //
-// The calling thread takes part. Calls made while the pool is busy (from a worker, or from a
+// The calling thread takes part. Chunks are claimed, not assigned: a thread that is free takes the
+// next one, so one thread may run several chunks one after another (when a worker is late to wake,
+// the caller runs its share) and chunks must not wait for each other. Calls made while the pool is busy (from a worker, or from a
 // second Python thread, since kernels run with the GIL released) run inline on the caller, so a
 // call never deadlocks. Work functions must not throw.
 #pragma once
@@ -26,8 +28,8 @@ inline void parallel_for(int64_t n, int64_t grain, const F& f) {
                    const_cast<void*>(static_cast<const void*>(&f)));
 }
 
-// Runs f(task, ntasks) for task in [0, ntasks), ntasks = min(max_tasks, num_threads()), each task
-// on its own thread: use it when each task needs its own scratch buffer.
+// Runs f(task, ntasks) for task in [0, ntasks), ntasks = min(max_tasks, num_threads()); no two
+// tasks run on one thread at the same time, so a task index can pick a scratch buffer.
 template <class F>
 inline void parallel_tasks(int64_t max_tasks, const F& f) {
   int64_t nt = num_threads();

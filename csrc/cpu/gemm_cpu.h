@@ -230,37 +230,77 @@ void macro_kernel_direct(const T* Ap, int64_t Mpad, int64_t Kd, int64_t kc, int6
 }
 
 // Splits rows [0, M) x columns [0, Ncols) of `groups` independent GEMMs into tasks: column blocks
-// of nc (a multiple of NR, at most NCMAX, at least NR) and row blocks of mc (a multiple of MR).
-// Aims at >= 4 tasks per thread (dynamic scheduling evens out the tail), preferring to split
-// columns (each task packs only its own B) before rows (row blocks re-pack the same B).
+// of nc (a multiple of NR, at most NCMAX) and row blocks of mc (a multiple of MR). Tasks are taken
+// in order by whichever thread is free (run_tasks), so the split is chosen by a small cost model:
+// the simulated finishing time of the busiest thread, where a task costs its padded MR x NR tiles
+// plus pack_rows rows' worth per packed B column (every row block packs its B block again) plus
+// one row's worth per row of A it streams. Few columns and many rows (7x7 layers) end up split in
+// columns down to single panels before rows; a lone small GEMM (conv1's weight gradient, 147
+// columns) splits rows as well.
 struct Split {
   int64_t nc, ncb, mc, nmb;
   int64_t tasks(int64_t groups) const { return groups * ncb * nmb; }
 };
 template <class T>
 inline Split make_split(int64_t groups, int64_t M, int64_t Ncols, int64_t nthreads,
-                        int64_t min_panels = 4) {
+                        int64_t pack_rows) {
   constexpr int MR = Blk<T>::MR, NR = Blk<T>::NR;
-  const int64_t target = 4 * nthreads;
-  const int64_t panels = ceil_div(Ncols, NR);
-  int64_t ncb = ceil_div(Ncols, Blk<T>::NCMAX);
-  int64_t want = ceil_div(target, groups);
-  int64_t max_ncb = panels / min_panels > 1 ? panels / min_panels : 1;
-  if (ncb < want) ncb = want < max_ncb ? want : max_ncb;
-  if (ncb < 1) ncb = 1;
-  Split s;
-  s.nc = round_up(ceil_div(Ncols, ncb), NR);
-  s.ncb = ceil_div(Ncols, s.nc);
-  int64_t mpanels = ceil_div(M, MR);
-  int64_t nmb = 1;
-  if (groups * s.ncb < target) {
-    nmb = ceil_div(target, groups * s.ncb);
-    int64_t max_nmb = mpanels / 2 > 1 ? mpanels / 2 : 1;  // keep >= 2 panels of rows per task
-    if (nmb > max_nmb) nmb = max_nmb;
+  constexpr int64_t kMaxThreads = 64;
+  const int64_t nt = nthreads < 1 ? 1 : (nthreads > kMaxThreads ? kMaxThreads : nthreads);
+  const int64_t panels = ceil_div(Ncols, NR), mpanels = ceil_div(M, MR);
+  const int64_t ncb_min = ceil_div(Ncols, Blk<T>::NCMAX);
+  Split best{round_up(ceil_div(Ncols, ncb_min), NR), ncb_min, round_up(M, MR), 1};
+  if (nt == 1 || M <= 0 || Ncols <= 0) {
+    best.ncb = ceil_div(Ncols, best.nc > 0 ? best.nc : 1);
+    return best;
   }
-  s.mc = round_up(ceil_div(M, nmb), MR);
-  s.nmb = ceil_div(M, s.mc);
-  return s;
+  double best_cost = -1.0;
+  // Cost of `cols` columns x `rows` rows of one task (per unit of the reduction).
+  auto task_cost = [&](int64_t rows, int64_t cols) {
+    return double(round_up(rows, MR)) * double(round_up(cols, NR)) +
+           double(pack_rows) * double(round_up(cols, NR)) + double(round_up(rows, MR));
+  };
+  for (int64_t want_cb = ncb_min; want_cb <= panels && want_cb <= 8 * nt; ++want_cb) {
+    const int64_t nc = round_up(ceil_div(Ncols, want_cb), NR);
+    const int64_t ncb = ceil_div(Ncols, nc);
+    if (ncb != want_cb) continue;  // same split as a smaller count
+    for (int64_t want_mb = 1; want_mb <= mpanels && want_mb <= 4 * nt; ++want_mb) {
+      const int64_t mc = round_up(ceil_div(M, want_mb), MR);
+      const int64_t nmb = ceil_div(M, mc);
+      if (nmb != want_mb) continue;
+      const int64_t ntasks = groups * ncb * nmb;
+      auto cost_of = [&](int64_t t) {  // task t of one group
+        const int64_t mb = t / ncb, cb = t - mb * ncb;
+        return task_cost(M - mb * mc < mc ? M - mb * mc : mc, Ncols - cb * nc < nc ? Ncols - cb * nc : nc);
+      };
+      double cost = 0.0;
+      if (ntasks > 16 * nt) {
+        // Many tasks: the load evens out to within one task.
+        double total = 0.0, largest = 0.0;
+        for (int64_t t = 0; t < nmb * ncb; ++t) {
+          const double c = cost_of(t);
+          total += c;
+          largest = c > largest ? c : largest;
+        }
+        cost = double(groups) * total / double(nt) + largest;
+      } else {
+        // Tasks in order, each to the thread that frees up first.
+        double load[kMaxThreads] = {};
+        for (int64_t t = 0; t < ntasks; ++t) {
+          int64_t i = 0;
+          for (int64_t j = 1; j < nt; ++j)
+            if (load[j] < load[i]) i = j;
+          load[i] += cost_of(t % (nmb * ncb));
+        }
+        for (int64_t j = 0; j < nt; ++j) cost = load[j] > cost ? load[j] : cost;
+      }
+      if (best_cost < 0.0 || cost < best_cost * 0.999) {
+        best_cost = cost;
+        best = Split{nc, ncb, mc, nmb};
+      }
+    }
+  }
+  return best;
 }
 
 }  // namespace gemm

@@ -25,7 +25,7 @@
 //   avg backward  gather form (no scatter, every dx written once): g = dy / divisor, vertical sums of
 //                 the g rows covering input row h, then the horizontal transpose (vector, stride 1).
 //   adaptive      the same gather / separable scheme with precomputed covering ranges.
-// Threads: parallel_for's static split (one contiguous range per thread) over (plane, block
+// Threads: parallel_for's split (one contiguous range per thread, claimed by whichever is free) over (plane, block
 // of output rows) items; a plane is split into row blocks only when there are fewer than 4 planes
 // per thread (max / avg forward by output rows, avg / adaptive backward by input rows; max backward
 // only by planes, since its scatter targets any row). Scratch is malloc'ed per range; if that fails

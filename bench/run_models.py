@@ -170,12 +170,18 @@ def build_cases(args, torch):
             transfer.unfreeze_top(ours, 2)
             theirs.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v))
                                     for k, v in ours.state_dict().items()})
-            theirs.eval()  # BatchNorm in inference mode, as fastconv keeps it
             trainable = {n for n, p in ours.named_parameters() if p.requires_grad}
             for pname, p in theirs.named_parameters():
                 p.requires_grad_(pname in trainable)
-            ours.train()
-            return train_step_fns(ours, theirs, images(n, s), labels(n, 2), torch)
+            ours.eval()  # the gradient check without dropout, which draws differently
+            theirs.eval()
+            fns = train_step_fns(ours, theirs, images(n, s), labels(n, 2), torch)
+            ours.train()  # timed as fine-tuning runs: dropout on, BatchNorm in inference mode
+            theirs.train()
+            for m in theirs.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.eval()
+            return fns
         cases.append(("efficientnet_lite0 finetune step (top 2 blocks)", "finetune", n,
                       f"3x{s}x{s}", finetune_case))
     return cases

@@ -170,15 +170,8 @@ class Module:
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
         """Parameters and persistent buffers by dotted name, as arrays (not copies)."""
-        out = OrderedDict()
-        for mprefix, m in self.named_modules():
-            for name, p in m._parameters.items():
-                if p is not None:
-                    out[f"{mprefix}.{name}" if mprefix else name] = p.data
-            for name, b in m._buffers.items():
-                if b is not None and name not in m._non_persistent:
-                    out[f"{mprefix}.{name}" if mprefix else name] = b
-        return out
+        return OrderedDict((key, m._parameters[name].data if is_param else m._buffers[name])
+                           for key, (m, name, is_param) in self._state_slots().items())
 
     def _state_slots(self) -> Dict[str, Tuple["Module", str, bool]]:
         slots = {}
@@ -208,16 +201,15 @@ class Module:
             state = OrderedDict((k[len("module."):], v) for k, v in state.items())
         missing = [k for k in slots if k not in state]
         unexpected = [k for k in state if k not in slots]
-        mismatched = []
+        pairs = []  # (key, the model's array, the checkpoint's value) for the shared keys
         for key, value in state.items():
-            if key not in slots:
-                continue
-            m, name, is_param = slots[key]
-            target = m._parameters[name].data if is_param else m._buffers[name]
-            value = value.data if isinstance(value, Tensor) else value
-            if tuple(np.shape(value)) != tuple(target.shape):
-                mismatched.append(f"{key}: checkpoint {tuple(np.shape(value))} vs model "
-                                  f"{tuple(target.shape)}")
+            if key in slots:
+                m, name, is_param = slots[key]
+                target = m._parameters[name].data if is_param else m._buffers[name]
+                pairs.append((key, target, value.data if isinstance(value, Tensor) else value))
+        mismatched = [f"{key}: checkpoint {tuple(np.shape(value))} vs model {tuple(target.shape)}"
+                      for key, target, value in pairs
+                      if tuple(np.shape(value)) != tuple(target.shape)]
         errors = []
         if mismatched:
             errors.append("size mismatch for " + "; ".join(mismatched))
@@ -228,12 +220,7 @@ class Module:
         if errors:
             raise ValueError(f"load_state_dict: cannot load into {type(self).__name__}: " +
                              " | ".join(errors))
-        for key, value in state.items():
-            if key not in slots:
-                continue
-            m, name, is_param = slots[key]
-            target = m._parameters[name].data if is_param else m._buffers[name]
-            value = value.data if isinstance(value, Tensor) else value
+        for _, target, value in pairs:
             xp = array_module(target)
             target[...] = xp.asarray(_move(np.asarray(value) if xp is np else value,
                                            "cpu" if xp is np else "cuda")).astype(target.dtype)

@@ -1,15 +1,19 @@
 """Convolution and pooling on numpy arrays with torch.nn.functional's signatures and results.
 
-    import fastconv.nn.functional as F
-    y = F.conv2d(x, w, b, stride=2, padding="same")       # x (N, C, H, W) or (C, H, W)
+    import fastconv.nn._array as A   (public front: fastconv.nn.functional)
+    y = A.conv2d(x, w, b, stride=2, padding="same")       # x (N, C, H, W) or (C, H, W)
 
-numpy arrays in, numpy arrays out (float32 or float64, NCHW, weights (K, C/groups, R, S)).
+numpy arrays in, numpy arrays out (float32 or float64, NCHW, weights (K, C/groups, R, S)). CPU
+arrays of other libraries are taken through DLPack without a copy (torch tensors, JAX and CuPy host
+arrays); a torch tensor among the arguments makes the results torch tensors (sharing memory with
+fastconv's output). GPU arrays get a TypeError until the CUDA kernels land.
 Differences from torch, all extensions: `padding` may be a 4-tuple (top, bottom, left, right);
 `'same'` works for any stride (TensorFlow/Keras semantics for stride > 1: output ceil(in/stride),
 the odd pixel of padding at the bottom/right), also in pooling. Pooling padding is at most half
 the kernel per side (as in torch), and a dilated pooling window that would see only padding is
-rejected (torch returns -inf with an out-of-range index there). Inputs of any layout, byte order or writeability are accepted (copied only
-when they are not native C-contiguous). The gradients are in fastconv.nn.grad.
+rejected (torch returns -inf with an out-of-range index there). Inputs of any layout, byte order
+or writeability are accepted (copied only when they are not native C-contiguous). The gradients
+are in fastconv.nn.grad.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         (N, K, P, Q), or (K, P, Q) for an unbatched input.
     """
     op = "conv2d"
-    c.check_arrays(op, input=input, weight=weight, bias=bias)
+    (input, weight, bias), back = c.import_arrays(op, input=input, weight=weight, bias=bias)
     c.check_float(op, "input", input)
     c.check_same_dtype(op, "input", input, "weight", weight)
     if bias is not None:
@@ -54,7 +58,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if x.shape[0] > 0:
         _C.conv2d_forward(c.prepare(x), c.prepare(weight), c.prepare(bias), out, stride, pad,
                           dilation, groups)
-    return out[0] if unbatched else out
+    return back(out[0] if unbatched else out)
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -75,7 +79,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         out (N, C, P, Q), or (out, indices) with return_indices.
     """
     op = "max_pool2d"
-    c.check_arrays(op, input=input)
+    (input,), back = c.import_arrays(op, input=input)
     c.check_float(op, "input", input)
     x, unbatched = c.batched(op, "input", input)
     kernel, stride, dilation = c.pool_args(op, kernel_size, stride, dilation)
@@ -91,7 +95,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if unbatched:
         out = out[0]
         indices = None if indices is None else indices[0]
-    return (out, indices) if return_indices else out
+    return back((out, indices) if return_indices else out)
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
@@ -112,7 +116,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
         (N, C, P, Q), or (C, P, Q) for an unbatched input.
     """
     op = "avg_pool2d"
-    c.check_arrays(op, input=input)
+    (input,), back = c.import_arrays(op, input=input)
     c.check_float(op, "input", input)
     x, unbatched = c.batched(op, "input", input)
     kernel, stride, _ = c.pool_args(op, kernel_size, stride, 1)
@@ -125,7 +129,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     if N > 0:
         _C.avg_pool2d_forward(c.prepare(x), out, kernel, stride, pad, ceil_mode, count_include_pad,
                               divisor)
-    return out[0] if unbatched else out
+    return back(out[0] if unbatched else out)
 
 
 def adaptive_avg_pool2d(input, output_size):
@@ -139,7 +143,7 @@ def adaptive_avg_pool2d(input, output_size):
         (N, C, P, Q), or (C, P, Q) for an unbatched input.
     """
     op = "adaptive_avg_pool2d"
-    c.check_arrays(op, input=input)
+    (input,), back = c.import_arrays(op, input=input)
     c.check_float(op, "input", input)
     x, unbatched = c.batched(op, "input", input)
     N, C, H, W = x.shape
@@ -147,4 +151,4 @@ def adaptive_avg_pool2d(input, output_size):
     out = np.empty((N, C, P, Q), dtype=c.native_dtype(input))
     if N > 0:
         _C.adaptive_avg_pool2d_forward(c.prepare(x), out)
-    return out[0] if unbatched else out
+    return back(out[0] if unbatched else out)

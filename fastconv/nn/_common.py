@@ -1,13 +1,13 @@
-"""Argument checks shared by fastconv.nn.functional and fastconv.nn.grad: array types, dtypes,
-ranks, shapes, and the convolution / pooling geometry. Every check raises TypeError (wrong kind
-of thing) or ValueError (right kind, wrong value) with a message that names the op, the argument,
-what was expected and what came. fastconv._C checks again; these checks exist so that the message
-speaks in the user's terms (unbatched shapes, tuples, 'same') and so that empty batches never
-reach the kernels.
+"""Argument checks shared by fastconv.nn.functional and fastconv.nn.grad: array types (and the
+import of other libraries' CPU arrays through DLPack), dtypes, ranks, shapes, and the convolution /
+pooling geometry. Every check raises TypeError (wrong kind of thing) or ValueError (right kind,
+wrong value) with a message that names the op, the argument, what was expected and what came.
+fastconv._C checks again; these checks exist so that the message speaks in the user's terms
+(unbatched shapes, tuples, 'same') and so that empty batches never reach the kernels.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -16,12 +16,18 @@ from fastconv._shape import Pair, Quad
 
 _GPU_HINT = ("the GPU kernels need the fastconv._cuda extension built with CUDA "
              "(pip install \".[cuda]\" on a machine with nvcc); they are not available in this "
-             "build, so pass numpy arrays")
+             "build, so pass CPU arrays (numpy, or CPU tensors of a DLPack library such as torch)")
+
+_DLPACK_CPU = 1  # kDLCPU, DLPack's DLDeviceType for host memory
+
+
+def _library(a) -> str:
+    # The top-level module of a's type: 'numpy', 'torch', 'cupy', 'jaxlib', ... (never imported).
+    return type(a).__module__.split(".")[0]
 
 
 def _is_cupy(a) -> bool:
-    # Detected by the module of its type, so that cupy is never imported here.
-    return type(a).__module__.split(".")[0] == "cupy"
+    return _library(a) == "cupy"
 
 
 def _type_name(a) -> str:
@@ -34,27 +40,76 @@ def shape_str(shape: Sequence[int]) -> str:
     return str(shape)
 
 
-def check_arrays(op: str, **arrays) -> None:
-    """Each named argument (None entries are skipped) must be a numpy array; cupy arrays get the
-    GPU hint, a mix of libraries a TypeError naming both."""
-    kinds = {}
-    for name, a in arrays.items():
-        if a is None:
-            continue
-        if _is_cupy(a):
-            kinds[name] = "cupy"
-        elif isinstance(a, np.ndarray):
-            kinds[name] = "numpy"
-        else:
-            raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {_type_name(a)}")
-    if len(set(kinds.values())) > 1:
-        first = next(iter(kinds))
-        other = next(n for n in kinds if kinds[n] != kinds[first])
-        raise TypeError(f"{op}: {first} is a {kinds[first]} array but {other} is a "
-                        f"{kinds[other]} array; all arrays must come from the same library")
-    for name, kind in kinds.items():
-        if kind == "cupy":
-            raise TypeError(f"{op}: {name} is a cupy array; {_GPU_HINT}")
+def _on_gpu(op: str, name: str, a) -> bool:
+    """Whether array argument `a` lives on a GPU; TypeError when it is not an array at all."""
+    if isinstance(a, np.ndarray):
+        return False
+    if _is_cupy(a) or hasattr(a, "__cuda_array_interface__"):
+        return True
+    device = getattr(a, "__dlpack_device__", None)
+    if device is not None and hasattr(a, "__dlpack__"):
+        return device()[0] != _DLPACK_CPU
+    raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {_type_name(a)} (arrays of other "
+                    f"libraries are accepted through DLPack: a CPU torch.Tensor, JAX or CuPy host "
+                    f"array)")
+
+
+def _where(a, gpu: bool) -> str:
+    lib = _library(a)
+    if lib in ("numpy", "cupy"):
+        return f"{lib} array"
+    return f"{lib} array on the {'GPU' if gpu else 'CPU'}"
+
+
+def _from_dlpack(op: str, name: str, a) -> np.ndarray:
+    """A CPU array of another library as a numpy array sharing its memory."""
+    if getattr(a, "requires_grad", False) is True:
+        raise TypeError(f"{op}: {name} is a {_type_name(a)} that requires grad, but the array "
+                        f"functions record no autograd; use the ops of fastconv.torch for "
+                        f"autograd, or pass {name}.detach()")
+    try:
+        return np.from_dlpack(a)
+    except (BufferError, TypeError, ValueError, RuntimeError) as e:
+        dtype = getattr(a, "dtype", None)
+        what = f" (dtype {dtype})" if dtype is not None else ""
+        raise TypeError(f"{op}: {name} is a {_type_name(a)}{what} that numpy cannot import through "
+                        f"DLPack: {e}") from None
+
+
+def import_arrays(op: str, **arrays) -> Tuple[List[Optional[np.ndarray]], Callable]:
+    """The array arguments of an entry point as numpy arrays, in the order given (None stays None),
+    and the function that hands its results back in the caller's library.
+
+    numpy arrays pass through. CPU arrays of other libraries that speak DLPack (torch tensors, JAX
+    and CuPy host arrays, ...) are imported with np.from_dlpack, sharing their memory (`prepare`
+    copies later only when the layout requires). GPU arrays (cupy, `__cuda_array_interface__`, a
+    DLPack device other than the CPU) raise TypeError with the GPU hint; so do a GPU and a CPU
+    array together, and anything that is not an array. The results go back as torch tensors
+    sharing their memory (torch.from_dlpack) when any argument was a torch tensor, else as numpy
+    arrays."""
+    gpu = {name: _on_gpu(op, name, a) for name, a in arrays.items() if a is not None}
+    if len(set(gpu.values())) > 1:
+        first = next(iter(gpu))
+        other = next(n for n in gpu if gpu[n] != gpu[first])
+        raise TypeError(f"{op}: {first} is a {_where(arrays[first], gpu[first])} but {other} is a "
+                        f"{_where(arrays[other], gpu[other])}; all arrays must be on the same "
+                        f"device")
+    for name, on_gpu in gpu.items():
+        if on_gpu:
+            raise TypeError(f"{op}: {name} is a {_where(arrays[name], True)}; {_GPU_HINT}")
+    out = [a if a is None or isinstance(a, np.ndarray) else _from_dlpack(op, name, a)
+           for name, a in arrays.items()]
+    if any(_library(a) == "torch" for a in arrays.values() if a is not None):
+        return out, _to_torch
+    return out, lambda result: result
+
+
+def _to_torch(result):
+    """numpy results (an array or a tuple of arrays) as torch tensors sharing their memory."""
+    import torch  # already imported: the caller passed a torch tensor
+    if isinstance(result, tuple):
+        return tuple(torch.from_dlpack(r) for r in result)
+    return torch.from_dlpack(result)
 
 
 def check_float(op: str, name: str, a: np.ndarray) -> None:

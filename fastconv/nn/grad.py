@@ -1,7 +1,8 @@
 """Gradients of the ops in fastconv.nn.functional, named and shaped like torch.nn.grad: given the
 gradient of a loss with respect to an op's output, return the gradient with respect to one of its
-inputs. numpy in, numpy out; padding strings and 4-tuples and unbatched (3-D) arrays are accepted
-as in the forward functions.
+inputs. numpy in, numpy out (other libraries' CPU arrays through DLPack, as in the forward
+functions: torch tensors in, torch tensors out); padding strings and 4-tuples and unbatched (3-D)
+arrays are accepted as in the forward functions.
 
     dx = grad.conv2d_input(x.shape, w, dy, stride=2, padding="same")
     dw = grad.conv2d_weight(x, w.shape, dy, stride=2, padding="same")
@@ -41,7 +42,7 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
         an array of shape input_size.
     """
     op = "conv2d_input"
-    c.check_arrays(op, weight=weight, grad_output=grad_output)
+    (weight, grad_output), back = c.import_arrays(op, weight=weight, grad_output=grad_output)
     c.check_float(op, "grad_output", grad_output)
     c.check_same_dtype(op, "grad_output", grad_output, "weight", weight)
     size = c.size_arg(op, "input_size", input_size, (3, 4), _INPUT_SIZE)
@@ -55,7 +56,7 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     dx = np.empty(size4, dtype=c.native_dtype(grad_output))
     if size4[0] > 0:
         _C.conv2d_backward_input(c.prepare(dy), c.prepare(weight), dx, stride, pad, dilation, groups)
-    return dx[0] if len(size) == 3 else dx
+    return back(dx[0] if len(size) == 3 else dx)
 
 
 def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1):
@@ -70,7 +71,7 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
         an array of shape weight_size (zeros for an empty batch).
     """
     op = "conv2d_weight"
-    c.check_arrays(op, input=input, grad_output=grad_output)
+    (input, grad_output), back = c.import_arrays(op, input=input, grad_output=grad_output)
     c.check_float(op, "input", input)
     c.check_same_dtype(op, "input", input, "grad_output", grad_output)
     x, unbatched = c.batched(op, "input", input)
@@ -82,10 +83,10 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     dy = _grad_output(op, grad_output, input.ndim, (x.shape[0], wsize[0], P, Q))
     dtype = c.native_dtype(input)
     if x.shape[0] == 0:
-        return np.zeros(wsize, dtype=dtype)
+        return back(np.zeros(wsize, dtype=dtype))
     dw = np.empty(wsize, dtype=dtype)
     _C.conv2d_backward_weight(c.prepare(dy), c.prepare(x), dw, stride, pad, dilation, groups)
-    return dw
+    return back(dw)
 
 
 def conv2d_bias(grad_output):
@@ -97,13 +98,13 @@ def conv2d_bias(grad_output):
         (K,) (zeros for an empty batch).
     """
     op = "conv2d_bias"
-    c.check_arrays(op, grad_output=grad_output)
+    (grad_output,), back = c.import_arrays(op, grad_output=grad_output)
     c.check_float(op, "grad_output", grad_output)
     dy, _ = c.batched(op, "grad_output", grad_output, "(N, K, P, Q)")
     db = np.zeros(dy.shape[1], dtype=c.native_dtype(grad_output))
     if dy.shape[0] > 0:
         _C.conv2d_backward_bias(c.prepare(dy), db)
-    return db
+    return back(db)
 
 
 def max_pool2d_input(input_size, grad_output, indices):
@@ -118,7 +119,7 @@ def max_pool2d_input(input_size, grad_output, indices):
         an array of shape input_size.
     """
     op = "max_pool2d_input"
-    c.check_arrays(op, grad_output=grad_output, indices=indices)
+    (grad_output, indices), back = c.import_arrays(op, grad_output=grad_output, indices=indices)
     c.check_float(op, "grad_output", grad_output)
     if indices.dtype.kind not in "iu":
         raise TypeError(f"{op}: indices must be an integer array (int64, as max_pool2d returns), "
@@ -146,7 +147,7 @@ def max_pool2d_input(input_size, grad_output, indices):
                 raise
             raise ValueError(f"{op}: indices must lie in [0, H*W) = [0, {HW}) for input_size "
                              f"{size}, got values in [{indices.min()}, {indices.max()}]") from None
-    return dx[0] if len(size) == 3 else dx
+    return back(dx[0] if len(size) == 3 else dx)
 
 
 def avg_pool2d_input(input_size, grad_output, kernel_size, stride=None, padding=0, ceil_mode=False,
@@ -157,7 +158,7 @@ def avg_pool2d_input(input_size, grad_output, kernel_size, stride=None, padding=
         an array of shape input_size.
     """
     op = "avg_pool2d_input"
-    c.check_arrays(op, grad_output=grad_output)
+    (grad_output,), back = c.import_arrays(op, grad_output=grad_output)
     c.check_float(op, "grad_output", grad_output)
     size = c.size_arg(op, "input_size", input_size, (3, 4), _INPUT_SIZE)
     size4 = (1,) + size if len(size) == 3 else size
@@ -172,7 +173,7 @@ def avg_pool2d_input(input_size, grad_output, kernel_size, stride=None, padding=
     if N > 0:
         _C.avg_pool2d_backward(c.prepare(dy), dx, kernel, stride, pad, ceil_mode, count_include_pad,
                                divisor)
-    return dx[0] if len(size) == 3 else dx
+    return back(dx[0] if len(size) == 3 else dx)
 
 
 def adaptive_avg_pool2d_input(input_size, grad_output):
@@ -183,7 +184,7 @@ def adaptive_avg_pool2d_input(input_size, grad_output):
         an array of shape input_size.
     """
     op = "adaptive_avg_pool2d_input"
-    c.check_arrays(op, grad_output=grad_output)
+    (grad_output,), back = c.import_arrays(op, grad_output=grad_output)
     c.check_float(op, "grad_output", grad_output)
     size = c.size_arg(op, "input_size", input_size, (3, 4), _INPUT_SIZE)
     size4 = (1,) + size if len(size) == 3 else size
@@ -194,4 +195,4 @@ def adaptive_avg_pool2d_input(input_size, grad_output):
     dx = np.empty(size4, dtype=c.native_dtype(grad_output))
     if size4[0] > 0:
         _C.adaptive_avg_pool2d_backward(c.prepare(dy), dx)
-    return dx[0] if len(size) == 3 else dx
+    return back(dx[0] if len(size) == 3 else dx)

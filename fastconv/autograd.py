@@ -118,6 +118,7 @@ class Function:
     def __init__(self, *tensors: "Tensor"):
         self.parents = tensors
         self.needs_grad = tuple(t.requires_grad for t in tensors)
+        self.tracking = False  # set by apply(): will this node be recorded?
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError
@@ -129,9 +130,11 @@ class Function:
     def apply(cls, *tensors: "Tensor", **kwargs) -> "Tensor":
         """Run forward on the tensors' arrays; record the node when any input needs a gradient."""
         ctx = cls(*tensors)
+        # forward may skip saving what only backward needs when nothing will be recorded
+        ctx.tracking = any(ctx.needs_grad) and is_grad_enabled()
         out = ctx.forward(*[t.data for t in tensors], **kwargs)
         result = Tensor(out)
-        if any(ctx.needs_grad) and is_grad_enabled() and result.dtype.kind == "f":
+        if ctx.tracking and result.dtype.kind == "f":
             result.requires_grad, result._ctx = True, ctx
         return result
 
@@ -530,8 +533,10 @@ class _Clamp(Function):
 
 class _ReLU(Function):
     def forward(self, a):
-        self.mask = a > 0
-        return a * self.mask
+        out = array_module(a).maximum(a, a.dtype.type(0))
+        if self.tracking:
+            self.mask = out > 0
+        return out
 
     def backward(self, g): return g * self.mask
 

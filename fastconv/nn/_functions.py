@@ -112,8 +112,12 @@ class Linear(Function):
 # ------------------------------------------------------------------------------- activations
 class ReLU6(Function):
     def forward(self, x):
-        self.mask = (x > 0) & (x < 6)
-        return _xp(x).clip(x, 0, 6)
+        xp = _xp(x)
+        out = xp.maximum(x, x.dtype.type(0))
+        xp.minimum(out, x.dtype.type(6), out=out)  # two passes, faster than clip; NaN stays NaN
+        if self.tracking:
+            self.mask = (x > 0) & (x < 6)
+        return out
 
     def backward(self, g): return g * self.mask
 
@@ -200,7 +204,7 @@ class BatchNorm(Function):
                 running_var += (momentum * var * (count / (count - 1))).astype(running_var.dtype)
         else:
             mean, var = running_mean.astype(xp.float64), running_var.astype(xp.float64)
-            xc = x3 - mean.astype(dt)[:, None]
+            return self._affine(x, x3, mean, var, weight, bias, eps)
         self.training, self.count = training, x3.shape[0] * x3.shape[2]
         self.invstd = (1.0 / xp.sqrt(var + eps)).astype(dt)
         xc *= self.invstd[:, None]
@@ -210,9 +214,30 @@ class BatchNorm(Function):
             y += bias[:, None]
         return y.reshape(x.shape)
 
+    def _affine(self, x, x3, mean, var, weight, bias, eps):
+        """Inference: y = x * scale + shift per channel, two passes; backward recomputes the
+        normalised input only when the affine parameters need gradients."""
+        xp, dt = _xp(x), x.dtype
+        invstd = 1.0 / xp.sqrt(var + eps)
+        scale = invstd if weight is None else invstd * weight
+        shift = -mean * scale if bias is None else bias - mean * scale
+        self.training, self.weight, self.shape = False, weight, x.shape
+        self.invstd = invstd.astype(dt)
+        if self.tracking and len(self.needs_grad) > 1 and any(self.needs_grad[1:]):
+            self.xhat = (x3 - mean.astype(dt)[:, None]) * self.invstd[:, None]
+        else:
+            self.xhat = None
+        y = x3 * scale.astype(dt)[:, None]
+        y += shift.astype(dt)[:, None]
+        return y.reshape(x.shape)
+
     def backward(self, g):
         need = self.needs_grad
         xp = _xp(g)
+        if self.xhat is None:  # inference with frozen affine parameters: only dx
+            scale = self.invstd if self.weight is None else self.invstd * self.weight
+            g3 = g.reshape(g.shape[0], g.shape[1], -1)
+            return ((g3 * scale[:, None]).reshape(self.shape),) + (None,) * (len(need) - 1)
         g3 = g.reshape(self.xhat.shape)
         sum_g = g3.sum(axis=(0, 2), dtype=xp.float64)
         sum_gx = (g3 * self.xhat).sum(axis=(0, 2), dtype=xp.float64)

@@ -16,6 +16,7 @@
 #include "common/output_size.h"
 #include "common/parallel.h"
 #include "common/params.h"
+#include "cpu/channel_affine_cpu.h"
 #include "cpu/conv2d_cpu.h"
 #include "cpu/isa.h"
 #include "cpu/pool2d_cpu.h"
@@ -418,6 +419,59 @@ void adaptive_avg_pool2d_backward(py::array dy, py::array dx) {
     cpu::adaptive_avg_pool2d_backward(p, cptr<double>(dy), ptr<double>(dx));
 }
 
+// ---- per-channel affine (inference BatchNorm + ReLU / ReLU6) ---------------------------------
+
+// out = clamp(x * scale[c] + shift[c], lo, hi) with c the axis-1 index; lo / hi None = no bound.
+// out may be x itself (in place) but must not overlap it otherwise, nor scale or shift.
+void channel_affine(py::array x, py::array scale, py::array shift, py::array out, py::object lo,
+                    py::object hi) {
+  const char* op = "channel_affine";
+  DType dt = float_dtype(x, op, "x");
+  check_same_dtype(x, scale, op, "x", "scale");
+  check_same_dtype(x, shift, op, "x", "shift");
+  check_same_dtype(x, out, op, "x", "out");
+  FC_CHECK(x.ndim() >= 2, op, ": x must be at least 2-D (N, C, ...), got shape ", shape_str(x));
+  const int nd = static_cast<int>(x.ndim());
+  check_array(x, nd, op, "x", false);
+  check_array(scale, 1, op, "scale", false);
+  check_array(shift, 1, op, "shift", false);
+  check_array(out, nd, op, "out", true);
+  ChannelAffineParams p;
+  p.N = x.shape(0), p.C = x.shape(1), p.L = 1;
+  std::vector<int64_t> xs;
+  for (int i = 0; i < nd; ++i) xs.push_back(x.shape(i));
+  for (int i = 2; i < nd; ++i) p.L *= x.shape(i);
+  check_shape(scale, {p.C}, op, "scale");
+  check_shape(shift, {p.C}, op, "shift");
+  check_shape(out, xs, op, "out");
+  auto bound = [&](const py::object& v, const char* name, bool& flag, double& value) {
+    if (v.is_none()) return;
+    const std::string type = py::str(py::type::of(v).attr("__name__"));
+    FC_CHECK_TYPE(PyNumber_Check(v.ptr()) && !py::isinstance<py::bool_>(v), op, ": ", name,
+                  " must be a real number or None, got ", type);
+    try {
+      value = py::float_(v).cast<double>();
+    } catch (const py::error_already_set&) {
+      throw TypeError(str_cat(op, ": ", name, " must be a real number or None, got ", type));
+    }
+    FC_CHECK(value == value, op, ": ", name, " must not be NaN");
+    flag = true;
+  };
+  bound(lo, "lo", p.clamp_lo, p.lo);
+  bound(hi, "hi", p.clamp_hi, p.hi);
+  FC_CHECK(!(p.clamp_lo && p.clamp_hi) || p.lo <= p.hi, op, ": lo must not exceed hi, got lo=",
+           p.lo, " and hi=", p.hi);
+  if (out.data() != x.data()) check_no_overlap(out, x, op, "out", "x");  // equal: in place
+  check_no_overlap(out, scale, op, "out", "scale");
+  check_no_overlap(out, shift, op, "out", "shift");
+  py::gil_scoped_release nogil;
+  if (dt == DType::f32)
+    cpu::channel_affine(p, cptr<float>(x), cptr<float>(scale), cptr<float>(shift), ptr<float>(out));
+  else
+    cpu::channel_affine(p, cptr<double>(x), cptr<double>(scale), cptr<double>(shift),
+                        ptr<double>(out));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -450,6 +504,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("adaptive_avg_pool2d_forward", &adaptive_avg_pool2d_forward, py::arg("input"), py::arg("out"));
   m.def("adaptive_avg_pool2d_backward", &adaptive_avg_pool2d_backward, py::arg("grad_output"),
         py::arg("grad_input"));
+  m.def("channel_affine", &channel_affine, py::arg("x"), py::arg("scale"), py::arg("shift"),
+        py::arg("out"), py::arg("lo") = py::none(), py::arg("hi") = py::none(),
+        "out = clamp(x * scale[c] + shift[c], lo, hi) over axis 1 of x (N, C, ...); lo / hi None: "
+        "no bound; NaN propagates; out may be x (in place)");
 
   m.def("output_size", &output_size, py::arg("size"), py::arg("kernel"), py::arg("stride"),
         py::arg("pad_lo"), py::arg("pad_hi"), py::arg("dilation"), py::arg("ceil_mode"),

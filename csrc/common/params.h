@@ -34,4 +34,13 @@ struct Pool2dParams {
   int64_t divisor_override = 0;   // avg pooling only; 0 = none
 };
 
+// y[n, c, l] = clamp(x[n, c, l] * scale[c] + shift[c], lo, hi) for x viewed as (N, C, L):
+// L = the product of the axes after the channel axis (1 for a 2-D x). A bound applies only
+// when its flag is set (ReLU: clamp_lo with lo = 0; ReLU6: both, lo = 0, hi = 6).
+struct ChannelAffineParams {
+  int64_t N = 0, C = 0, L = 0;
+  bool clamp_lo = false, clamp_hi = false;
+  double lo = 0.0, hi = 0.0;  // converted to the array's dtype by the kernel
+};
+
 }  // namespace fastconv

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "common/check.h"
+#include "cpu/channel_affine_cpu.h"
 #include "cpu/conv2d_cpu.h"
 #include "cpu/depthwise_conv2d_cpu.h"
 #include "cpu/isa.h"
@@ -140,6 +141,10 @@ void set_isa(const std::string& name) {
   }                                                                                              \
   void adaptive_avg_pool2d_backward(const Pool2dParams& p, const T* dy, T* dx) {                 \
     FC_DISPATCH(adaptive_avg_pool2d_backward(p, dy, dx))                                         \
+  }                                                                                              \
+  void channel_affine(const ChannelAffineParams& p, const T* x, const T* scale, const T* shift,  \
+                      T* y) {                                                                    \
+    FC_DISPATCH(channel_affine(p, x, scale, shift, y))                                           \
   }
 
 FC_DEFINE_DISPATCH_T(float)

@@ -22,7 +22,7 @@ import numpy as np
 from fastconv import _C, _shape
 from fastconv.nn import _common as c
 
-__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
+__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "channel_affine"]
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -152,3 +152,59 @@ def adaptive_avg_pool2d(input, output_size):
     if N > 0:
         _C.adaptive_avg_pool2d_forward(c.prepare(x), out)
     return back(out[0] if unbatched else out)
+
+
+# activation -> (lo, hi) bounds of channel_affine's clamp (None: no bound)
+_AFFINE_BOUNDS = {None: (None, None), "relu": (0.0, None), "relu6": (0.0, 6.0)}
+
+
+def channel_affine(x, scale, shift, activation=None, out=None):
+    """Per-channel scale and shift with an optional ReLU / ReLU6, in one multi-threaded pass
+    (inference BatchNorm folded into scale = gamma / sqrt(var + eps), shift = beta - mean * scale):
+
+        out[n, c, ...] = act(x[n, c, ...] * scale[c] + shift[c])
+
+    NaN propagates as in np.maximum / np.minimum (NaN in, NaN out); +-inf clamp to the bounds.
+    numpy arrays only.
+
+    Args:
+        x: (N, C, ...) at least 2-D, float32 or float64 (any layout; copied when not native
+            C-contiguous).
+        scale, shift: (C,), x's dtype.
+        activation: None, 'relu' (clamp to [0, inf)) or 'relu6' (clamp to [0, 6]).
+        out: None (a new array), or a writeable, aligned, C-contiguous native-byte-order array of
+            x's shape and dtype. It may be x itself (in place) but must not otherwise overlap x,
+            scale or shift.
+    Returns:
+        out.
+    """
+    op = "channel_affine"
+    for name, a in (("x", x), ("scale", scale), ("shift", shift), ("out", out)):
+        if not (a is None and name == "out") and not isinstance(a, np.ndarray):
+            raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(a).__name__}")
+    c.check_float(op, "x", x)
+    c.check_same_dtype(op, "x", x, "scale", scale)
+    c.check_same_dtype(op, "x", x, "shift", shift)
+    if x.ndim < 2:
+        raise ValueError(f"{op}: x must be at least 2-D (N, C, ...), got shape {c.shape_str(x.shape)}")
+    C = x.shape[1]
+    for name, a in (("scale", scale), ("shift", shift)):
+        if a.shape != (C,):
+            raise ValueError(f"{op}: {name} must have shape ({C},) (one per channel of x, axis 1), "
+                             f"got shape {c.shape_str(a.shape)}")
+    if not isinstance(activation, (str, type(None))) or activation not in _AFFINE_BOUNDS:
+        raise ValueError(f"{op}: activation must be None, 'relu' or 'relu6', got {activation!r}")
+    lo, hi = _AFFINE_BOUNDS[activation]
+    if out is None:
+        out = np.empty(x.shape, dtype=c.native_dtype(x))
+    else:
+        c.check_same_dtype(op, "x", x, "out", out)
+        if out.shape != x.shape:
+            raise ValueError(f"{op}: out must have x's shape {c.shape_str(x.shape)}, got shape "
+                             f"{c.shape_str(out.shape)}")
+        f = out.flags
+        if not (f.c_contiguous and f.aligned and f.writeable and out.dtype.isnative):
+            raise ValueError(f"{op}: out must be a writeable, aligned, C-contiguous array in native "
+                             f"byte order (it is written directly)")
+    _C.channel_affine(c.prepare(x), c.prepare(scale), c.prepare(shift), out, lo, hi)
+    return out

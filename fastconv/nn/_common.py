@@ -193,9 +193,14 @@ def size_arg(op: str, name: str, size, lengths: Tuple[int, ...], what: str) -> T
 # ---- geometry -------------------------------------------------------------------------------
 
 def conv_geometry(op: str, xshape: Sequence[int], wshape: Sequence[int], stride, padding, dilation,
-                  groups) -> Tuple[Pair, Quad, Pair, int, Pair]:
-    """Checks a convolution of an (N, C, H, W) input with a (K, C/groups, R, S) weight and returns
+                  groups, bias_shape: Optional[Sequence[int]] = None
+                  ) -> Tuple[Pair, Quad, Pair, int, Pair]:
+    """Checks a convolution of an (N, C, H, W) input with a (K, C/groups, R, S) weight (and a (K,)
+    bias when bias_shape is given) and returns
     (stride, padding as (top, bottom, left, right), dilation, groups, (P, Q))."""
+    if len(wshape) != 4:
+        raise ValueError(f"{op}: weight must be 4-D (out_channels, in_channels/groups, kH, kW), "
+                         f"got shape {shape_str(wshape)}")
     stride = _shape.pair(op, "stride", stride, minimum=1)
     dilation = _shape.pair(op, "dilation", dilation, minimum=1)
     groups = _shape.check_int(op, "groups", groups, minimum=1)
@@ -215,6 +220,9 @@ def conv_geometry(op: str, xshape: Sequence[int], wshape: Sequence[int], stride,
                          f"{C // groups})")
     pad = _shape.resolve_padding(op, padding, (H, W), (R, S), stride, dilation)
     PQ = _shape.conv_output_hw(op, (H, W), (R, S), stride, pad, dilation)
+    if bias_shape is not None and tuple(bias_shape) != (K,):
+        raise ValueError(f"{op}: bias must have shape ({K},) (one per output channel), got shape "
+                         f"{shape_str(bias_shape)}")
     return stride, pad, dilation, groups, PQ
 
 

@@ -47,9 +47,6 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     c.check_same_dtype(op, "grad_output", grad_output, "weight", weight)
     size = c.size_arg(op, "input_size", input_size, (3, 4), _INPUT_SIZE)
     size4 = (1,) + size if len(size) == 3 else size
-    if weight.ndim != 4:
-        raise ValueError(f"{op}: weight must be 4-D (out_channels, in_channels/groups, kH, kW), "
-                         f"got shape {c.shape_str(weight.shape)}")
     stride, pad, dilation, groups, (P, Q) = c.conv_geometry(op, size4, weight.shape, stride,
                                                             padding, dilation, groups)
     dy = _grad_output(op, grad_output, len(size), (size4[0], weight.shape[0], P, Q))

@@ -62,15 +62,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     op = "conv2d"
     _check_tensors(op, input=input, weight=weight, bias=bias)
     x, unbatched = c.batched(op, "input", input)
-    if weight.ndim != 4:
-        raise ValueError(f"{op}: weight must be 4-D (out_channels, in_channels/groups, kH, kW), "
-                         f"got shape {c.shape_str(weight.shape)}")
-    stride, pad, dilation, groups, _ = c.conv_geometry(op, x.shape, weight.shape, stride, padding,
-                                                       dilation, groups)
-    K = weight.shape[0]
-    if bias is not None and tuple(bias.shape) != (K,):
-        raise ValueError(f"{op}: bias must have shape ({K},) (one per output channel), got shape "
-                         f"{c.shape_str(bias.shape)}")
+    stride, pad, dilation, groups, _ = c.conv_geometry(
+        op, x.shape, weight.shape, stride, padding, dilation, groups,
+        bias_shape=None if bias is None else bias.shape)
     out = _ops.conv2d(x, weight, bias, stride, pad, dilation, groups)
     return out[0] if unbatched else out
 

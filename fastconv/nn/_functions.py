@@ -52,11 +52,15 @@ class Conv2d(Function):
 
 
 class MaxPool2d(Function):
-    """Saves the argmax indices, not the input."""
-    def forward(self, x, *, sink, **options):
-        out, self.indices = A.max_pool2d(x, return_indices=True, **options)
+    """Saves the argmax indices, not the input; computes them only when they are needed (for
+    backward, or asked for through `sink`, a dict that receives them)."""
+    def forward(self, x, *, sink=None, **options):
         self.shape = x.shape
-        sink["indices"] = self.indices
+        if not self.tracking and sink is None:
+            return A.max_pool2d(x, **options)
+        out, self.indices = A.max_pool2d(x, return_indices=True, **options)
+        if sink is not None:
+            sink["indices"] = self.indices
         return out
 
     def backward(self, g):
@@ -100,7 +104,8 @@ class Linear(Function):
         self.shape, self.w = x.shape, w
         self.x = x.reshape(-1, x.shape[-1])
         if _xp(x) is np:
-            y = _row(A.conv2d(_col(self.x), w[:, :, None, None]))
+            self.x = _col(self.x)  # (1, in, M, 1), kept for the weight gradient
+            y = _row(A.conv2d(self.x, w[:, :, None, None]))
         else:
             y = self.x @ w.T
         if b is not None:
@@ -117,7 +122,7 @@ class Linear(Function):
                 dx = _row(G.conv2d_input((1, self.w.shape[1], g.shape[0], 1),
                                          self.w[:, :, None, None], gc))
             if need[1]:
-                dw = G.conv2d_weight(_col(self.x), self.w.shape + (1, 1), gc)[:, :, 0, 0]
+                dw = G.conv2d_weight(self.x, self.w.shape + (1, 1), gc)[:, :, 0, 0]
         else:
             dx = g @ self.w if need[0] else None
             dw = g.T @ self.x if need[1] else None

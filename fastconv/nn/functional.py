@@ -60,7 +60,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if not isinstance(input, Tensor):
         return A.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode,
                             return_indices)
-    sink = {}
+    sink = {} if return_indices else None
     out = fn.MaxPool2d.apply(input, sink=sink, kernel_size=kernel_size, stride=stride,
                              padding=padding, dilation=dilation, ceil_mode=ceil_mode)
     return (out, Tensor(sink["indices"])) if return_indices else out

@@ -413,28 +413,19 @@ def fit(model, train_data, epochs: int = 1, optimizer=None, loss="cross_entropy"
 def evaluate(model, data, loss="cross_entropy", metrics: Sequence = ("accuracy",),
              batch_size: int = 64, device: Optional[str] = None) -> Dict[str, float]:
     """Mean loss and metrics over `data` (a loader or an (x, y) tuple), in eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
+    with model.evaluating():
         return _run_epoch(model, _batches(data, batch_size, False, None, "evaluate"),
                           _loss_fn(loss), _metric_fns(metrics), None, device)
-    finally:
-        model.train(was_training)
 
 
 def predict(model, data, batch_size: int = 64, device: Optional[str] = None) -> np.ndarray:
     """Model outputs for `data` (an array of inputs, a loader, or an (x, y) tuple) as one numpy
     array, in eval mode without recording gradients."""
-    was_training = model.training
-    model.eval()
     outputs = []
-    try:
-        with no_grad():
-            for batch in _batches(data, batch_size, False, None, "predict"):
-                xb = batch[0] if isinstance(batch, (tuple, list)) else batch
-                outputs.append(model(_to_tensor(xb, device)).numpy())
-    finally:
-        model.train(was_training)
+    with model.evaluating(), no_grad():
+        for batch in _batches(data, batch_size, False, None, "predict"):
+            xb = batch[0] if isinstance(batch, (tuple, list)) else batch
+            outputs.append(model(_to_tensor(xb, device)).numpy())
     if not outputs:
         raise ValueError("predict: the data produced no batches")
     return np.concatenate(outputs)

@@ -84,7 +84,7 @@ def unfreeze_top(model: Module, n: int, train_bn: bool = False) -> List[str]:
         if not train_bn:
             for m in unit.modules():
                 if isinstance(m, _BatchNorm):
-                    object.__setattr__(m, "frozen", True)
+                    m.frozen = True
     return [name for name, _ in chosen]
 
 
@@ -92,20 +92,15 @@ def extract_features(model: Module, data, batch_size: int = 64,
                      device: Optional[str] = None) -> np.ndarray:
     """model.forward_features over an array of inputs (N, C, H, W) or a loader of (x, y)
     batches, in eval mode without gradients; returns the stacked features as numpy."""
-    was_training = model.training
-    model.eval()
     out = []
-    try:
-        with no_grad():
-            if isinstance(data, np.ndarray):
-                chunks = (data[i:i + batch_size] for i in range(0, len(data), batch_size))
-            else:
-                chunks = (b[0] if isinstance(b, (tuple, list)) else b for b in data)
-            for xb in chunks:
-                x = Tensor(xb) if not isinstance(xb, Tensor) else xb
-                out.append(model.forward_features(x.to(device) if device else x).numpy())
-    finally:
-        model.train(was_training)
+    with model.evaluating(), no_grad():
+        if isinstance(data, np.ndarray):
+            chunks = (data[i:i + batch_size] for i in range(0, len(data), batch_size))
+        else:
+            chunks = (b[0] if isinstance(b, (tuple, list)) else b for b in data)
+        for xb in chunks:
+            x = Tensor(xb) if not isinstance(xb, Tensor) else xb
+            out.append(model.forward_features(x.to(device) if device else x).numpy())
     if not out:
         raise ValueError("extract_features: no inputs")
     return np.concatenate(out)

@@ -122,14 +122,8 @@ def predict_image(model, image, topk: int = 5) -> List[Tuple[int, str, float]]:
     """
     cfg = _as_cfg("predict_image", model)
     x = preprocess(image, cfg)[None]
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with no_grad():
-            logits = model(Tensor(x))
-    finally:
-        for m, mode in modes:
-            object.__setattr__(m, "training", mode)
+    with model.evaluating(), no_grad():
+        logits = model(Tensor(x))
     probs = F.softmax(logits, dim=1).numpy()[0]
     names = class_names(cfg)
     if names is None or len(names) != probs.shape[0]:

@@ -8,6 +8,7 @@ dotted names (`layer1.0.conv1.weight`) are the checkpoint keys.
 from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
+from contextlib import contextmanager
 from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
@@ -236,6 +237,18 @@ class Module:
 
     def eval(self) -> "Module":
         return self.train(False)
+
+    @contextmanager
+    def evaluating(self):
+        """`with model.evaluating():` eval mode for the block, then every submodule gets back
+        its own mode (a model with some parts in eval mode stays that way)."""
+        modes = [(m, m.training) for m in self.modules()]
+        self.eval()
+        try:
+            yield self
+        finally:
+            for m, mode in modes:
+                object.__setattr__(m, "training", mode)
 
     def requires_grad_(self, requires_grad: bool = True) -> "Module":
         for p in self.parameters():

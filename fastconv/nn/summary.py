@@ -28,16 +28,12 @@ def summarize(model, input_shape, dtype=np.float32) -> str:
         count = sum(p.numel() for p in own if p is not None)
         rows.append((f"{names.get(id(m), '?')} ({type(m).__name__})", _shape_of(out), count))
 
-    was_training = [(m, m.training) for m in model.modules()]
-    model.eval()
     _module._forward_hooks.append(hook)
     try:
-        with no_grad():
+        with model.evaluating(), no_grad():
             model(Tensor(np.zeros((1,) + input_shape, dtype=dtype)))
     finally:
         _module._forward_hooks.remove(hook)
-        for m, mode in was_training:
-            object.__setattr__(m, "training", mode)
 
     params = list(model.parameters())
     total = sum(p.numel() for p in params)

@@ -1,14 +1,41 @@
-// fastconv._cuda: the only pybind11 file of the CUDA extension. For now it reports the devices the
-// CUDA runtime sees; the CUDA kernels (csrc/cuda/) are bound here as they land.
-#include <cuda_runtime.h>
+// fastconv._cuda and fastconv._cuda_emu: the only pybind11 file of the CUDA kernels. The same file
+// builds both modules (FC_MODULE_NAME): _cuda runs the kernels on a GPU, _cuda_emu runs the same
+// kernel source on the CPU through csrc/cuda/emulation.h (FC_CUDA_EMULATION=1).
+//
+// Arrays arrive as raw device addresses (Python ints: CuPy's a.data.ptr, torch's data_ptr(), or a
+// numpy array's address under the emulation) with their shapes, a dtype code (cuda::DType) and the
+// caller's stream, so one binding serves CuPy, torch and the emulation alike. The Python layer
+// (fastconv/_gpu/) has checked devices, dtypes, layouts and shapes and allocated the outputs and
+// any workspace (from CuPy's or torch's caching allocator); here the geometry is validated again
+// and the params structs filled (common/geometry.h), then the launchers in csrc/cuda/ run on the
+// given stream without synchronising. Errors become ValueError / TypeError / RuntimeError.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
+#include <cstdint>
 #include <string>
 
+#include "common/check.h"
+#include "common/geometry.h"
+#include "common/params.h"
+#include "cuda/runtime.h"
+
 namespace py = pybind11;
+using namespace fastconv;
 
 namespace {
 
+template <class T = void>
+T* as_ptr(uintptr_t address) { return reinterpret_cast<T*>(address); }
+
+cudaStream_t as_stream(uintptr_t handle) { return reinterpret_cast<cudaStream_t>(handle); }
+
+cuda::DType as_dtype(int code, const char* op) {
+  FC_CHECK_TYPE(code >= 0 && code <= 3, op, ": unknown dtype code ", code);
+  return static_cast<cuda::DType>(code);
+}
+
+#if !FC_CUDA_EMULATION
 // Number of usable CUDA devices; 0 when there is no driver or no GPU (never an exception, so
 // fastconv.cuda_available() can ask on any machine).
 int device_count() {
@@ -28,11 +55,27 @@ std::string device_name(int device) {
     throw py::value_error(std::string("device_name: ") + cudaGetErrorString(err));
   return prop.name;
 }
+#endif
+
+// ---- pooling ----------------------------------------------------------------------------------
+
+// ---- depthwise convolution --------------------------------------------------------------------
+
+// ---- channel affine ---------------------------------------------------------------------------
 
 }  // namespace
 
-PYBIND11_MODULE(_cuda, m) {
+PYBIND11_MODULE(FC_MODULE_NAME, m) {
+  py::register_exception<CudaError>(m, "CudaError", PyExc_RuntimeError);
+#if FC_CUDA_EMULATION
+  m.doc() = "fastconv CUDA kernels run on the CPU by the CUDA emulation (tests only)";
+  m.attr("emulation") = true;
+  m.def("device_count", [] { return 1; });
+  m.def("device_name", [](int) { return std::string("fastconv CUDA emulation (CPU)"); },
+        py::arg("device") = 0);
+#else
   m.doc() = "fastconv CUDA kernels";
+  m.attr("emulation") = false;
   m.def("device_count", &device_count);
   m.def("device_name", &device_name, py::arg("device") = 0);
   m.def("runtime_version", [] {
@@ -40,4 +83,10 @@ PYBIND11_MODULE(_cuda, m) {
     cudaRuntimeGetVersion(&v);
     return v;
   });
+#endif
+  // ---- pooling bindings ----
+
+  // ---- depthwise convolution bindings ----
+
+  // ---- channel affine bindings ----
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Development loop without reinstalling: builds fastconv._C (CPU only) into build/dev-NAME and lays
+# Development loop without reinstalling: builds fastconv._C and fastconv._cuda_emu (the CUDA
+# kernels under the CPU emulation; FASTCONV_CUDA=ON adds fastconv._cuda) into build/dev-NAME and lays
 # out an importable package in build/dev-NAME/site whose Python files are links to ./fastconv.
 #
 #   tools/dev_build.sh mine            # incremental rebuild (a few seconds after a kernel edit)
@@ -13,9 +14,12 @@ build="$root/build/dev-$name"
 site="$build/site/fastconv"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFASTCONV_CUDA="${FASTCONV_CUDA:-OFF}" \
   -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v python3)" >/dev/null
-cmake --build "$build" --target _C >/dev/null
+targets="_C _cuda_emu"
+[ "${FASTCONV_CUDA:-OFF}" = OFF ] || targets="$targets _cuda"
+cmake --build "$build" --target $targets >/dev/null
 rm -rf "$site" && mkdir -p "$site"
 for f in "$root"/fastconv/*; do ln -s "$f" "$site/$(basename "$f")"; done
 rm -f "$site"/_C*.so "$site"/_cuda*.so
-cp "$build"/_C*.so "$site/"
+cp "$build"/_C*.so "$build"/_cuda_emu*.so "$site/"
+[ "${FASTCONV_CUDA:-OFF}" = OFF ] || cp "$build"/_cuda*.so "$site/"
 echo "built $build; use PYTHONPATH=$build/site"

@@ -1,0 +1,637 @@
+// The CUDA execution model on the CPU, so that the kernels of csrc/cuda/ compile unchanged with the
+// host C++ compiler (FC_EMULATION, see compat.h) into fastconv._cuda_emu and run in CI without a
+// GPU. Learned from the team's sketch in shared/notes/cuda-emulation/ (checked against an H200).
+//
+// Model: one OS thread runs a block at a time; each CUDA thread of the block is a fiber that runs
+// until it reaches __syncthreads, a warp collective or its end. A barrier releases when every live
+// thread of the block (or of the warp mask) has arrived. Between barriers the threads run in a
+// shuffled order (EMU_SCHED=fwd|rev|shuffle, default shuffle), so a missing __syncthreads shows
+// as a wrong result. Blocks run one after another (EMU_WORKERS=N: on N OS threads).
+//
+// Checks, each thrown as fastconv::emu::emu_error out of the launch (RuntimeError in Python):
+//   - global memory: kernels take gptr<T> (compat.h), which knows its buffer's extent and checks
+//     every access; dynamic shared memory the same; static shared arrays (FC_SHARED) check every
+//     index of every dimension;
+//   - deadlock, a barrier only some threads reach (early return included), threads waiting at
+//     different __syncthreads, warp collectives with disagreeing masks.
+#pragma once
+#include <sys/mman.h>
+#include <ucontext.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define EMU_ASAN 1
+#endif
+
+// ---------------------------------------------------------------- qualifiers
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline __attribute__((always_inline))
+#define __noinline__ __attribute__((noinline))
+#define __launch_bounds__(...)
+#define __constant__
+#define __shared__ static thread_local
+#define __align__(n) alignas(n)
+#ifndef __restrict__
+#define __restrict__ __restrict
+#endif
+
+struct uint3 { unsigned x, y, z; };
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+static constexpr int warpSize = 32;
+
+#if defined(__x86_64__) && !defined(EMU_USE_UCONTEXT)
+#define EMU_FAST_SWITCH 1
+// fc_emu_switch(void** save_sp, void* load_sp): save callee-saved regs on the
+// current stack, store sp, load the other sp, restore, return into the other fiber.
+// .weak lets several translation units include this header.
+__asm__(R"(
+  .text
+  .weak fc_emu_switch
+  .hidden fc_emu_switch
+  .type fc_emu_switch,@function
+fc_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size fc_emu_switch, .-fc_emu_switch
+)");
+extern "C" void fc_emu_switch(void** save_sp, void* load_sp);
+#endif
+
+namespace fastconv { namespace emu {
+
+struct emu_error : std::runtime_error { using std::runtime_error::runtime_error; };
+
+enum Wait { RUN = 0, BAR_BLOCK, BAR_WARP, DONE };
+
+struct Fiber {
+#ifdef EMU_FAST_SWITCH
+  void* sp = nullptr;
+#else
+  ucontext_t ctx;
+#endif
+  uint3 tid;
+  int linear = 0;
+  Wait wait = RUN;
+  unsigned long gen = 0;     // generation of the barrier being waited on
+  int line = 0;              // source line of the __syncthreads being waited on
+  char* stack = nullptr;
+};
+
+struct Warp {
+  unsigned long gen = 0;
+  uint32_t arrived = 0, mask = 0, alive = 0;
+  alignas(16) unsigned char xbuf[32 * 8];              // shuffle/ballot exchange
+  std::vector<unsigned char> big;                      // WMMA exchange
+};
+
+struct BlockState {
+  dim3 grid, block;
+  uint3 bid;
+  int nthreads = 0, live = 0;
+  unsigned long gen = 0;
+  int arrived = 0;
+  bool any_exited = false;
+  std::vector<Fiber> fibers;
+  std::vector<Warp> warps;
+  std::vector<char*> stacks;
+  size_t stack_size = 0;
+  std::vector<unsigned char> dyn_smem;
+  size_t dyn_bytes = 0;
+#ifdef EMU_FAST_SWITCH
+  void* sched_sp = nullptr;
+#else
+  ucontext_t sched;
+#endif
+  const void* sched_stack = nullptr; size_t sched_stack_size = 0;   // for ASan
+  Fiber* cur = nullptr;
+  const std::function<void()>* body = nullptr;
+  std::exception_ptr err;
+  std::vector<int> order;
+  std::mt19937 rng{12345};
+  int sched_mode = 0;   // 0 fwd, 1 rev, 2 shuffle
+  bool lenient_exit = false;
+
+  ~BlockState() { for (char* s : stacks) munmap(s, stack_size); }
+};
+
+inline thread_local BlockState* tls_block = nullptr;
+inline BlockState& B() { return *tls_block; }
+inline Fiber& F() { return *tls_block->cur; }
+
+// ------------------------------------------------------------- built-in vars
+} }  // namespace fastconv::emu
+
+#define threadIdx (::fastconv::emu::F().tid)
+#define blockIdx (::fastconv::emu::B().bid)
+#define blockDim (::fastconv::emu::B().block)
+#define gridDim (::fastconv::emu::B().grid)
+
+namespace fastconv { namespace emu {
+
+inline void yield_to_sched() {
+#ifdef EMU_ASAN
+  BlockState& b = B();
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(&fake, b.sched_stack, b.sched_stack_size);
+#endif
+#ifdef EMU_FAST_SWITCH
+  fc_emu_switch(&F().sp, B().sched_sp);
+#else
+  swapcontext(&F().ctx, &B().sched);
+#endif
+#ifdef EMU_ASAN
+  __sanitizer_finish_switch_fiber(fake, &b.sched_stack, &b.sched_stack_size);
+#endif
+}
+
+inline void syncthreads(int line) {
+  BlockState& b = B();
+  Fiber& f = F();
+  f.wait = BAR_BLOCK; f.gen = b.gen; f.line = line;
+  b.arrived++;
+  yield_to_sched();
+}
+
+inline unsigned lane_id() { return F().linear & 31; }
+inline Warp& my_warp() { return B().warps[F().linear >> 5]; }
+
+inline void warp_barrier(uint32_t mask) {
+  BlockState& b = B();
+  Fiber& f = F();
+  Warp& w = my_warp();
+  if (w.arrived == 0) w.mask = mask;
+  else if (w.mask != mask)
+    throw emu_error("warp collective called with different masks in one warp");
+  if (!(mask & (1u << lane_id())))
+    throw emu_error("warp collective called by a lane not in its mask");
+  w.arrived |= 1u << lane_id();
+  f.wait = BAR_WARP; f.gen = w.gen;
+  (void)b;
+  yield_to_sched();
+}
+
+inline void trampoline() {
+  BlockState& b = B();
+#ifdef EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &b.sched_stack, &b.sched_stack_size);
+#endif
+  try { (*b.body)(); } catch (...) { if (!b.err) b.err = std::current_exception(); }
+  b.cur->wait = DONE;
+#ifdef EMU_ASAN
+  __sanitizer_start_switch_fiber(nullptr, b.sched_stack, b.sched_stack_size);
+#endif
+#ifdef EMU_FAST_SWITCH
+  void* dead;
+  fc_emu_switch(&dead, b.sched_sp);   // never resumed
+  __builtin_unreachable();
+#endif
+  // ucontext: uc_link returns to the scheduler
+}
+
+inline void fiber_init(BlockState& b, Fiber& f, char* stack) {
+  f.stack = stack;
+#ifdef EMU_ASAN
+  ASAN_UNPOISON_MEMORY_REGION(stack + 4096, b.stack_size - 4096);
+#endif
+#ifdef EMU_FAST_SWITCH
+  uintptr_t top = (reinterpret_cast<uintptr_t>(stack) + b.stack_size) & ~uintptr_t(15);
+  void** sp = reinterpret_cast<void**>(top);
+  *--sp = nullptr;                                        // keeps entry rsp = 8 mod 16
+  *--sp = reinterpret_cast<void*>(&trampoline);           // "return address"
+  for (int r = 0; r < 6; ++r) *--sp = nullptr;            // rbp rbx r12-r15
+  f.sp = sp;
+#else
+  getcontext(&f.ctx);
+  f.ctx.uc_stack.ss_sp = stack;
+  f.ctx.uc_stack.ss_size = b.stack_size;
+  f.ctx.uc_link = &b.sched;
+  makecontext(&f.ctx, trampoline, 0);
+#endif
+}
+
+inline void switch_to(BlockState& b, Fiber& f) {
+#ifdef EMU_ASAN
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(&fake, f.stack, b.stack_size);
+#endif
+#ifdef EMU_FAST_SWITCH
+  fc_emu_switch(&b.sched_sp, f.sp);
+#else
+  swapcontext(&b.sched, &f.ctx);
+#endif
+#ifdef EMU_ASAN
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+}
+
+inline int env_int(const char* n, int d) { const char* v = getenv(n); return v ? atoi(v) : d; }
+
+// Release barriers whose participants have all arrived. Returns true if something released.
+inline bool try_release(BlockState& b) {
+  bool rel = false;
+  if (b.arrived > 0 && b.arrived == b.live) {
+    if (b.any_exited && !b.lenient_exit) {
+      int line = 0;
+      for (auto& f : b.fibers) if (f.wait == BAR_BLOCK) { line = f.line; break; }
+      throw emu_error("__syncthreads (line " + std::to_string(line) + "): " +
+                      std::to_string(b.arrived) + " of " + std::to_string(b.nthreads) +
+                      " threads arrived, the rest returned (divergent barrier or early "
+                      "return: UB in CUDA; EMU_LENIENT_EXIT=1 allows it)");
+    }
+    int line = -1;
+    for (auto& f : b.fibers)
+      if (f.wait == BAR_BLOCK) {
+        if (line < 0) line = f.line;
+        else if (f.line != line)
+          throw emu_error("divergent __syncthreads: threads wait at lines " +
+                          std::to_string(line) + " and " + std::to_string(f.line));
+      }
+    b.gen++; b.arrived = 0; rel = true;
+  }
+  for (auto& w : b.warps) {
+    if (!w.arrived) continue;
+    uint32_t need = w.mask & w.alive;
+    if ((w.arrived & need) == need) { w.gen++; w.arrived = 0; rel = true; }
+  }
+  return rel;
+}
+
+inline bool runnable(BlockState& b, Fiber& f) {
+  switch (f.wait) {
+    case RUN: return true;
+    case BAR_BLOCK: return f.gen != b.gen;
+    case BAR_WARP: return f.gen != b.warps[f.linear >> 5].gen;
+    default: return false;
+  }
+}
+
+inline void run_block(BlockState& b) {
+  const int n = b.nthreads;
+  for (int i = 0; i < n; ++i) {
+    Fiber& f = b.fibers[i];
+    f.linear = i;
+    f.tid = uint3{unsigned(i % b.block.x), unsigned((i / b.block.x) % b.block.y),
+                  unsigned(i / (b.block.x * b.block.y))};
+    f.wait = RUN; f.gen = 0;
+    fiber_init(b, f, b.stacks[i]);
+  }
+  b.live = n; b.arrived = 0; b.gen = 0; b.any_exited = false;
+  for (size_t w = 0; w < b.warps.size(); ++w) {
+    Warp& wp = b.warps[w];
+    wp.gen = 0; wp.arrived = 0; wp.mask = 0;
+    int lanes = std::min(32, n - int(w) * 32);
+    wp.alive = lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1);
+  }
+  b.order.resize(n);
+  for (int i = 0; i < n; ++i) b.order[i] = b.sched_mode == 1 ? n - 1 - i : i;
+  while (b.live > 0) {
+    if (b.sched_mode == 2) std::shuffle(b.order.begin(), b.order.end(), b.rng);
+    bool progress = false;
+    for (int k = 0; k < n; ++k) {
+      Fiber& f = b.fibers[b.order[k]];
+      if (!runnable(b, f)) continue;
+      f.wait = RUN;
+      b.cur = &f;
+      switch_to(b, f);
+      b.cur = nullptr;
+      progress = true;
+      if (b.err) std::rethrow_exception(b.err);
+      if (f.wait == DONE) {
+        b.live--; b.any_exited = true;
+        b.warps[f.linear >> 5].alive &= ~(1u << (f.linear & 31));
+      }
+      try_release(b);
+    }
+    if (!progress && !try_release(b) && b.live > 0) {
+      int at_bar = 0, at_warp = 0;
+      for (auto& f : b.fibers) { at_bar += f.wait == BAR_BLOCK; at_warp += f.wait == BAR_WARP; }
+      throw emu_error("deadlock in block (" + std::to_string(b.bid.x) + "," +
+                      std::to_string(b.bid.y) + "," + std::to_string(b.bid.z) + "): " +
+                      std::to_string(at_bar) + " threads at __syncthreads, " +
+                      std::to_string(at_warp) + " at warp collectives, " +
+                      std::to_string(n - b.live) + " exited");
+    }
+  }
+}
+
+inline void launch(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body) {
+  const int n = int(block.x * block.y * block.z);
+  if (n <= 0 || n > 1024) throw emu_error("invalid block size");
+  const long nblocks = long(grid.x) * grid.y * grid.z;
+  int workers = std::max(1, env_int("EMU_WORKERS", 1));
+  workers = int(std::min<long>(workers, nblocks));
+  const size_t stack = size_t(env_int("EMU_STACK_KB", 64)) * 1024;
+  const int mode = [] {   // default: shuffled, so that a missing barrier shows
+    const char* s = getenv("EMU_SCHED");
+    if (!s) return 2;
+    return !strcmp(s, "rev") ? 1 : !strcmp(s, "fwd") ? 0 : 2;
+  }();
+  std::vector<std::exception_ptr> errs(workers);
+  auto work = [&](int w) {
+    BlockState b;
+    b.grid = grid; b.block = block; b.nthreads = n; b.body = &body;
+    b.stack_size = stack; b.sched_mode = mode; b.rng.seed(1234 + w);
+    b.lenient_exit = env_int("EMU_LENIENT_EXIT", 0) != 0;
+    b.fibers.resize(n);
+    b.warps.resize((n + 31) / 32);
+    b.dyn_smem.assign(smem + 16, 0);
+    b.dyn_bytes = smem;
+    for (int i = 0; i < n; ++i) {
+      void* p = mmap(nullptr, stack, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (p == MAP_FAILED) throw emu_error("mmap stack failed");
+      mprotect(p, 4096, PROT_NONE);   // guard page: stack overflow -> SIGSEGV
+      b.stacks.push_back(static_cast<char*>(p));
+    }
+    BlockState* saved = tls_block;
+    tls_block = &b;
+    try {
+      for (long id = w; id < nblocks; id += workers) {
+        b.bid = uint3{unsigned(id % grid.x), unsigned((id / grid.x) % grid.y),
+                      unsigned(id / (long(grid.x) * grid.y))};
+        run_block(b);
+      }
+    } catch (...) { errs[w] = std::current_exception(); }
+    tls_block = saved;
+  };
+  if (workers == 1) work(0);
+  else {
+    std::vector<std::thread> ts;
+    for (int w = 0; w < workers; ++w) ts.emplace_back(work, w);
+    for (auto& t : ts) t.join();
+  }
+  for (auto& e : errs) if (e) std::rethrow_exception(e);
+}
+
+inline void* dynamic_smem() {
+  return reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(B().dyn_smem.data()) + 15) & ~uintptr_t(15));
+}
+
+// ------------------------------------------------------------------ warp ops
+// PTX shfl semantics: c = ((32-width)<<8) | clamp; segment mask = c[12:8].
+template <class T>
+inline T shfl_impl(uint32_t mask, T v, int mode, int b, int width) {
+  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value, "shfl: <= 8 bytes");
+  Warp& w = my_warp();
+  const int lane = int(lane_id());
+  std::memcpy(w.xbuf + lane * 8, &v, sizeof(T));
+  warp_barrier(mask);
+  const int segmask = (32 - width) & 31;
+  const int clamp = mode == 0 ? 0 : 31;                 // mode 0=up 1=down 2=xor 3=idx
+  const int maxLane = (lane & segmask) | (clamp & ~segmask);
+  const int minLane = lane & segmask;
+  int j; bool ok;
+  switch (mode) {
+    case 0: j = lane - b; ok = j >= maxLane; break;
+    case 1: j = lane + b; ok = j <= maxLane; break;
+    case 2: j = lane ^ b; ok = j <= maxLane; break;
+    default: j = minLane | (b & ~segmask & 31); ok = j <= maxLane; break;
+  }
+  T r = v;
+  if (ok) std::memcpy(&r, w.xbuf + j * 8, sizeof(T));
+  warp_barrier(mask);
+  return r;
+}
+
+inline uint32_t ballot_impl(uint32_t mask, bool pred) {
+  Warp& w = my_warp();
+  w.xbuf[lane_id()] = pred;
+  warp_barrier(mask);
+  uint32_t r = 0;
+  for (int l = 0; l < 32; ++l) if ((mask >> l & 1) && w.xbuf[l]) r |= 1u << l;
+  warp_barrier(mask);
+  return r & mask;
+}
+} }  // namespace fastconv::emu
+
+
+// ------------------------------------------------------------------ CUDA runtime shims
+typedef void* cudaStream_t;
+typedef int cudaError_t;
+enum { cudaSuccess = 0 };
+inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+inline const char* cudaGetErrorString(cudaError_t) { return "no error (emulation)"; }
+
+#define __syncthreads() ::fastconv::emu::syncthreads(__LINE__)
+template <class T> inline T __shfl_sync(unsigned m, T v, int src, int w = 32) { return fastconv::emu::shfl_impl(m, v, 3, src, w); }
+template <class T> inline T __shfl_up_sync(unsigned m, T v, unsigned d, int w = 32) { return fastconv::emu::shfl_impl(m, v, 0, int(d), w); }
+template <class T> inline T __shfl_down_sync(unsigned m, T v, unsigned d, int w = 32) { return fastconv::emu::shfl_impl(m, v, 1, int(d), w); }
+template <class T> inline T __shfl_xor_sync(unsigned m, T v, int lm, int w = 32) { return fastconv::emu::shfl_impl(m, v, 2, lm, w); }
+inline void __syncwarp(unsigned m = 0xffffffffu) { fastconv::emu::warp_barrier(m); }
+inline unsigned __ballot_sync(unsigned m, int p) { return fastconv::emu::ballot_impl(m, p != 0); }
+inline int __any_sync(unsigned m, int p) { return fastconv::emu::ballot_impl(m, p != 0) != 0; }
+inline int __all_sync(unsigned m, int p) { return fastconv::emu::ballot_impl(m, p != 0) == (m & fastconv::emu::my_warp().alive); }
+inline unsigned __activemask() { return fastconv::emu::my_warp().alive; }
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __threadfence_block() {}
+
+// ------------------------------------------------------------------ math shims
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float __saturatef(float x) { return x < 0 ? 0 : x > 1 ? 1 : x; }
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+inline long min(long a, long b) { return a < b ? a : b; }
+inline long max(long a, long b) { return a > b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+
+// ------------------------------------------------------------------ 16-bit floats
+// Storage-only types, as in CUDA: arithmetic goes through float (to_acc / from_acc in compat.h).
+namespace fastconv { namespace emu {
+inline uint16_t float_to_half_bits(float f) {   // round to nearest even, IEEE binary16
+  uint32_t x; std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  x &= 0x7fffffffu;
+  if (x >= 0x7f800000u) return uint16_t(sign | 0x7c00u | (x > 0x7f800000u ? 0x200u : 0u));
+  if (x >= 0x477ff000u) return uint16_t(sign | 0x7c00u);                 // overflow -> inf
+  if (x < 0x38800000u) {                                                  // subnormal or zero
+    if (x < 0x33000000u) return uint16_t(sign);
+    const uint32_t e = x >> 23, m = (x & 0x7fffffu) | 0x800000u;
+    const uint32_t shift = 126 - e;                                       // 14..24
+    uint32_t r = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (r & 1))) ++r;
+    return uint16_t(sign | r);
+  }
+  uint32_t r = ((x - 0x38000000u) >> 13);
+  const uint32_t rem = x & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (r & 1))) ++r;
+  return uint16_t(sign | r);
+}
+inline float half_bits_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  uint32_t x;
+  if (e == 0) {
+    if (m == 0) x = sign;
+    else { float f = std::ldexp(float(m), -24); std::memcpy(&x, &f, 4); x |= sign; }
+  } else if (e == 31) x = sign | 0x7f800000u | (m << 13);
+  else x = sign | ((e + 112) << 23) | (m << 13);
+  float f; std::memcpy(&f, &x, 4); return f;
+}
+} }  // namespace fastconv::emu
+
+struct __half {
+  uint16_t bits;
+  __half() = default;
+  explicit __half(float f) : bits(fastconv::emu::float_to_half_bits(f)) {}
+  explicit operator float() const { return fastconv::emu::half_bits_to_float(bits); }
+};
+struct __nv_bfloat16 {
+  uint16_t bits;
+  __nv_bfloat16() = default;
+  explicit __nv_bfloat16(float f) {                       // round to nearest even
+    uint32_t u; std::memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) { bits = uint16_t((u >> 16) | 0x40); return; }
+    u += 0x7fffu + ((u >> 16) & 1);
+    bits = uint16_t(u >> 16);
+  }
+  explicit operator float() const { uint32_t u = uint32_t(bits) << 16; float f; std::memcpy(&f, &u, 4); return f; }
+};
+inline __half __float2half_rn(float f) { return __half(f); }
+inline float __half2float(__half h) { return float(h); }
+inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16(f); }
+inline __nv_bfloat16 __float2bfloat16(float f) { return __nv_bfloat16(f); }
+inline float __bfloat162float(__nv_bfloat16 h) { return float(h); }
+
+// ------------------------------------------------------------------ checked memory
+namespace fastconv { namespace emu {
+
+[[noreturn]] inline void out_of_range(const char* what, int64_t i, int64_t n) {
+  const auto& t = F().tid; const auto& b = B().bid;
+  throw emu_error(std::string(what) + " index " + std::to_string(i) + " out of range [0, " +
+                  std::to_string(n) + ") in thread (" + std::to_string(t.x) + "," +
+                  std::to_string(t.y) + "," + std::to_string(t.z) + ") of block (" +
+                  std::to_string(b.x) + "," + std::to_string(b.y) + "," + std::to_string(b.z) + ")");
+}
+
+// A pointer into a buffer of n elements that checks every access (global memory, dynamic shared
+// memory). Arithmetic may leave the buffer (as in C); dereferencing outside it throws.
+template <class T>
+class gptr {
+ public:
+  gptr() = default;
+  gptr(std::nullptr_t) {}
+  gptr(T* base, int64_t n, const char* what = "global memory") : base_(base), n_(n), what_(what) {}
+  template <class U, class = std::enable_if_t<std::is_convertible<U*, T*>::value>>
+  gptr(const gptr<U>& o) : base_(o.base_), n_(o.n_), off_(o.off_), what_(o.what_) {}
+
+  T& operator[](int64_t i) const {
+    const int64_t j = off_ + i;
+    if (base_ == nullptr || j < 0 || j >= n_) out_of_range(what_, j, n_);
+    return base_[j];
+  }
+  T& operator*() const { return (*this)[0]; }
+  gptr operator+(int64_t i) const { gptr r = *this; r.off_ += i; return r; }
+  gptr operator-(int64_t i) const { gptr r = *this; r.off_ -= i; return r; }
+  gptr& operator+=(int64_t i) { off_ += i; return *this; }
+  gptr& operator-=(int64_t i) { off_ -= i; return *this; }
+  gptr& operator++() { ++off_; return *this; }
+  gptr& operator--() { --off_; return *this; }
+  explicit operator bool() const { return base_ != nullptr; }
+  bool operator==(std::nullptr_t) const { return base_ == nullptr; }
+  bool operator!=(std::nullptr_t) const { return base_ != nullptr; }
+  // The checked address of element i (for atomics).
+  T* at(int64_t i) const { (void)(*this)[i]; return base_ + off_ + i; }
+
+ private:
+  template <class U> friend class gptr;
+  T* base_ = nullptr;
+  int64_t n_ = 0, off_ = 0;
+  const char* what_ = "global memory";
+};
+
+// A view of a static __shared__ array that checks every index of every dimension.
+template <class A> struct sview;
+template <class E, size_t N>
+struct sview<E[N]> {
+  E (*a)[N];
+  decltype(auto) operator[](int64_t i) const {
+    if (i < 0 || i >= int64_t(N)) out_of_range("shared memory", i, int64_t(N));
+    if constexpr (std::is_array<E>::value) return sview<E>{&(*a)[i]};
+    else return ((*a)[i]);
+  }
+};
+template <class A> inline sview<A> shared_view(A& a) { return sview<A>{&a}; }
+
+template <class T> inline gptr<T> dynamic_shared() {
+  BlockState& b = B();
+  return gptr<T>(reinterpret_cast<T*>(dynamic_smem()), int64_t(b.dyn_bytes / sizeof(T)),
+                 "dynamic shared memory");
+}
+
+inline void launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, const std::function<void()>& body) {
+  launch(grid, block, smem, body);
+}
+} }  // namespace fastconv::emu
+
+#define FC_EMU_SHARED(T, name, dims)                   \
+  static thread_local T name##_fc_storage_ dims;      \
+  const auto name = ::fastconv::emu::shared_view(name##_fc_storage_)
+
+template <class T> inline T __ldg(fastconv::emu::gptr<const T> p) { return *p; }
+template <class T> inline T __ldg(fastconv::emu::gptr<T> p) { return *p; }
+
+// ------------------------------------------------------------------ atomics
+// Fibers of a block never interleave inside an atomic (switches happen only at barriers); GCC
+// __atomic builtins make them safe across blocks running in parallel (EMU_WORKERS > 1).
+namespace fastconv { namespace emu {
+template <class T> inline T atomic_add(T* a, T v) {
+  if constexpr (std::is_integral<T>::value) return __atomic_fetch_add(a, v, __ATOMIC_RELAXED);
+  else {
+    T old, nv; __atomic_load(a, &old, __ATOMIC_RELAXED);
+    do { nv = old + v; } while (!__atomic_compare_exchange(a, &old, &nv, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    return old;
+  }
+}
+} }  // namespace fastconv::emu
+template <class T> inline T atomicAdd(fastconv::emu::gptr<T> p, T v) { return fastconv::emu::atomic_add(p.at(0), v); }
+template <class T> inline T atomicAdd(T* a, T v) { return fastconv::emu::atomic_add(a, v); }
+template <class T> inline T atomicMax(fastconv::emu::gptr<T> p, T v) {
+  T* a = p.at(0); T old; __atomic_load(a, &old, __ATOMIC_RELAXED);
+  while (old < v && !__atomic_compare_exchange(a, &old, &v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+  return old;
+}
+template <class T> inline T atomicCAS(fastconv::emu::gptr<T> p, T cmp, T v) {
+  __atomic_compare_exchange(p.at(0), &cmp, &v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+  return cmp;
+}

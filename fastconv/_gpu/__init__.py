@@ -1,0 +1,63 @@
+"""fastconv's CUDA path: picks the backend that serves an op's arrays (fastconv._cuda for CuPy
+arrays and torch CUDA tensors; fastconv._cuda_emu for numpy arrays inside
+fastconv.testing.cuda_emulation()) and holds the op twins that call the CUDA kernels:
+
+    pool.py    max/avg/adaptive pooling, forward and backward
+    conv.py    conv2d forward, input/weight/bias gradients (depthwise now; dense in a later issue)
+    affine.py  channel_affine (inference BatchNorm + ReLU/ReLU6)
+
+The twins take arrays that fastconv.nn._array / fastconv.nn.grad have already checked (4-D,
+matching dtypes, resolved geometry) and return arrays of the same library on the same device.
+"""
+from __future__ import annotations
+
+import threading
+
+from fastconv._gpu.backend import Backend, CupyBackend, EmulationBackend, TorchBackend
+
+__all__ = ["Backend", "backend_for_array", "emulating", "set_emulation"]
+
+_state = threading.local()
+
+
+def emulating() -> bool:
+    """Whether numpy arrays are served by the emulated CUDA kernels on this thread."""
+    return getattr(_state, "emulation", None) is not None
+
+
+def set_emulation(on: bool):
+    """Route numpy arrays to fastconv._cuda_emu (True) or back to the CPU kernels (False); returns
+    the previous setting (fastconv.testing.cuda_emulation() is the public switch)."""
+    previous = emulating()
+    _state.emulation = EmulationBackend() if on else None
+    return previous
+
+
+def _cuda_module(op: str, name: str):
+    from fastconv._backend import _cuda
+    if _cuda is None:
+        raise RuntimeError(f"{op}: {name} is on a GPU, but this fastconv was built without CUDA "
+                           f"(nvcc was not found at install time); reinstall on a machine with the "
+                           f"CUDA toolkit (pip install \".[cuda]\") or pass CPU arrays")
+    if _cuda.device_count() == 0:
+        raise RuntimeError(f"{op}: {name} is on a GPU, but the CUDA runtime sees no usable GPU "
+                           f"(driver missing or too old); pass CPU arrays")
+    return _cuda
+
+
+def backend_for_array(op: str, name: str, a) -> Backend:
+    """The backend for device array `a` (a CuPy array, a torch CUDA tensor, or under the emulation
+    a numpy array)."""
+    module = type(a).__module__.split(".")[0]
+    if module == "numpy":
+        be = getattr(_state, "emulation", None)
+        if be is None:
+            raise TypeError(f"{op}: {name} is a numpy array; the CUDA path takes CuPy arrays or "
+                            f"torch CUDA tensors")
+        return be
+    if module == "cupy":
+        return CupyBackend(_cuda_module(op, name))
+    if module == "torch":
+        return TorchBackend(_cuda_module(op, name), a.device)
+    raise TypeError(f"{op}: {name} is a {type(a).__module__}.{type(a).__qualname__} on a GPU; "
+                    f"pass a CuPy array or a torch CUDA tensor (other libraries: cupy.from_dlpack)")

@@ -1,6 +1,7 @@
 """Test helpers: the tolerance table, assert_close (prints the worst elements on failure), a
 float64 central-difference gradient checker (of plain functions and of fastconv's autograd), and
-the instruction sets of fastconv._C.
+the instruction sets of fastconv._C, and the switch that runs the CUDA kernels on the CPU
+(cuda_emulation).
 
 Tolerances (STYLE 7) are per dtype of the array under test, compared with a float64 reference on
 inputs of order 1 (standard normal) and reductions of up to a few thousand terms:
@@ -211,3 +212,25 @@ def use_isa(name: str) -> Iterator[None]:
         yield
     finally:
         _C.set_isa(old)
+
+
+# ---- CUDA emulation ---------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def cuda_emulation() -> Iterator[None]:
+    """Inside the block, every op that the CPU path serves from a fastconv._C kernel (conv2d and
+    its gradients, the poolings and their gradients, channel_affine, so BatchNorm and ReLU
+    inference too) runs the CUDA kernels of csrc/cuda/ instead, on the CPU, through the emulation
+    build fastconv._cuda_emu: numpy in, numpy out, float16 accepted and returned as float16. Array
+    code stays numpy. An op whose CUDA kernel does not exist yet raises NotImplementedError; it
+    never falls back to the CPU kernels. Per thread; nests.
+
+        with fastconv.testing.cuda_emulation():
+            y = F.max_pool2d(x, 3, stride=2)        # the CUDA kernel, run on the CPU
+    """
+    from fastconv import _gpu
+    previous = _gpu.set_emulation(True)
+    try:
+        yield
+    finally:
+        _gpu.set_emulation(previous)

@@ -15,7 +15,7 @@ import threading
 
 from fastconv._gpu.backend import Backend, CupyBackend, EmulationBackend, TorchBackend
 
-__all__ = ["Backend", "backend_for_array", "emulating", "set_emulation"]
+__all__ = ["Backend", "backend_for_array", "emulating", "emulation_backend", "set_emulation"]
 
 _state = threading.local()
 
@@ -23,6 +23,11 @@ _state = threading.local()
 def emulating() -> bool:
     """Whether numpy arrays are served by the emulated CUDA kernels on this thread."""
     return getattr(_state, "emulation", None) is not None
+
+
+def emulation_backend():
+    """The emulation backend when numpy arrays are routed to fastconv._cuda_emu, else None."""
+    return getattr(_state, "emulation", None)
 
 
 def set_emulation(on: bool):
@@ -33,15 +38,19 @@ def set_emulation(on: bool):
     return previous
 
 
-def _cuda_module(op: str, name: str):
+def cuda_module(op: str, what: str):
+    """fastconv._cuda, or the error that says why the GPU path is unavailable: TypeError when this
+    build has no CUDA extension, RuntimeError when the CUDA runtime sees no GPU. `what` names the
+    argument for the message ("input is a cupy array")."""
     from fastconv._backend import _cuda
     if _cuda is None:
-        raise RuntimeError(f"{op}: {name} is on a GPU, but this fastconv was built without CUDA "
-                           f"(nvcc was not found at install time); reinstall on a machine with the "
-                           f"CUDA toolkit (pip install \".[cuda]\") or pass CPU arrays")
+        raise TypeError(f"{op}: {what}; the GPU kernels need the fastconv._cuda extension, which "
+                        f"this fastconv was built without (nvcc was not found at install time): "
+                        f"reinstall where the CUDA toolkit is on PATH (pip install \".[cuda]\"), "
+                        f"or pass CPU arrays")
     if _cuda.device_count() == 0:
-        raise RuntimeError(f"{op}: {name} is on a GPU, but the CUDA runtime sees no usable GPU "
-                           f"(driver missing or too old); pass CPU arrays")
+        raise RuntimeError(f"{op}: {what}, but the CUDA runtime sees no usable GPU (no device, or "
+                           f"the driver is missing or too old); pass CPU arrays")
     return _cuda
 
 
@@ -56,8 +65,8 @@ def backend_for_array(op: str, name: str, a) -> Backend:
                             f"torch CUDA tensors")
         return be
     if module == "cupy":
-        return CupyBackend(_cuda_module(op, name))
+        return CupyBackend(cuda_module(op, f"{name} is a cupy array"))
     if module == "torch":
-        return TorchBackend(_cuda_module(op, name), a.device)
+        return TorchBackend(cuda_module(op, f"{name} is a torch CUDA tensor"), a.device)
     raise TypeError(f"{op}: {name} is a {type(a).__module__}.{type(a).__qualname__} on a GPU; "
                     f"pass a CuPy array or a torch CUDA tensor (other libraries: cupy.from_dlpack)")

@@ -6,7 +6,10 @@
 numpy arrays in, numpy arrays out (float32 or float64, NCHW, weights (K, C/groups, R, S)). CPU
 arrays of other libraries are taken through DLPack without a copy (torch tensors, JAX and CuPy host
 arrays); a torch tensor among the arguments makes the results torch tensors (sharing memory with
-fastconv's output). GPU arrays get a TypeError until the CUDA kernels land.
+fastconv's output). GPU arrays (CuPy; torch CUDA tensors and other CUDA arrays through CuPy) run the
+CUDA kernels of fastconv._cuda (fastconv/_gpu/) on CuPy's current stream, in float32, float16,
+bfloat16 or float64, and come back in their own library; inside fastconv.testing.cuda_emulation()
+numpy arrays run the same CUDA kernels on the CPU (fastconv._cuda_emu).
 Differences from torch, all extensions: `padding` may be a 4-tuple (top, bottom, left, right);
 `'same'` works for any stride (TensorFlow/Keras semantics for stride > 1: output ceil(in/stride),
 the odd pixel of padding at the bottom/right), also in pooling. Pooling padding is at most half
@@ -19,7 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastconv import _C, _shape
+from fastconv import _C, _gpu, _shape
+from fastconv._gpu import conv as _gpu_conv
+from fastconv._gpu import pool as _gpu_pool
+from fastconv._gpu import affine as _gpu_affine
 from fastconv.nn import _common as c
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "channel_affine"]
@@ -40,7 +46,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """
     op = "conv2d"
     (input, weight, bias), back = c.import_arrays(op, input=input, weight=weight, bias=bias)
-    c.check_float(op, "input", input)
+    c.check_float(op, "input", input, back.device)
     c.check_same_dtype(op, "input", input, "weight", weight)
     if bias is not None:
         c.check_same_dtype(op, "input", input, "bias", bias)
@@ -49,6 +55,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         op, x.shape, weight.shape, stride, padding, dilation, groups,
         bias_shape=None if bias is None else bias.shape)
     K = weight.shape[0]
+    if back.device is not None:
+        out = _gpu_conv.conv2d(back.device, x, weight, bias, stride, pad, dilation, groups, (P, Q))
+        return back(out[0] if unbatched else out)
     out = np.empty((x.shape[0], K, P, Q), dtype=c.native_dtype(input))
     if x.shape[0] > 0:
         _C.conv2d_forward(c.prepare(x), c.prepare(weight), c.prepare(bias), out, stride, pad,
@@ -75,7 +84,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     """
     op = "max_pool2d"
     (input,), back = c.import_arrays(op, input=input)
-    c.check_float(op, "input", input)
+    c.check_float(op, "input", input, back.device)
     x, unbatched = c.batched(op, "input", input)
     kernel, stride, dilation = c.pool_args(op, kernel_size, stride, dilation)
     ceil_mode = c.check_bool(op, "ceil_mode", ceil_mode)
@@ -83,9 +92,13 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     N, C, H, W = x.shape
     pad = _shape.resolve_padding(op, padding, (H, W), kernel, stride, dilation)
     P, Q = _shape.pool_output_hw(op, (H, W), kernel, stride, pad, dilation, ceil_mode)
-    out = np.empty((N, C, P, Q), dtype=c.native_dtype(input))
-    indices = np.empty((N, C, P, Q), dtype=np.int64) if return_indices else None
-    if N > 0:
+    if back.device is not None:
+        out, indices = _gpu_pool.max_pool2d(back.device, x, kernel, stride, pad, dilation,
+                                            ceil_mode, (P, Q), return_indices)
+    else:
+        out = np.empty((N, C, P, Q), dtype=c.native_dtype(input))
+        indices = np.empty((N, C, P, Q), dtype=np.int64) if return_indices else None
+    if N > 0 and back.device is None:
         _C.max_pool2d_forward(c.prepare(x), out, indices, kernel, stride, pad, dilation, ceil_mode)
     if unbatched:
         out = out[0]
@@ -112,7 +125,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     """
     op = "avg_pool2d"
     (input,), back = c.import_arrays(op, input=input)
-    c.check_float(op, "input", input)
+    c.check_float(op, "input", input, back.device)
     x, unbatched = c.batched(op, "input", input)
     kernel, stride, _ = c.pool_args(op, kernel_size, stride, 1)
     ceil_mode, count_include_pad, divisor = c.avg_pool_flags(op, ceil_mode, count_include_pad,
@@ -120,6 +133,10 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     N, C, H, W = x.shape
     pad = _shape.resolve_padding(op, padding, (H, W), kernel, stride, (1, 1))
     P, Q = _shape.pool_output_hw(op, (H, W), kernel, stride, pad, (1, 1), ceil_mode)
+    if back.device is not None:
+        out = _gpu_pool.avg_pool2d(back.device, x, kernel, stride, pad, ceil_mode,
+                                   count_include_pad, divisor, (P, Q))
+        return back(out[0] if unbatched else out)
     out = np.empty((N, C, P, Q), dtype=c.native_dtype(input))
     if N > 0:
         _C.avg_pool2d_forward(c.prepare(x), out, kernel, stride, pad, ceil_mode, count_include_pad,
@@ -139,10 +156,13 @@ def adaptive_avg_pool2d(input, output_size):
     """
     op = "adaptive_avg_pool2d"
     (input,), back = c.import_arrays(op, input=input)
-    c.check_float(op, "input", input)
+    c.check_float(op, "input", input, back.device)
     x, unbatched = c.batched(op, "input", input)
     N, C, H, W = x.shape
     P, Q = c.adaptive_size(op, output_size, H, W)
+    if back.device is not None:
+        out = _gpu_pool.adaptive_avg_pool2d(back.device, x, (P, Q))
+        return back(out[0] if unbatched else out)
     out = np.empty((N, C, P, Q), dtype=c.native_dtype(input))
     if N > 0:
         _C.adaptive_avg_pool2d_forward(c.prepare(x), out)
@@ -174,10 +194,14 @@ def channel_affine(x, scale, shift, activation=None, out=None):
         out.
     """
     op = "channel_affine"
+    device = None
+    if not isinstance(x, np.ndarray) or _gpu.emulating():
+        (x, scale, shift, out), back = c.import_arrays(op, x=x, scale=scale, shift=shift, out=out)
+        device = back.device
     for name, a in (("x", x), ("scale", scale), ("shift", shift), ("out", out)):
-        if not (a is None and name == "out") and not isinstance(a, np.ndarray):
+        if device is None and not (a is None and name == "out") and not isinstance(a, np.ndarray):
             raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(a).__name__}")
-    c.check_float(op, "x", x)
+    c.check_float(op, "x", x, device)
     c.check_same_dtype(op, "x", x, "scale", scale)
     c.check_same_dtype(op, "x", x, "shift", shift)
     if x.ndim < 2:
@@ -190,6 +214,11 @@ def channel_affine(x, scale, shift, activation=None, out=None):
     if not isinstance(activation, (str, type(None))) or activation not in _AFFINE_BOUNDS:
         raise ValueError(f"{op}: activation must be None, 'relu' or 'relu6', got {activation!r}")
     lo, hi = _AFFINE_BOUNDS[activation]
+    if device is not None:
+        if out is not None and out.shape != x.shape:
+            raise ValueError(f"{op}: out must have x's shape {c.shape_str(x.shape)}, got shape "
+                             f"{c.shape_str(out.shape)}")
+        return _gpu_affine.channel_affine(device, x, scale, shift, lo, hi, out)
     if out is None:
         out = np.empty(x.shape, dtype=c.native_dtype(x))
     else:

@@ -11,12 +11,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fastconv import _shape
+from fastconv import _gpu, _shape
 from fastconv._shape import Pair, Quad
-
-_GPU_HINT = ("the GPU kernels need the fastconv._cuda extension built with CUDA "
-             "(pip install \".[cuda]\" on a machine with nvcc); they are not available in this "
-             "build, so pass CPU arrays (numpy, or CPU tensors of a DLPack library such as torch)")
 
 _DLPACK_CPU = 1  # kDLCPU, DLPack's DLDeviceType for host memory
 
@@ -76,32 +72,80 @@ def _from_dlpack(op: str, name: str, a) -> np.ndarray:
                         f"DLPack: {e}") from None
 
 
-def import_arrays(op: str, **arrays) -> Tuple[List[Optional[np.ndarray]], Callable]:
-    """The array arguments of an entry point as numpy arrays, in the order given (None stays None),
-    and the function that hands its results back in the caller's library.
+class _Back:
+    """Hands an entry point's results back in the caller's library; `.device` is the CUDA backend
+    (fastconv._gpu) that serves the op's arrays, or None on the CPU kernels."""
+    def __init__(self, convert=None, device=None):
+        self.convert, self.device = convert, device
 
-    numpy arrays pass through. CPU arrays of other libraries that speak DLPack (torch tensors, JAX
-    and CuPy host arrays, ...) are imported with np.from_dlpack, sharing their memory (`prepare`
-    copies later only when the layout requires). GPU arrays (cupy, `__cuda_array_interface__`, a
-    DLPack device other than the CPU) raise TypeError with the GPU hint; so do a GPU and a CPU
-    array together, and anything that is not an array. The results go back as torch tensors
-    sharing their memory (torch.from_dlpack) when any argument was a torch tensor, else as numpy
-    arrays."""
+    def __call__(self, result):
+        return result if self.convert is None else self.convert(result)
+
+
+def import_arrays(op: str, **arrays) -> Tuple[List[Optional[np.ndarray]], Callable]:
+    """The array arguments of an entry point, in the order given (None stays None), and the
+    function that hands its results back in the caller's library (its `.device` attribute says
+    which CUDA backend serves the op, None for the CPU kernels).
+
+    CPU path: numpy arrays pass through; CPU arrays of other libraries that speak DLPack (torch
+    tensors, JAX and CuPy host arrays, ...) are imported with np.from_dlpack, sharing their memory
+    (`prepare` copies later only when the layout requires). Inside
+    fastconv.testing.cuda_emulation() the same numpy arrays go to the emulated CUDA kernels.
+    GPU path: CuPy arrays as they are; torch CUDA tensors and other `__cuda_array_interface__` /
+    CUDA DLPack arrays through CuPy without a copy (results go back as torch tensors for torch).
+    Mixing CPU and GPU arrays, arrays on two GPUs, or non-arrays raise TypeError naming the
+    arguments."""
     gpu = {name: _on_gpu(op, name, a) for name, a in arrays.items() if a is not None}
     if len(set(gpu.values())) > 1:
         first = next(iter(gpu))
         other = next(n for n in gpu if gpu[n] != gpu[first])
         raise TypeError(f"{op}: {first} is a {_where(arrays[first], gpu[first])} but {other} is a "
                         f"{_where(arrays[other], gpu[other])}; all arrays must be on the same "
-                        f"device")
-    for name, on_gpu in gpu.items():
-        if on_gpu:
-            raise TypeError(f"{op}: {name} is a {_where(arrays[name], True)}; {_GPU_HINT}")
+                        f"device (move them with .get() / cupy.asarray, or Tensor.to())")
+    torch_in = any(_library(a) == "torch" for a in arrays.values() if a is not None)
+    if any(gpu.values()):
+        return _import_gpu(op, arrays, torch_in)
     out = [a if a is None or isinstance(a, np.ndarray) else _from_dlpack(op, name, a)
            for name, a in arrays.items()]
-    if any(_library(a) == "torch" for a in arrays.values() if a is not None):
-        return out, _to_torch
-    return out, lambda result: result
+    device = _gpu.emulation_backend()
+    return out, _Back(_to_torch if torch_in else None, device)
+
+
+def _import_gpu(op: str, arrays: dict, torch_in: bool):
+    """GPU arrays as CuPy arrays on one device, and the _Back that serves them."""
+    name = next(n for n, a in arrays.items() if a is not None)
+    _gpu.cuda_module(op, f"{name} is a {_where(arrays[name], True)}")  # raises without _cuda/GPU
+    try:
+        import cupy
+    except ImportError:
+        raise TypeError(f"{op}: {name} is a {_where(arrays[name], True)}; fastconv's GPU path takes "
+                        f"CuPy arrays (pip install \"fastconv[cuda]\")") from None
+    out, devices = [], {}
+    for name, a in arrays.items():
+        if a is not None and not _is_cupy(a):
+            if getattr(a, "requires_grad", False) is True:
+                raise TypeError(f"{op}: {name} is a {_type_name(a)} that requires grad, but the "
+                                f"array functions record no autograd; use the ops of "
+                                f"fastconv.torch for autograd, or pass {name}.detach()")
+            a = cupy.from_dlpack(a) if hasattr(a, "__dlpack__") else cupy.asarray(a)
+        if a is not None:
+            devices[name] = a.device.id
+        out.append(a)
+    names = list(devices)
+    for n in names[1:]:
+        if devices[n] != devices[names[0]]:
+            raise TypeError(f"{op}: {names[0]} is on GPU {devices[names[0]]} but {n} is on GPU "
+                            f"{devices[n]}; all arrays must be on the same device")
+    first = next(iter(devices))
+    device = _gpu.backend_for_array(op, first, out[list(arrays).index(first)])
+    return out, _Back(_cupy_to_torch if torch_in else None, device)
+
+
+def _cupy_to_torch(result):
+    import torch
+    if isinstance(result, tuple):
+        return tuple(torch.from_dlpack(r) for r in result)
+    return torch.from_dlpack(result)
 
 
 def _to_torch(result):
@@ -112,15 +156,20 @@ def _to_torch(result):
     return torch.from_dlpack(result)
 
 
-def check_float(op: str, name: str, a: np.ndarray) -> None:
-    """float32 or float64 (any byte order); TypeError otherwise."""
+def check_float(op: str, name: str, a, device=None) -> None:
+    """float32 or float64 (any byte order) on the CPU kernels; on the CUDA path (device: the
+    backend from import_arrays) also float16 (and bfloat16 where the library has it). TypeError
+    otherwise."""
     dt = a.dtype
     if dt.kind == "f" and dt.itemsize in (4, 8):
+        return
+    if device is not None and (dt.name in ("float16", "bfloat16")):
         return
     if dt.kind == "f" and dt.itemsize == 2:
         raise TypeError(f"{op}: {name} has dtype float16, but the CPU kernels support float32 and "
                         f"float64 only (float16 is for the GPU); convert with .astype(np.float32)")
-    raise TypeError(f"{op}: {name} must be a float32 or float64 array on the CPU, got dtype "
+    where = "on the GPU" if device is not None else "on the CPU"
+    raise TypeError(f"{op}: {name} must be a float32 or float64 array {where}, got dtype "
                     f"{dt.name}")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastconv import _gpu
 from fastconv.autograd import Function, array_module
 from fastconv.nn import _array as A
 from fastconv.nn import grad as G
@@ -17,9 +18,21 @@ def _xp(a):
 
 
 def _kernel_ok(a) -> bool:
-    """numpy float32/float64 C-contiguous: the fused multi-threaded kernels take it as it is."""
-    return (isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64)
-            and a.flags.c_contiguous and a.dtype.isnative)
+    """Whether the fused channel_affine kernel takes a as it is: numpy float32/float64 C-contiguous
+    on the CPU kernels; on the CUDA path (CuPy arrays, or numpy inside
+    fastconv.testing.cuda_emulation()) C-contiguous float16/float32/float64."""
+    if isinstance(a, np.ndarray) and not _gpu.emulating():
+        return (a.dtype in (np.float32, np.float64) and a.flags.c_contiguous
+                and a.dtype.isnative)
+    if not (isinstance(a, np.ndarray) or type(a).__module__.split(".")[0] == "cupy"):
+        return False
+    return a.dtype in (np.float16, np.float32, np.float64) and a.flags.c_contiguous
+
+
+def _host_gemm(a) -> bool:
+    """Whether Linear runs on fastconv's CPU GEMM (numpy on the CPU kernels) rather than the array
+    library's matmul (CuPy, and the emulated GPU, whose dense-conv kernels come later)."""
+    return _xp(a) is np and not _gpu.emulating()
 
 
 def clamp_activation(x, activation: str):
@@ -103,7 +116,7 @@ class Linear(Function):
     def forward(self, x, w, b=None):
         self.shape, self.w = x.shape, w
         self.x = x.reshape(-1, x.shape[-1])
-        if _xp(x) is np:
+        if _host_gemm(x):
             self.x = _col(self.x)  # (1, in, M, 1), kept for the weight gradient
             y = _row(A.conv2d(self.x, w[:, :, None, None]))
         else:
@@ -116,7 +129,7 @@ class Linear(Function):
         need = self.needs_grad
         g = g.reshape(-1, g.shape[-1])
         dx = dw = None
-        if _xp(g) is np:
+        if _host_gemm(g):
             gc = _col(g)
             if need[0]:
                 dx = _row(G.conv2d_input((1, self.w.shape[1], g.shape[0], 1),

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from fastconv import _C, _shape
+from fastconv._gpu import conv as _gpu_conv
+from fastconv._gpu import pool as _gpu_pool
 from fastconv.nn import _common as c
 
 __all__ = ["conv2d_input", "conv2d_weight", "conv2d_bias", "max_pool2d_input", "avg_pool2d_input",
@@ -43,13 +45,17 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     """
     op = "conv2d_input"
     (weight, grad_output), back = c.import_arrays(op, weight=weight, grad_output=grad_output)
-    c.check_float(op, "grad_output", grad_output)
+    c.check_float(op, "grad_output", grad_output, back.device)
     c.check_same_dtype(op, "grad_output", grad_output, "weight", weight)
     size = c.size_arg(op, "input_size", input_size, (3, 4), _INPUT_SIZE)
     size4 = (1,) + size if len(size) == 3 else size
     stride, pad, dilation, groups, (P, Q) = c.conv_geometry(op, size4, weight.shape, stride,
                                                             padding, dilation, groups)
     dy = _grad_output(op, grad_output, len(size), (size4[0], weight.shape[0], P, Q))
+    if back.device is not None:
+        dx = _gpu_conv.conv2d_backward_input(back.device, dy, weight, size4, stride, pad, dilation,
+                                             groups)
+        return back(dx[0] if len(size) == 3 else dx)
     dx = np.empty(size4, dtype=c.native_dtype(grad_output))
     if size4[0] > 0:
         _C.conv2d_backward_input(c.prepare(dy), c.prepare(weight), dx, stride, pad, dilation, groups)
@@ -69,7 +75,7 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     """
     op = "conv2d_weight"
     (input, grad_output), back = c.import_arrays(op, input=input, grad_output=grad_output)
-    c.check_float(op, "input", input)
+    c.check_float(op, "input", input, back.device)
     c.check_same_dtype(op, "input", input, "grad_output", grad_output)
     x, unbatched = c.batched(op, "input", input)
     wsize = c.size_arg(op, "weight_size", weight_size, (4,), "(K, C/groups, R, S)")
@@ -78,6 +84,9 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     stride, pad, dilation, groups, (P, Q) = c.conv_geometry(op, x.shape, wsize, stride, padding,
                                                             dilation, groups)
     dy = _grad_output(op, grad_output, input.ndim, (x.shape[0], wsize[0], P, Q))
+    if back.device is not None:
+        return back(_gpu_conv.conv2d_backward_weight(back.device, dy, x, wsize, stride, pad,
+                                                     dilation, groups))
     dtype = c.native_dtype(input)
     if x.shape[0] == 0:
         return back(np.zeros(wsize, dtype=dtype))
@@ -96,8 +105,10 @@ def conv2d_bias(grad_output):
     """
     op = "conv2d_bias"
     (grad_output,), back = c.import_arrays(op, grad_output=grad_output)
-    c.check_float(op, "grad_output", grad_output)
+    c.check_float(op, "grad_output", grad_output, back.device)
     dy, _ = c.batched(op, "grad_output", grad_output, "(N, K, P, Q)")
+    if back.device is not None:
+        return back(_gpu_conv.conv2d_backward_bias(back.device, dy))
     db = np.zeros(dy.shape[1], dtype=c.native_dtype(grad_output))
     if dy.shape[0] > 0:
         _C.conv2d_backward_bias(c.prepare(dy), db)
@@ -117,7 +128,7 @@ def max_pool2d_input(input_size, grad_output, indices):
     """
     op = "max_pool2d_input"
     (grad_output, indices), back = c.import_arrays(op, grad_output=grad_output, indices=indices)
-    c.check_float(op, "grad_output", grad_output)
+    c.check_float(op, "grad_output", grad_output, back.device)
     if indices.dtype.kind not in "iu":
         raise TypeError(f"{op}: indices must be an integer array (int64, as max_pool2d returns), "
                         f"got dtype {indices.dtype.name}")
@@ -132,6 +143,10 @@ def max_pool2d_input(input_size, grad_output, indices):
                          f"{c.shape_str(indices.shape)}")
     dy, _ = c.batched(op, "grad_output", grad_output)
     HW = size4[2] * size4[3]
+    if back.device is not None:
+        idx = indices[None] if len(size) == 3 else indices
+        dx = _gpu_pool.max_pool2d_backward(back.device, dy, idx, size4)
+        return back(dx[0] if len(size) == 3 else dx)
     dx = np.empty(size4, dtype=c.native_dtype(grad_output))
     if size4[0] > 0:
         idx = c.prepare(indices[None] if len(size) == 3 else indices).astype(np.int64, copy=False)
@@ -156,7 +171,7 @@ def avg_pool2d_input(input_size, grad_output, kernel_size, stride=None, padding=
     """
     op = "avg_pool2d_input"
     (grad_output,), back = c.import_arrays(op, grad_output=grad_output)
-    c.check_float(op, "grad_output", grad_output)
+    c.check_float(op, "grad_output", grad_output, back.device)
     size = c.size_arg(op, "input_size", input_size, (3, 4), _INPUT_SIZE)
     size4 = (1,) + size if len(size) == 3 else size
     kernel, stride, _ = c.pool_args(op, kernel_size, stride, 1)
@@ -166,6 +181,10 @@ def avg_pool2d_input(input_size, grad_output, kernel_size, stride=None, padding=
     pad = _shape.resolve_padding(op, padding, (H, W), kernel, stride, (1, 1))
     P, Q = _shape.pool_output_hw(op, (H, W), kernel, stride, pad, (1, 1), ceil_mode)
     dy = _grad_output(op, grad_output, len(size), (N, C, P, Q))
+    if back.device is not None:
+        dx = _gpu_pool.avg_pool2d_backward(back.device, dy, size4, kernel, stride, pad, ceil_mode,
+                                           count_include_pad, divisor)
+        return back(dx[0] if len(size) == 3 else dx)
     dx = np.empty(size4, dtype=c.native_dtype(grad_output))
     if N > 0:
         _C.avg_pool2d_backward(c.prepare(dy), dx, kernel, stride, pad, ceil_mode, count_include_pad,
@@ -182,13 +201,16 @@ def adaptive_avg_pool2d_input(input_size, grad_output):
     """
     op = "adaptive_avg_pool2d_input"
     (grad_output,), back = c.import_arrays(op, grad_output=grad_output)
-    c.check_float(op, "grad_output", grad_output)
+    c.check_float(op, "grad_output", grad_output, back.device)
     size = c.size_arg(op, "input_size", input_size, (3, 4), _INPUT_SIZE)
     size4 = (1,) + size if len(size) == 3 else size
     if grad_output.ndim != len(size) or grad_output.shape[:-2] != size[:-2]:
         raise ValueError(f"{op}: grad_output must have shape {size[:-2] + ('P', 'Q')} for "
                          f"input_size {size}, got shape {c.shape_str(grad_output.shape)}")
     dy, _ = c.batched(op, "grad_output", grad_output)
+    if back.device is not None:
+        dx = _gpu_pool.adaptive_avg_pool2d_backward(back.device, dy, size4)
+        return back(dx[0] if len(size) == 3 else dx)
     dx = np.empty(size4, dtype=c.native_dtype(grad_output))
     if size4[0] > 0:
         _C.adaptive_avg_pool2d_backward(c.prepare(dy), dx)

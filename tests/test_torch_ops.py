@@ -2,6 +2,7 @@
 stride / padding / dilation / groups / ceil_mode, float32 forward and gradients against
 torch.nn.functional, odd layouts (unbatched, channels_last, strided, empty batch), torch.library
 .opcheck, torch.compile(fullgraph=True) and torch.export, and the errors (dtypes, devices)."""
+import re
 import subprocess
 import sys
 import types
@@ -12,6 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as TF  # noqa: E402
 
+import fastconv  # noqa: E402
+import fastconv.testing  # noqa: E402
 import fastconv.torch as fct  # noqa: E402
 from fastconv.testing import assert_close  # noqa: E402
 from fastconv.torch import _launch  # noqa: E402
@@ -368,17 +371,31 @@ def test_errors_name_the_argument():
             call()
 
 
-def test_cuda_tensors_raise_not_implemented():
+def test_cuda_tensors_without_a_gpu_are_unsupported():
     """No CUDA tensor can be made on a machine without a GPU: a stand-in with a CUDA device takes
-    the same checks; the launch slot says the kernels are not built."""
+    the same checks, and the reason names the tensor and what is missing (the CUDA build or a GPU),
+    so the modules fall back to torch."""
     cuda_like = types.SimpleNamespace(device=torch.device("cuda", 0), dtype=f32)
+    if fastconv.cuda_available():  # pragma: no cover - GPU machines
+        assert _launch.unsupported("max_pool2d", input=cuda_like) is None
+        err = _launch.unsupported("conv2d", False, input=cuda_like)
+        assert "dense and grouped convolution have no CUDA kernel" in str(err)
+        return
     err = _launch.unsupported("conv2d", input=cuda_like)
     assert isinstance(err, NotImplementedError)
-    assert "conv2d: input is on cuda:0, but this build of fastconv has no CUDA kernels" in str(err)
-    with pytest.raises(NotImplementedError,
-                       match="conv2d_forward got tensors on cuda:0.* no CUDA kernels"):
-        _launch._launch_cuda("conv2d_forward", torch.device("cuda", 0))
-    if torch.cuda.is_available():  # pragma: no cover - GPU machines
-        with pytest.raises(NotImplementedError, match="no CUDA kernels"):
-            fct.conv2d(torch.randn(1, 1, 4, 4, device="cuda"),
-                       torch.randn(1, 1, 3, 3, device="cuda"))
+    assert re.search(r"conv2d: input is on cuda:0(; the GPU kernels need the fastconv._cuda "
+                     r"extension|, but the CUDA runtime sees no usable GPU).*fall back to "
+                     r"torch.nn.functional.conv2d", str(err)), str(err)
+
+
+def test_dense_conv_on_the_device_path_is_unsupported():
+    """Under the emulation (the CUDA path on CPU tensors) only depthwise conv has kernels: the
+    others are reported unsupported, so the modules run torch's conv instead."""
+    x = torch.ones(1, 4, 5, 5)
+    with fastconv.testing.cuda_emulation():
+        err = _launch.unsupported("conv2d", False, input=x)
+        assert isinstance(err, NotImplementedError)
+        assert "dense and grouped convolution have no CUDA kernel in fastconv yet" in str(err)
+        assert _launch.unsupported("conv2d", True, input=x) is None
+        assert _launch.unsupported("avg_pool2d", input=x.half()) is None
+    assert isinstance(_launch.unsupported("avg_pool2d", input=x.half()), TypeError)

@@ -15,7 +15,8 @@ import threading
 
 from fastconv._gpu.backend import Backend, CupyBackend, EmulationBackend, TorchBackend
 
-__all__ = ["Backend", "backend_for_array", "emulating", "emulation_backend", "set_emulation"]
+__all__ = ["Backend", "CupyBackend", "EmulationBackend", "TorchBackend", "backend_for_array",
+           "cuda_module", "emulating", "emulation_backend", "set_emulation"]
 
 _state = threading.local()
 

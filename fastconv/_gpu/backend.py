@@ -173,7 +173,7 @@ class CupyBackend(Backend):
 
 class TorchBackend(Backend):
     """torch CUDA tensors through fastconv._cuda, on torch's current stream and caching allocator
-    (fastconv.torch's ops and the functional API given torch CUDA tensors)."""
+    (fastconv.torch's ops); torch CPU tensors through fastconv._cuda_emu under the emulation."""
     name = "torch"
 
     def __init__(self, mod, device):
@@ -191,6 +191,8 @@ class TorchBackend(Backend):
         return 0 if a is None else int(a.data_ptr())
 
     def stream(self) -> int:
+        if self.device.type != "cuda":  # CPU tensors under the emulation
+            return 0
         return int(self.xp.cuda.current_stream(self.device).cuda_stream)
 
     def strides(self, a):

@@ -3,11 +3,11 @@ function that launches a kernel on tensors.
 
 CPU: every tensor argument becomes a zero-copy numpy view (`t.detach().numpy()`, the tensors are
 C-contiguous by then) and the fastconv._C function of that name runs on the views with the GIL
-released, writing into outputs that torch allocated. CUDA: the launch through fastconv._cuda will
-take raw pointers (`t.data_ptr()`) and torch's current stream
-(`torch.cuda.current_stream(device).cuda_stream`) in `_launch_cuda`; this build has no CUDA
-kernels, so it raises NotImplementedError. 'meta' tensors (and the fake tensors of torch.compile)
-never reach `launch`: the ops' fake implementations give their shapes.
+released, writing into outputs that torch allocated. CUDA: `device_backend` gives the
+fastconv._gpu backend (raw pointers `t.data_ptr()`, torch's current stream, torch's caching
+allocator) that the ops hand CUDA tensors to; inside fastconv.testing.cuda_emulation() CPU tensors
+take the same route to the emulated kernels. 'meta' tensors (and the fake tensors of
+torch.compile) never reach a kernel: the ops' fake implementations give their shapes.
 """
 from __future__ import annotations
 
@@ -15,25 +15,55 @@ from typing import Optional
 
 import torch
 
-from fastconv import _C
+from fastconv import _C, _gpu
 
 DTYPES = (torch.float32, torch.float64)
-# Devices whose tensors the ops accept: the CPU kernels, and shape-only tensors.
-DEVICES = ("cpu", "meta")
+# dtypes the CUDA kernels take (16-bit storage, float32 accumulation).
+DEVICE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+# Devices whose tensors the ops accept: the CPU kernels, the CUDA kernels, and shape-only tensors.
+DEVICES = ("cpu", "cuda", "meta")
 
 
-def unsupported(op: str, **tensors) -> Optional[Exception]:
+def device_backend(t: torch.Tensor):
+    """The fastconv._gpu backend that serves tensor t: fastconv._cuda for CUDA tensors, the
+    emulation for CPU tensors inside fastconv.testing.cuda_emulation(); None for the CPU kernels."""
+    if t.device.type == "cuda":
+        return _gpu.TorchBackend(_gpu.cuda_module("fastconv.torch", f"a tensor is on {t.device}"),
+                                 t.device)
+    if t.device.type == "cpu" and _gpu.emulating():
+        return _gpu.TorchBackend(_gpu.emulation_backend().mod, t.device)
+    return None
+
+
+def unsupported(op: str, depthwise: Optional[bool] = None, **tensors) -> Optional[Exception]:
     """The exception op raises for these tensors (None entries skipped) because of their device
     or dtype, or None when fastconv's kernels can take them. The modules fall back to torch's
-    implementation exactly when this is not None."""
+    implementation exactly when this is not None. depthwise: for conv2d, whether the convolution
+    is depthwise (the only kind with CUDA kernels so far); None when unknown."""
     for name, t in tensors.items():
         if t is None:
             continue
         if t.device.type not in DEVICES:
             return NotImplementedError(
-                f"{op}: {name} is on {t.device}, but this build of fastconv has no CUDA kernels "
-                f"(fastconv._cuda is not built with them yet); pass CPU tensors, or use "
-                f"torch.nn.functional.{op} (fastconv.torch's modules fall back to it)")
+                f"{op}: {name} is on {t.device}, but fastconv has kernels for CPU and CUDA tensors "
+                f"only; use torch.nn.functional.{op} (fastconv.torch's modules fall back to it)")
+        on_device = t.device.type == "cuda" or (t.device.type == "cpu" and _gpu.emulating())
+        if t.device.type == "cuda":
+            try:
+                _gpu.cuda_module(op, f"{name} is on {t.device}")
+            except (TypeError, RuntimeError) as e:
+                return NotImplementedError(f"{e} (fastconv.torch's modules fall back to "
+                                           f"torch.nn.functional.{op})")
+        if on_device:
+            if t.dtype not in DEVICE_DTYPES:
+                return TypeError(f"{op}: {name} must be a float32, float16, bfloat16 or float64 "
+                                 f"tensor, got dtype {t.dtype}")
+            if op == "conv2d" and depthwise is False:
+                return NotImplementedError(
+                    f"{op}: dense and grouped convolution have no CUDA kernel in fastconv yet "
+                    f"(depthwise only, groups == in_channels); use torch.nn.functional.conv2d "
+                    f"(fastconv.torch's modules fall back to it)")
+            continue
         if t.dtype in (torch.float16, torch.bfloat16):
             return TypeError(
                 f"{op}: {name} has dtype {t.dtype}, but fastconv's CPU kernels support float32 "
@@ -50,17 +80,6 @@ def _array(a):
 
 def launch(kernel: str, *args) -> None:
     """Run fastconv._C.<kernel>(*args) with the tensors among args as numpy views (all tensors
-    C-contiguous and on one device; outputs included, written in place)."""
-    device = next(a.device for a in args if isinstance(a, torch.Tensor))
-    if device.type == "cpu":
-        getattr(_C, kernel)(*(_array(a) for a in args))
-    else:
-        _launch_cuda(kernel, device)
-
-
-def _launch_cuda(kernel: str, device: torch.device) -> None:
-    """The slot of the CUDA launch (fastconv._cuda.<kernel> on data pointers and the current
-    stream); no CUDA kernels exist in this build."""
-    raise NotImplementedError(f"fastconv.torch: {kernel} got tensors on {device}, but this build "
-                              f"of fastconv has no CUDA kernels (fastconv._cuda is not built "
-                              f"with them yet); pass CPU tensors")
+    C-contiguous and on the CPU; outputs included, written in place). CUDA tensors never get here:
+    the ops hand them to the CUDA twins (device_backend)."""
+    getattr(_C, kernel)(*(_array(a) for a in args))

@@ -16,7 +16,9 @@ Arguments are already resolved, as fastconv._C takes them: 4-D NCHW tensors, (h,
 padding (top, bottom, left, right), divisor_override 0 for none. Argument checking and the
 torch.nn.functional-style front (unbatched input, 'same', defaults) are in functional.py.
 Inputs are made C-contiguous here (a copy for channels_last or strided tensors), outputs are
-allocated by torch, and an empty batch never reaches a kernel.
+allocated by torch, and an empty batch never reaches a kernel. CUDA tensors (and CPU tensors inside
+fastconv.testing.cuda_emulation()) go to the CUDA twins of fastconv/_gpu/, which allocate their
+outputs from torch's caching allocator and launch on torch's current stream.
 
 The backward ops have no autograd formula, so double backward (create_graph=True through
 fastconv's backward, e.g. a gradient penalty) stops with torch's error "Trying to backward through
@@ -38,7 +40,9 @@ import torch._dynamo  # noqa: F401
 from torch import Tensor
 
 from fastconv._shape import output_size
-from fastconv.torch._launch import launch
+from fastconv._gpu import conv as _gpu_conv
+from fastconv._gpu import pool as _gpu_pool
+from fastconv.torch._launch import device_backend, launch
 
 
 def _contiguous(t: Optional[Tensor]) -> Optional[Tensor]:
@@ -58,7 +62,12 @@ def _conv2d_shape(input, weight, stride, padding, dilation):
 def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: Sequence[int],
            padding: Sequence[int], dilation: Sequence[int], groups: int) -> Tensor:
     """(N, C, H, W) * (K, C/groups, R, S) (+ (K,)) -> (N, K, P, Q)."""
-    out = input.new_empty(_conv2d_shape(input, weight, stride, padding, dilation))
+    shape = _conv2d_shape(input, weight, stride, padding, dilation)
+    be = device_backend(input)
+    if be is not None and input.shape[0] > 0:
+        return _gpu_conv.conv2d(be, input.contiguous(), weight.contiguous(), _contiguous(bias),
+                                stride, padding, dilation, groups, shape[2:])
+    out = input.new_empty(shape)
     if input.shape[0] > 0:
         launch("conv2d_forward", input.contiguous(), weight.contiguous(), _contiguous(bias), out,
                stride, padding, dilation, groups)
@@ -75,6 +84,10 @@ def conv2d_backward_input(grad_output: Tensor, weight: Tensor, input_size: Seque
                           stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                           groups: int) -> Tensor:
     """Gradient of conv2d with respect to its input, of shape input_size."""
+    be = device_backend(grad_output)
+    if be is not None and input_size[0] > 0:
+        return _gpu_conv.conv2d_backward_input(be, grad_output.contiguous(), weight.contiguous(),
+                                               tuple(input_size), stride, padding, dilation, groups)
     grad_input = grad_output.new_empty(input_size)
     if input_size[0] > 0:
         launch("conv2d_backward_input", grad_output.contiguous(), weight.contiguous(), grad_input,
@@ -95,6 +108,11 @@ def conv2d_backward_weight(grad_output: Tensor, input: Tensor, weight_size: Sequ
     if input.shape[0] == 0:
         return grad_output.new_zeros(weight_size)
     grad_weight = grad_output.new_empty(weight_size)
+    be = device_backend(grad_output)
+    if be is not None:
+        return _gpu_conv.conv2d_backward_weight(be, grad_output.contiguous(), input.contiguous(),
+                                                tuple(weight_size), stride, padding, dilation,
+                                                groups)
     launch("conv2d_backward_weight", grad_output.contiguous(), input.contiguous(), grad_weight,
            stride, padding, dilation, groups)
     return grad_weight
@@ -111,6 +129,9 @@ def conv2d_backward_bias(grad_output: Tensor) -> Tensor:
     if grad_output.shape[0] == 0:
         return grad_output.new_zeros(grad_output.shape[1])
     grad_bias = grad_output.new_empty(grad_output.shape[1])
+    be = device_backend(grad_output)
+    if be is not None:
+        return _gpu_conv.conv2d_backward_bias(be, grad_output.contiguous())
     launch("conv2d_backward_bias", grad_output.contiguous(), grad_bias)
     return grad_bias
 
@@ -153,7 +174,12 @@ def _pool2d_shape(input, kernel_size, stride, padding, dilation, ceil_mode):
 def max_pool2d(input: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
                padding: Sequence[int], dilation: Sequence[int], ceil_mode: bool) -> Tensor:
     """Max pooling values only (inference: no indices written, no autograd)."""
-    out = input.new_empty(_pool2d_shape(input, kernel_size, stride, padding, dilation, ceil_mode))
+    shape = _pool2d_shape(input, kernel_size, stride, padding, dilation, ceil_mode)
+    be = device_backend(input)
+    if be is not None and input.shape[0] > 0:
+        return _gpu_pool.max_pool2d(be, input.contiguous(), kernel_size, stride, padding,
+                                    dilation, ceil_mode, shape[2:], False)[0]
+    out = input.new_empty(shape)
     if input.shape[0] > 0:
         launch("max_pool2d_forward", input.contiguous(), out, None, kernel_size, stride, padding,
                dilation, ceil_mode)
@@ -171,6 +197,10 @@ def max_pool2d_with_indices(input: Tensor, kernel_size: Sequence[int], stride: S
                             ceil_mode: bool) -> Tuple[Tensor, Tensor]:
     """Max pooling values and the int64 argmax of each window (flat h * W + w, as torch's)."""
     shape = _pool2d_shape(input, kernel_size, stride, padding, dilation, ceil_mode)
+    be = device_backend(input)
+    if be is not None and input.shape[0] > 0:
+        return _gpu_pool.max_pool2d(be, input.contiguous(), kernel_size, stride, padding,
+                                    dilation, ceil_mode, shape[2:], True)
     out, indices = input.new_empty(shape), input.new_empty(shape, dtype=torch.int64)
     if input.shape[0] > 0:
         launch("max_pool2d_forward", input.contiguous(), out, indices, kernel_size, stride, padding,
@@ -187,6 +217,10 @@ def _(input, kernel_size, stride, padding, dilation, ceil_mode):
 @torch.library.custom_op("fastconv::max_pool2d_backward", mutates_args=())
 def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: Sequence[int]) -> Tensor:
     """Each grad_output element added at the input position its index names."""
+    be = device_backend(grad_output)
+    if be is not None and input_size[0] > 0:
+        return _gpu_pool.max_pool2d_backward(be, grad_output.contiguous(), indices.contiguous(),
+                                             tuple(input_size))
     grad_input = grad_output.new_empty(input_size)
     if input_size[0] > 0:
         launch("max_pool2d_backward", grad_output.contiguous(), indices.contiguous(), grad_input)
@@ -218,7 +252,12 @@ def avg_pool2d(input: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
                padding: Sequence[int], ceil_mode: bool, count_include_pad: bool,
                divisor_override: int) -> Tensor:
     """Average pooling (divisor_override 0: none)."""
-    out = input.new_empty(_pool2d_shape(input, kernel_size, stride, padding, (1, 1), ceil_mode))
+    shape = _pool2d_shape(input, kernel_size, stride, padding, (1, 1), ceil_mode)
+    be = device_backend(input)
+    if be is not None and input.shape[0] > 0:
+        return _gpu_pool.avg_pool2d(be, input.contiguous(), kernel_size, stride, padding,
+                                    ceil_mode, count_include_pad, divisor_override, shape[2:])
+    out = input.new_empty(shape)
     if input.shape[0] > 0:
         launch("avg_pool2d_forward", input.contiguous(), out, kernel_size, stride, padding,
                ceil_mode, count_include_pad, divisor_override)
@@ -235,6 +274,11 @@ def avg_pool2d_backward(grad_output: Tensor, input_size: Sequence[int], kernel_s
                         stride: Sequence[int], padding: Sequence[int], ceil_mode: bool,
                         count_include_pad: bool, divisor_override: int) -> Tensor:
     """Gradient of avg_pool2d with respect to its input, of shape input_size."""
+    be = device_backend(grad_output)
+    if be is not None and input_size[0] > 0:
+        return _gpu_pool.avg_pool2d_backward(be, grad_output.contiguous(), tuple(input_size),
+                                             kernel_size, stride, padding, ceil_mode,
+                                             count_include_pad, divisor_override)
     grad_input = grad_output.new_empty(input_size)
     if input_size[0] > 0:
         launch("avg_pool2d_backward", grad_output.contiguous(), grad_input, kernel_size, stride,
@@ -265,6 +309,9 @@ avg_pool2d.register_autograd(_avg_pool2d_backward, setup_context=_avg_pool2d_set
 @torch.library.custom_op("fastconv::adaptive_avg_pool2d", mutates_args=())
 def adaptive_avg_pool2d(input: Tensor, output_size: Sequence[int]) -> Tensor:
     """Adaptive average pooling to output_size (P, Q)."""
+    be = device_backend(input)
+    if be is not None and input.shape[0] > 0:
+        return _gpu_pool.adaptive_avg_pool2d(be, input.contiguous(), tuple(output_size))
     out = input.new_empty(tuple(input.shape[:2]) + tuple(output_size))
     if input.shape[0] > 0:
         launch("adaptive_avg_pool2d_forward", input.contiguous(), out)
@@ -279,6 +326,10 @@ def _(input, output_size):
 @torch.library.custom_op("fastconv::adaptive_avg_pool2d_backward", mutates_args=())
 def adaptive_avg_pool2d_backward(grad_output: Tensor, input_size: Sequence[int]) -> Tensor:
     """Gradient of adaptive_avg_pool2d with respect to its input, of shape input_size."""
+    be = device_backend(grad_output)
+    if be is not None and input_size[0] > 0:
+        return _gpu_pool.adaptive_avg_pool2d_backward(be, grad_output.contiguous(),
+                                                      tuple(input_size))
     grad_input = grad_output.new_empty(input_size)
     if input_size[0] > 0:
         launch("adaptive_avg_pool2d_backward", grad_output.contiguous(), grad_input)

@@ -28,13 +28,13 @@ from fastconv.torch._launch import unsupported
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
 
-def _check_tensors(op: str, **tensors) -> None:
+def _check_tensors(op: str, depthwise=None, **tensors) -> None:
     """Tensors (None skipped) that fastconv's kernels can take, of one dtype and one device as
     the first."""
     for name, t in tensors.items():
         if t is not None and not isinstance(t, torch.Tensor):
             raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    err = unsupported(op, **tensors)
+    err = unsupported(op, depthwise, **tensors)
     if err is not None:
         raise err
     (first, ref), *rest = [(n, t) for n, t in tensors.items() if t is not None]
@@ -60,7 +60,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         (N, K, P, Q), or (K, P, Q) for an unbatched input.
     """
     op = "conv2d"
-    _check_tensors(op, input=input, weight=weight, bias=bias)
+    depthwise = (isinstance(input, torch.Tensor) and input.dim() >= 3 and isinstance(groups, int)
+                 and groups > 1 and groups == input.shape[-3])
+    _check_tensors(op, depthwise, input=input, weight=weight, bias=bias)
     x, unbatched = c.batched(op, "input", input)
     stride, pad, dilation, groups, _ = c.conv_geometry(
         op, x.shape, weight.shape, stride, padding, dilation, groups,

@@ -75,7 +75,8 @@ class Backend:
     def layout(self, a) -> Optional[str]:
         """NCHW when 4-D a is C-contiguous, NHWC when it is channels-last contiguous (torch's
         channels_last memory format, or a NHWC array transposed to NCHW), else None."""
-        n, c, h, w = a.shape
+        if not self.usable(a):
+            return None
         st = self.strides(a)
         if _dense(a.shape, st, (0, 1, 2, 3)):
             return NCHW
@@ -97,6 +98,11 @@ class Backend:
 
     def transpose(self, a, axes):
         raise NotImplementedError
+
+    def usable(self, a) -> bool:
+        """Whether the kernels can read a's memory as it is, given dense strides (native byte
+        order and aligned elements; always so for CuPy and torch)."""
+        return True
 
 
 def _dense(shape, strides, order) -> bool:
@@ -135,10 +141,15 @@ class EmulationBackend(Backend):
         return tuple(s // a.itemsize for s in a.strides)
 
     def contiguous(self, a):
-        return a if (a.flags.c_contiguous and a.dtype.isnative) else np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
+        if a.flags.c_contiguous and self.usable(a):
+            return a
+        return np.array(a, dtype=a.dtype.newbyteorder("="), order="C", copy=True)
 
     def transpose(self, a, axes):
         return a.transpose(axes)
+
+    def usable(self, a) -> bool:
+        return a.dtype.isnative and a.flags.aligned
 
 
 class CupyBackend(Backend):

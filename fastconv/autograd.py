@@ -691,6 +691,11 @@ def _move(a, device: str):
     except ImportError:
         raise RuntimeError("to('cuda'): CuPy is not installed; pip install \"fastconv[cuda]\" on a "
                            "machine with an NVIDIA GPU") from None
+    if _is_cupy(a):
+        return a
+    if not cupy.cuda.is_available():
+        raise RuntimeError("to('cuda'): CuPy sees no usable GPU (no device, or the NVIDIA driver is "
+                           "missing or too old); keep the data on the CPU")
     return cupy.asarray(a)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastconv import _random
+from fastconv import _random, amp
 from fastconv.autograd import Tensor, array_module, no_grad
 from fastconv.nn import _array as A
 from fastconv.nn import _functions as fn
@@ -46,7 +46,9 @@ def _reduction(op: str, reduction: str) -> str:
 
 # ---------------------------------------------------------------------- convolution and pooling
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """2-D convolution; see fastconv.nn._array.conv2d for shapes and padding forms."""
+    """2-D convolution; see fastconv.nn._array.conv2d for shapes and padding forms. Inside
+    fastconv.autocast, float32 device arrays are cast to the autocast dtype first."""
+    input, weight, bias = amp.cast_inputs(input, weight, bias)
     if not any(isinstance(t, Tensor) for t in (input, weight, bias)):
         return A.conv2d(input, weight, bias, stride, padding, dilation, groups)
     return _run(fn.Conv2d, (input, weight, bias), stride=stride, padding=padding,
@@ -85,7 +87,9 @@ def adaptive_avg_pool2d(input, output_size):
 
 
 def linear(input, weight, bias=None):
-    """y = input @ weight.T + bias, for input (..., in_features) and weight (out, in)."""
+    """y = input @ weight.T + bias, for input (..., in_features) and weight (out, in). Inside
+    fastconv.autocast, float32 device arrays are cast to the autocast dtype first."""
+    input, weight, bias = amp.cast_inputs(input, weight, bias)
     x, w = _data(input), _data(weight)
     if w.ndim != 2:
         raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape "
@@ -133,11 +137,11 @@ def silu(input):
 
 
 def softmax(input, dim: int = -1):
-    return _run(fn.Softmax, (input,), axis=dim)
+    return _run(fn.Softmax, (amp.float32_input(input),), axis=dim)
 
 
 def log_softmax(input, dim: int = -1):
-    return _run(fn.LogSoftmax, (input,), axis=dim)
+    return _run(fn.LogSoftmax, (amp.float32_input(input),), axis=dim)
 
 
 def dropout(input, p: float = 0.5, training: bool = True, rng=None):
@@ -157,7 +161,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                momentum=0.1, eps=1e-5):
     """Batch normalisation over axis 1 of (N, C) or (N, C, H, W) input. When training, batch
     statistics normalise and running_mean/running_var (arrays, updated in place) move by
-    `momentum`; otherwise the running statistics normalise."""
+    `momentum`; otherwise the running statistics normalise. Under fastconv.autocast a 16-bit
+    input is normalised in float32."""
+    input = amp.float32_input(input)
     x = _data(input)
     if x.ndim not in (2, 3, 4, 5):
         raise ValueError(f"batch_norm: input must be (N, C) or (N, C, ...) , got shape "
@@ -247,6 +253,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     """Softmax cross-entropy of logits (N, C) (or (N, C, d...)) against class indices (N,) or
     class probabilities (N, C)."""
     op = "cross_entropy"
+    input = amp.float32_input(input)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
     shape = _data(input).shape
@@ -261,6 +268,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
 def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean"):
     """Negative log-likelihood of log-probabilities (N, C) against class indices (N,)."""
     op = "nll_loss"
+    input = amp.float32_input(input)
     shape = _data(input).shape
     input, target = _to_2d(op, input, target)
     t = _class_target(op, input, target, weight, ignore_index)
@@ -282,6 +290,7 @@ def _binary_target(op: str, input, target):
 def binary_cross_entropy(input, target, weight=None, reduction: str = "mean"):
     """Binary cross-entropy of probabilities in [0, 1]."""
     op = "binary_cross_entropy"
+    input = amp.float32_input(input)
     return _run(fn.BCE, (input,), target=_binary_target(op, input, target), weight=_data(weight),
                 reduction=_reduction(op, reduction))
 
@@ -290,6 +299,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str 
                                      pos_weight=None):
     """Binary cross-entropy of raw scores (sigmoid folded in, numerically stable)."""
     op = "binary_cross_entropy_with_logits"
+    input = amp.float32_input(input)
     return _run(fn.BCEWithLogits, (input,), target=_binary_target(op, input, target),
                 weight=_data(weight), pos_weight=_data(pos_weight),
                 reduction=_reduction(op, reduction))
@@ -298,6 +308,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str 
 def mse_loss(input, target, reduction: str = "mean"):
     """Mean squared error."""
     op = "mse_loss"
+    input = amp.float32_input(input)
     if tuple(_data(input).shape) != tuple(_data(target).shape):
         raise ValueError(f"{op}: input and target must have the same shape, got "
                          f"{tuple(_data(input).shape)} and {tuple(_data(target).shape)}")

@@ -224,3 +224,21 @@ def test_fastconv_torch_ops_take_the_cuda_path(rng, torch):
         dense = fct.Conv2d(4, 6, 3)
         with pytest.warns(RuntimeWarning, match="dense and grouped convolution"):
             dense(x.detach())
+
+
+def test_fastconv_torch_under_torch_autocast_runs_16_bit(torch):
+    """torch.autocast on the tensors' device casts fastconv.torch's conv2d to the autocast dtype
+    on the CUDA path (here bfloat16 through the emulated kernels), with float32 weight gradients."""
+    import fastconv.torch as fct
+    x = torch.randn(2, 4, 9, 9)
+    w = torch.randn(4, 1, 3, 3, requires_grad=True)
+    with cuda_emulation():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = fct.conv2d(x, w, None, 1, 1, 1, 4)
+        assert y.dtype == torch.bfloat16
+        y.float().sum().backward()
+    assert w.grad.dtype == torch.float32
+    ref = torch.nn.functional.conv2d(x, w.detach(), None, 1, 1, 1, 4)
+    torch.testing.assert_close(y.float(), ref, rtol=2e-2, atol=5e-2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):   # the CPU kernels: no cast, float32
+        assert fct.conv2d(x, w, None, 1, 1, 1, 4).dtype == torch.float32

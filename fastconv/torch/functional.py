@@ -23,7 +23,7 @@ import torch
 from fastconv import _shape
 from fastconv.nn import _common as c
 from fastconv.torch import _ops
-from fastconv.torch._launch import unsupported
+from fastconv.torch._launch import device_backend, unsupported
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
@@ -47,6 +47,19 @@ def _check_tensors(op: str, depthwise=None, **tensors) -> None:
                              f"they must be on the same device")
 
 
+def _autocast(*tensors):
+    """Under torch.autocast on the tensors' device, float32 tensors on fastconv's CUDA path cast
+    to the autocast dtype (torch's autocast does not know fastconv's custom ops; their front
+    does it, as torch does for its own conv2d). CPU tensors on the CPU kernels stay float32."""
+    first = tensors[0]
+    device = first.device.type
+    if device_backend(first) is None or not torch.is_autocast_enabled(device):
+        return tensors
+    dtype = torch.get_autocast_dtype(device)
+    return tuple(t.to(dtype) if t is not None and t.dtype == torch.float32 else t
+                 for t in tensors)
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation), as torch.nn.functional.conv2d.
 
@@ -63,6 +76,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     depthwise = (isinstance(input, torch.Tensor) and input.dim() >= 3 and isinstance(groups, int)
                  and groups > 1 and groups == input.shape[-3])
     _check_tensors(op, depthwise, input=input, weight=weight, bias=bias)
+    input, weight, bias = _autocast(input, weight, bias)
     x, unbatched = c.batched(op, "input", input)
     stride, pad, dilation, groups, _ = c.conv_geometry(
         op, x.shape, weight.shape, stride, padding, dilation, groups,

@@ -210,3 +210,47 @@ def test_device_check_reports_the_worst_elements(torch):
     nan[0, 0, 0, 0] = float("nan")
     with pytest.raises(cuda.CheckFailed, match="NaNs differ"):
         cuda.check_on_device(torch, "x", nan, base, ref, 2e-5)
+
+
+class CpuTimer:
+    """The GPU runner's timer interface, timed on the CPU with the harness loop."""
+
+    def measure(self, impls, warmup, repeat):
+        cfg = harness.TimingConfig(warmup=warmup, repeat=repeat, min_sample_s=0.0)
+        return harness.measure({k: (fn, [()]) for k, fn in impls.items()}, cfg)
+
+
+def test_cuda_rows_and_reports_on_the_cpu(torch, tmp_path):
+    """cuda.run_case and the GPU report (table, CSV, JSON, chart) end to end, with numpy, the CPU
+    kernels and a CPU timer standing in for the device."""
+    from PIL import Image
+
+    from fastconv.bench import report
+    facts = dict(cpu="test cpu", gpu="Test GPU", gpu_l2_bytes=50 << 20, driver="580.0",
+                 cudnn_version=91900)
+    cfg = harness.TimingConfig(warmup=0, repeat=2)
+    h200 = cuda.load_h200()
+    rows = []
+    for case in TINY["cases"]:
+        ctx = cuda.Ctx(torch, None, "float32", 0, device="cpu")
+        rows += cuda.run_case(ctx, CpuTimer(), case, cfg, facts, 2000.0, h200, None)
+    rows += cuda.run_case(cuda.Ctx(torch, None, "float32", 0, device="cpu"), CpuTimer(),
+                          TINY["cases"][2], cfg, facts, 2000.0, h200, "skipped: no fastconv")
+    assert [(r["case"], r["direction"]) for r in rows[:10]] == EXPECTED
+    for r in rows[:10]:
+        assert r["status"] == "ok" and r["ratio"] > 0 and r["gpu"] == "Test GPU"
+        assert r["fastconv_pct_peak"] == pytest.approx(100 * r["fastconv_rate"] / 2000.0)
+        assert r["bytes"] == harness.bytes_of(TINY["cases"][[c["name"] for c in TINY["cases"]]
+                                                         .index(r["case"])], r["direction"])
+    assert rows[-1]["status"] == "skipped: no fastconv" and rows[-1]["fastconv_us"] is None
+    meta = dict(device="cuda", machine=facts, settings=dict(repeat=2, warmup=0),
+                copy_gbps=2000.0, flush_mib=100.0, elapsed_s=1.0)
+    text = report.render(rows, meta)
+    assert "GPU: Test GPU" in text and "2000 GB/s" in text and "Not timed for fastconv" in text
+    assert sum(line.startswith("| tiny_") for line in text.splitlines()) == len(rows)
+    report.write_csv(str(tmp_path / "g.csv"), rows)
+    report.write_json(str(tmp_path / "g.json"), rows, meta)
+    assert len(json.loads((tmp_path / "g.json").read_text())["rows"]) == len(rows)
+    assert report.plot(str(tmp_path / "g.png"), rows, meta)
+    with Image.open(tmp_path / "g.png") as im:
+        assert im.format == "PNG"

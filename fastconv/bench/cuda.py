@@ -12,7 +12,7 @@ floor per dtype), then time fastconv, torch NCHW and torch channels_last side by
              fwd+bwd    F.max_pool2d(return_indices=True) + grad.max_pool2d_input
   avg_pool2d fwd, fwd+bwd likewise with F.avg_pool2d and grad.avg_pool2d_input
 
-Timing: every call is one sample between two CUDA events on torch's current stream (fastconv runs
+Timing: every call is one sample between two CUDA events on one dedicated stream (fastconv runs
 on the same stream: CuPy's current stream is set to it). Before each sample a buffer larger than
 twice the L2 cache is written, so no call finds its inputs in L2, and a short device-side sleep
 lets the host queue the timed call before the device reaches it (no launch gap is timed). The
@@ -439,12 +439,13 @@ def run(cases: Sequence[dict], dtypes: Sequence[str], cfg: harness.TimingConfig,
     timer = EventTimer(torch, l2)
     copy_gbps = copy_gbps or machine.gpu_copy_gbps(torch)
     h200 = load_h200()
-    stream = torch.cuda.current_stream()
-    # fastconv launches on CuPy's current stream: make it torch's, so both queue on one stream.
-    on_stream = (cupy.cuda.ExternalStream(stream.cuda_stream) if cupy is not None
-                 else contextlib.nullcontext())
+    # One non-default stream for everything: torch's current stream inside the block, and CuPy's
+    # (fastconv launches on CuPy's current stream for CuPy arrays, on torch's for torch tensors).
+    stream = torch.cuda.Stream()
+    on_cupy = (cupy.cuda.ExternalStream(stream.cuda_stream) if cupy is not None
+               else contextlib.nullcontext())
     rows = []
-    with torch.inference_mode(), on_stream:
+    with torch.inference_mode(), torch.cuda.stream(stream), on_cupy:
         for dtype in dtypes:
             for case in cases:
                 ctx = Ctx(torch, cupy, dtype, seed)

@@ -7,6 +7,7 @@
     fastconv info                              version, instruction set, threads, CUDA
     fastconv edges [--image PATH] [--out PNG]  Laplacian edge map of a photo (default: scikit-image's
                                                'camera') computed with fastconv's conv2d
+    fastconv bench [--device cpu|cuda] [--quick] kernels vs PyTorch on the layer suite
 
 `edges` needs the `examples` extra (scikit-image for the bundled photo, Pillow to read and write
 images): pip install "fastconv[examples]".
@@ -134,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="camera_edges.png", metavar="PNG",
                    help="where to write the edge map (default: camera_edges.png)")
     s.set_defaults(func=cmd_edges)
+    from fastconv.commands import bench as bench_command
+    s = sub.add_parser("bench", help="check, then time fastconv's kernels against PyTorch on the "
+                       "layer suite (CPU or CUDA); tables, CSV/JSON, plot",
+                       description=bench_command.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench_command.add_arguments(s)
+    s.set_defaults(func=bench_command.run)
     return p
 
 

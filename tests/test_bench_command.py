@@ -1,0 +1,256 @@
+"""`fastconv bench`: a --quick run on a tiny suite writes a well-formed table, CSV, JSON and PNG; a
+wrong kernel fails the run loudly; --device cuda without a GPU prints the targets and exits 0; bad
+arguments are refused; the CUDA runner's checks and callables, run on the CPU. No timing is
+asserted."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from fastconv.bench import cuda, harness
+from fastconv.cli import main
+
+pytest.importorskip("torch")
+
+TINY = {"cases": [
+    {"name": "tiny_conv", "op": "conv2d", "n": 2, "n_cpu": 1, "c": 4, "h": 9, "w": 11, "k": 6,
+     "r": 3, "s": 3, "stride": 1, "pad": 1, "groups": 2},
+    {"name": "tiny_dw", "op": "conv2d", "n": 2, "n_cpu": 2, "c": 5, "h": 10, "w": 7, "k": 5,
+     "r": 3, "s": 3, "stride": 2, "pad": 1, "groups": 5},
+    {"name": "tiny_maxpool", "op": "max_pool2d", "n": 2, "n_cpu": 1, "c": 3, "h": 9, "w": 8,
+     "r": 3, "s": 3, "stride": 2, "pad": 1},
+    {"name": "tiny_avgpool", "op": "avg_pool2d", "n": 2, "n_cpu": 2, "c": 3, "h": 7, "w": 7,
+     "r": 2, "s": 2, "stride": 2, "pad": 0}]}
+EXPECTED = [("tiny_conv", "fwd"), ("tiny_conv", "bwd_input"), ("tiny_conv", "bwd_weight"),
+            ("tiny_dw", "fwd"), ("tiny_dw", "bwd_input"), ("tiny_dw", "bwd_weight"),
+            ("tiny_maxpool", "fwd"), ("tiny_maxpool", "fwd+bwd"),
+            ("tiny_avgpool", "fwd"), ("tiny_avgpool", "fwd+bwd")]
+FAST = ["--quick", "--repeat", "2", "--warmup", "0"]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    return str(path)
+
+
+def test_quick_run_writes_table_csv_json_png(tiny, tmp_path, capsys):
+    from PIL import Image
+
+    from fastconv import _C
+    out = {k: tmp_path / f"r.{k}" for k in ("csv", "json", "png")}
+    rc = main(["bench", "--suite", tiny, *FAST, "--threads", "1,2", "--csv", str(out["csv"]),
+               "--json", str(out["json"]), "--plot", str(out["png"])])
+    text, err = capsys.readouterr()
+    assert rc == 0, err
+    # the markdown: a section per thread count, each with both tables, a row per direction
+    assert "## 1 thread" in text and "## 2 threads" in text and "## Thread scaling" in text
+    table = [line for line in text.splitlines() if line.startswith("| tiny_")]
+    assert len(table) == 3 * len(EXPECTED)  # 1 and 2 threads, then the scaling table
+    # conv table 12 columns, pooling 13, scaling 5 (case, dir, 1 thr, 2 thr, speedup)
+    assert [line.count("|") - 1 for line in table] == ([12] * 6 + [13] * 4) * 2 + [5] * 10
+    assert not any("| nan |" in line for line in table)
+    assert f"ISA path {_C.isa()}" in text
+    # CSV: every row checked ("ok"), timed, with the machine facts
+    with open(out["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["case"], r["direction"]) for r in rows] == EXPECTED * 2
+    assert [int(r["threads"]) for r in rows] == [1] * 10 + [2] * 10
+    for r in rows:
+        assert r["status"] == "ok" and r["device"] == "cpu" and r["isa"] == _C.isa()
+        assert float(r["ratio"]) > 0 and float(r["fastconv_rate"]) > 0 and r["cpu"]
+        assert float(r["fastconv_pct_peak"]) > 0
+        assert float(r["err_fastconv"]) < 1e-3
+        assert r["unit"] == ("GFLOP/s" if r["op"] == "conv2d" else "GB/s")
+    # JSON: the machine facts, settings, ceilings per thread count, the same rows, the targets
+    data = json.loads(out["json"].read_text())
+    m = data["meta"]["machine"]
+    assert m["isa"] == _C.isa() and m["torch_version"] and m["cpu"] and m["cores"] >= 1
+    assert data["meta"]["settings"]["threads"] == [1, 2]
+    assert set(data["meta"]["ceilings"]) == {"1", "2"}
+    assert [(r["case"], r["direction"]) for r in data["rows"]] == EXPECTED * 2
+    assert "cpu" not in data["rows"][0]  # facts once, in meta
+    assert {s["threads"] for s in data["summary"]} == {1, 2}
+    # PNG: a real image of a sensible size
+    with Image.open(out["png"]) as im:
+        assert im.format == "PNG" and im.width >= 400 and im.height >= 300
+
+
+def test_wrong_kernel_fails_loudly(tiny, tmp_path, capsys, monkeypatch):
+    import fastconv.nn.functional as F
+    real = F.avg_pool2d
+    monkeypatch.setattr(F, "avg_pool2d", lambda *a, **k: real(*a, **k) * np.float32(1.001))
+    out = tmp_path / "r.csv"
+    rc = main(["bench", "--suite", tiny, *FAST, "--ops", "pool", "--csv", str(out)])
+    _, err = capsys.readouterr()
+    assert rc == 1
+    assert "CHECK FAILED: tiny_avgpool" in err and "fastconv bench: FAILED" in err
+    with open(out) as f:
+        status = {(r["case"], r["direction"]): (r["status"], r["fastconv_us"])
+                  for r in csv.DictReader(f)}
+    assert status[("tiny_avgpool", "fwd")] == ("CHECK FAILED", "")  # not timed
+    assert status[("tiny_maxpool", "fwd")][0] == "ok"
+
+
+def test_cuda_without_gpu_prints_the_targets(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the projection is for machines without one")
+    out = tmp_path / "gpu.json"
+    rc = main(["bench", "--device", "cuda", "--dtype", "float32,bfloat16", "--json", str(out)])
+    text, err = capsys.readouterr()
+    assert rc == 0
+    assert "no GPU" in err and "85% H100 us" in text
+    cases = [c for c in harness.load_suite() if harness.group_of(c) != harness.DENSE]
+    assert len(cases) == 12
+    for c in cases:
+        assert f"| {c['name']} |" in text
+    h200 = json.load(open(cuda.BASELINE_JSON))["results"]
+    h200 = {(r["case"], r["mode"]): r for r in h200}
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == sum(len(cuda.directions(c)) for c in cases) * 2
+    by = {(r["case"], r["direction"], r["dtype"]): r for r in rows}
+    # the figures, recomputed by hand: r50 max pool 3x3/2 forward in float32 moves x and y
+    r = by[("r50_maxpool_3x3s2", "fwd", "float32")]
+    x, y = 32 * 64 * 112 * 112, 32 * 64 * 56 * 56
+    assert r["bytes"] == 4 * (x + y) == h200[("r50_maxpool_3x3s2", "fp32")]["bytes_fwd"]
+    assert r["h100_85_us"] == pytest.approx(4 * (x + y) / (0.85 * 2436e9) * 1e6)
+    assert r["h200_cudnn_nchw_us"] == h200[("r50_maxpool_3x3s2", "fp32")]["fwd"]
+    assert r["h200_cudnn_cl_us"] == h200[("r50_maxpool_3x3s2", "fp32_cl")]["fwd"]
+    assert r["target_2x_us"] == pytest.approx(min(r["h200_cudnn_nchw_us"],
+                                                  r["h200_cudnn_cl_us"]) / 2)
+    r = by[("mbv2_dw_32_112", "bwd_weight", "bfloat16")]
+    assert r["bytes"] == h200[("mbv2_dw_32_112", "bf16_cl")]["bytes_fwd"]
+    assert r["h200_cudnn_nchw_us"] is None
+    assert r["h200_cudnn_cl_us"] == h200[("mbv2_dw_32_112", "bf16_cl")]["bwd_weight"]
+    for r in rows:
+        assert r["bytes"] > 0 and r["h100_85_us"] > r["h200_85_us"] > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--threads", "0"], "argument --threads"),
+    (["--threads", "2,x"], "argument --threads"),
+    (["--ops", "conv,fft"], "argument --ops"),
+    (["--dtype", "float64"], "argument --dtype"),
+    (["--repeat", "0"], "argument --repeat"),
+])
+def test_bad_arguments_are_argparse_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", *argv])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_bad_suites_and_dtypes_are_clear_errors(tiny, tmp_path, capsys):
+    assert main(["bench", "--suite", str(tmp_path / "none.json")]) == 1
+    assert "cannot read it" in capsys.readouterr().err
+    bad = dict(TINY)
+    bad["cases"] = [dict(TINY["cases"][0], groups=3)]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    assert main(["bench", "--suite", str(tmp_path / "bad.json")]) == 1
+    assert "'tiny_conv': 'groups' (3) must divide c (4)" in capsys.readouterr().err
+    bad["cases"] = [dict(TINY["cases"][2], stride=0)]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    assert main(["bench", "--suite", str(tmp_path / "bad.json")]) == 1
+    assert "'stride' must be an int >= 1, got 0" in capsys.readouterr().err
+    assert main(["bench", "--suite", tiny, "--dtype", "float16"]) == 1
+    assert "CPU kernels are float32 only" in capsys.readouterr().err
+    assert main(["bench", "--suite", tiny, "--ops", "conv", "--cases", "pool"]) == 1
+    assert "matches no case" in capsys.readouterr().err
+
+
+def test_cuda_runner_checks_on_the_cpu(torch, monkeypatch):
+    """The GPU runner's inputs, checks and timed callables, run with numpy and the CPU kernels:
+    right results pass, a wrong value or a wrong argmax is caught."""
+    import fastconv.nn.functional as F
+    cases = {c["name"]: c for c in TINY["cases"]}
+    for case in TINY["cases"]:
+        ctx = cuda.Ctx(torch, None, "float32", 0, device="cpu")
+        make = cuda.conv_impls if case["op"] == "conv2d" else cuda.pool_impls
+        impls = make(ctx, case, harness.case_dims(case, "n"))
+        assert list(impls) == list(cuda.directions(case))
+        for check, timed in impls.values():
+            err_fc, err_torch = check()
+            assert err_fc < 1e-4 and err_torch < 1e-4
+            assert set(timed) == {"fastconv", "torch_nchw", "torch_cl"}
+            outs = [np.asarray(ctx.torch_of(fn())) for fn in timed.values()]
+            for o in outs[1:]:
+                np.testing.assert_allclose(o, outs[0], rtol=1e-4, atol=1e-4)
+
+    real = F.conv2d
+    monkeypatch.setattr(F, "conv2d", lambda *a, **k: real(*a, **k) * np.float32(1.001))
+    ctx = cuda.Ctx(torch, None, "float32", 0, device="cpu")
+    check, _ = cuda.conv_impls(ctx, cases["tiny_dw"], harness.case_dims(cases["tiny_dw"], "n"))["fwd"]
+    with pytest.raises(cuda.CheckFailed, match="tiny_dw fwd float32: max error"):
+        check()
+
+    real_max = F.max_pool2d
+
+    def shifted(*a, **k):  # indices one to the right: no longer the window's maximum
+        y, idx = real_max(*a, **k)
+        return y, np.minimum(idx + 1, 9 * 8 - 1)
+    monkeypatch.setattr(F, "max_pool2d", shifted)
+    ctx = cuda.Ctx(torch, None, "float32", 0, device="cpu")
+    check, _ = cuda.pool_impls(ctx, cases["tiny_maxpool"],
+                               harness.case_dims(cases["tiny_maxpool"], "n"))["fwd+bwd"]
+    with pytest.raises(cuda.CheckFailed, match="indices do not point at the window's maximum"):
+        check()
+
+
+def test_device_check_reports_the_worst_elements(torch):
+    ref = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    base = ref.float()
+    bad = base.clone()
+    bad[1, 2, 3, 4] += 0.5
+    assert cuda.check_on_device(torch, "x", base, base, ref, 2e-5)[0] < 1e-6
+    with pytest.raises(cuda.CheckFailed, match=r"at \(1, 2, 3, 4\)"):
+        cuda.check_on_device(torch, "x", bad, base, ref, 2e-5)
+    nan = base.clone()
+    nan[0, 0, 0, 0] = float("nan")
+    with pytest.raises(cuda.CheckFailed, match="NaNs differ"):
+        cuda.check_on_device(torch, "x", nan, base, ref, 2e-5)
+
+
+class CpuTimer:
+    """The GPU runner's timer interface, timed on the CPU with the harness loop."""
+
+    def measure(self, impls, warmup, repeat):
+        cfg = harness.TimingConfig(warmup=warmup, repeat=repeat, min_sample_s=0.0)
+        return harness.measure({k: (fn, [()]) for k, fn in impls.items()}, cfg)
+
+
+def test_cuda_rows_and_reports_on_the_cpu(torch, tmp_path):
+    """cuda.run_case and the GPU report (table, CSV, JSON, chart) end to end, with numpy, the CPU
+    kernels and a CPU timer standing in for the device."""
+    from PIL import Image
+
+    from fastconv.bench import report
+    facts = dict(cpu="test cpu", gpu="Test GPU", gpu_l2_bytes=50 << 20, driver="580.0",
+                 cudnn_version=91900)
+    cfg = harness.TimingConfig(warmup=0, repeat=2)
+    h200 = cuda.load_h200()
+    rows = []
+    for case in TINY["cases"]:
+        ctx = cuda.Ctx(torch, None, "float32", 0, device="cpu")
+        rows += cuda.run_case(ctx, CpuTimer(), case, cfg, facts, 2000.0, h200, None)
+    rows += cuda.run_case(cuda.Ctx(torch, None, "float32", 0, device="cpu"), CpuTimer(),
+                          TINY["cases"][2], cfg, facts, 2000.0, h200, "skipped: no fastconv")
+    assert [(r["case"], r["direction"]) for r in rows[:10]] == EXPECTED
+    for r in rows[:10]:
+        assert r["status"] == "ok" and r["ratio"] > 0 and r["gpu"] == "Test GPU"
+        assert r["fastconv_pct_peak"] == pytest.approx(100 * r["fastconv_rate"] / 2000.0)
+        assert r["bytes"] == harness.bytes_of(TINY["cases"][[c["name"] for c in TINY["cases"]]
+                                                         .index(r["case"])], r["direction"])
+    assert rows[-1]["status"] == "skipped: no fastconv" and rows[-1]["fastconv_us"] is None
+    meta = dict(device="cuda", machine=facts, settings=dict(repeat=2, warmup=0),
+                copy_gbps=2000.0, flush_mib=100.0, elapsed_s=1.0)
+    text = report.render(rows, meta)
+    assert "GPU: Test GPU" in text and "2000 GB/s" in text and "Not timed for fastconv" in text
+    assert sum(line.startswith("| tiny_") for line in text.splitlines()) == len(rows)
+    report.write_csv(str(tmp_path / "g.csv"), rows)
+    report.write_json(str(tmp_path / "g.json"), rows, meta)
+    assert len(json.loads((tmp_path / "g.json").read_text())["rows"]) == len(rows)
+    assert report.plot(str(tmp_path / "g.png"), rows, meta)
+    with Image.open(tmp_path / "g.png") as im:
+        assert im.format == "PNG"

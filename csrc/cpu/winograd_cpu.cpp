@@ -1,0 +1,416 @@
+// Dense and grouped 3x3 stride-1 convolution on the CPU by Winograd F(4x4, 3x3) (Lavin & Gray,
+// "Fast Algorithms for Convolutional Neural Networks", 2016): forward, and the input gradient as
+// the forward convolution of dY with the flipped, transposed weights (padding 2 - pad).
+//
+// Algorithm. The output is cut into 4x4 tiles (tiles past the edge are computed and dropped);
+// tile t of image n reads the 6x6 input patch at (4*th - pad_t, 4*tw - pad_l). Per tile,
+//   Y = A^T [ U (.) V ] A,   U = G g G^T (6x6 per (k, c)),   V = B^T d B (6x6 per (c, tile)),
+// and the sum over input channels turns the 36 elementwise products into 36 GEMMs:
+//   M[xi][k][t] = sum_c U[xi][k][c] * V[xi][c][t]      (xi = one of the 6x6 transform points)
+// i.e. 36 multiplies per 16 outputs where the direct convolution needs 144 (4x fewer), at the
+// price of the transforms and of the tile padding.
+//
+// Steps (per group; all on the GEMM machinery of gemm_cpu.h):
+//   1. the input is copied once, zero-padded to cover every tile (xp[n][c][4*TH+2][4*TW+2]);
+//   2. input transform fused with the B packing: every (tile panel of NR tiles, channel) is
+//      gathered from xp with 32-bit index vectors (AVX-512 / AVX2 gathers), transformed in
+//      registers and written straight into the NR-column panels the micro-kernel reads:
+//      Vp[panel][xi][c][NR];
+//   3. tasks (group, block of output channels, block of tile panels), taken by free threads:
+//      for each block of kc input channels, the weight transform is fused with the A packing
+//      (U for the task's rows and the kc channels, 36 MR-row panel sets, in per-thread scratch,
+//      never in memory as a whole), then 36 x (row panels x tile panels) micro-kernel calls
+//      accumulate M[36][rows][tiles] in per-thread scratch; at the end the output transform reads
+//      M and writes the valid pixels of the tiles (plus bias) into y.
+// Rounding: the transforms scale values by at most ~10 per 1-D pass (B^T rows sum to <= 10 in
+// magnitude, A^T's last row to 18), so errors grow about an order of magnitude over the direct
+// convolution's; the tests check it against the float64 reference on the whole case list.
+//
+// Variants: compiled for baseline (SSE2, scalar gathers), avx2 and avx512 from the same
+// templates. Assumptions: winograd_applies(p) (winograd_cpu.h); contiguous, non-overlapping
+// arrays; any padding (asymmetric, negative, larger than the kernel); outputs fully overwritten.
+#include "cpu/winograd_cpu.h"
+
+#include <cstring>
+
+#include "common/parallel.h"
+#include "cpu/gemm_cpu.h"
+
+FC_ISA_BEGIN
+namespace {
+
+using gemm::Blk;
+using gemm::ceil_div;
+using gemm::round_up;
+
+constexpr int kPts = 36;  // transform points of F(4x4, 3x3): a 6x6 tile
+
+// v[l] = base[idx[l]] for the Vec<T>::size lanes.
+template <class T>
+FC_GEMM_INLINE Vec<T> gather(const T* base, const int32_t* idx);
+#if defined(FC_ISA_avx512)
+template <>
+FC_GEMM_INLINE Vec<float> gather(const float* base, const int32_t* idx) {
+  return {_mm512_i32gather_ps(_mm512_loadu_si512(idx), base, 4)};
+}
+template <>
+FC_GEMM_INLINE Vec<double> gather(const double* base, const int32_t* idx) {
+  return {_mm512_i32gather_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx)), base, 8)};
+}
+#elif defined(FC_ISA_avx2)
+template <>
+FC_GEMM_INLINE Vec<float> gather(const float* base, const int32_t* idx) {
+  return {_mm256_i32gather_ps(base, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx)), 4)};
+}
+template <>
+FC_GEMM_INLINE Vec<double> gather(const double* base, const int32_t* idx) {
+  return {_mm256_i32gather_pd(base, _mm_loadu_si128(reinterpret_cast<const __m128i*>(idx)), 8)};
+}
+#else
+template <class T>
+FC_GEMM_INLINE Vec<T> gather(const T* base, const int32_t* idx) {
+  alignas(64) T buf[Vec<T>::size];
+  for (int l = 0; l < Vec<T>::size; ++l) buf[l] = base[idx[l]];
+  return Vec<T>::load(buf);
+}
+#endif
+
+// 1-D transforms on vectors (each lane an independent tile or (k, c) pair).
+// Input, B^T d (6 -> 6).
+template <class V>
+FC_GEMM_INLINE void input_1d(const V* d, V* o) {
+  const V four = V::set1(4), five = V::set1(5), two = V::set1(2);
+  const V s1 = d[4] - four * d[2], s2 = d[3] - four * d[1];
+  const V s3 = d[4] - d[2], s4 = two * (d[3] - d[1]);
+  o[0] = V::fmadd(four, d[0], d[4] - five * d[2]);
+  o[1] = s1 + s2;
+  o[2] = s1 - s2;
+  o[3] = s3 + s4;
+  o[4] = s3 - s4;
+  o[5] = V::fmadd(four, d[1], d[5] - five * d[3]);
+}
+// Weight, G g (3 -> 6).
+template <class T>
+FC_GEMM_INLINE void weight_1d(const Vec<T>* g, Vec<T>* o) {
+  using V = Vec<T>;
+  const V q = V::set1(T(1) / T(4)), m6 = V::set1(T(-1) / T(6)), c24 = V::set1(T(1) / T(24)),
+          c12 = V::set1(T(1) / T(12)), c6 = V::set1(T(1) / T(6));
+  const V a = g[0] + g[2];
+  const V b = V::fmadd(c24, g[0], c6 * g[2]), c = c12 * g[1];
+  o[0] = q * g[0];
+  o[1] = m6 * (a + g[1]);
+  o[2] = m6 * (a - g[1]);
+  o[3] = b + c;
+  o[4] = b - c;
+  o[5] = g[2];
+}
+// Output, A^T m (6 -> 4).
+template <class V>
+FC_GEMM_INLINE void output_1d(const V* m, V* o) {
+  const V two = V::set1(2), four = V::set1(4), eight = V::set1(8);
+  const V a = m[1] + m[2], b = m[1] - m[2], c = m[3] + m[4], d = m[3] - m[4];
+  o[0] = m[0] + a + c;
+  o[1] = V::fmadd(two, d, b);
+  o[2] = V::fmadd(four, c, a);
+  o[3] = V::fmadd(eight, d, b + m[5]);
+}
+
+// Weights as seen by the forward convolution being computed: element (group g, row m, channel c,
+// tap rs) at w[g*gs + m*ms + c*cs + (flip ? 8 - rs : rs)].
+struct WeightView {
+  int64_t gs, ms, cs;
+  bool flip;
+};
+
+template <class T>
+struct Plan {
+  int64_t N, G, M, Cg, Ctot, K, P, Q;
+  int64_t TH, TW, TI, ntiles;  // tiles per column / row / image, tiles in the batch
+  int64_t Hp, Wp, plane;  // zero-padded input plane
+  int64_t ntp;            // tile panels (NR tiles each)
+  int64_t kc, ncb;        // channel blocks
+  int64_t mc, nmb;        // rows per task block, blocks per group
+  int64_t np, ntb;        // tile panels per task block, blocks
+  int64_t apstride;       // elements per packed A panel (MR x kc, rounded to whole vectors)
+};
+
+template <class T>
+Plan<T> make_plan(const Conv2dParams& p, int64_t nthreads) {
+  using B_ = Blk<T>;
+  constexpr int MR = B_::MR, NR = B_::NR, L = Vec<T>::size;
+  Plan<T> pl;
+  pl.N = p.N; pl.G = p.groups; pl.M = p.Kg(); pl.Cg = p.Cg(); pl.Ctot = p.C; pl.K = p.K;
+  pl.P = p.P; pl.Q = p.Q;
+  pl.TH = ceil_div(p.P, 4); pl.TW = ceil_div(p.Q, 4); pl.TI = pl.TH * pl.TW; pl.ntiles = p.N * pl.TI;
+  pl.Hp = 4 * pl.TH + 2; pl.Wp = 4 * pl.TW + 2; pl.plane = pl.Hp * pl.Wp;
+  pl.ntp = ceil_div(pl.ntiles, NR);
+  pl.kc = gemm::kc_for<T>(pl.Cg);
+  pl.ncb = ceil_div(pl.Cg, pl.kc);
+  pl.apstride = round_up(MR * pl.kc, L);
+  // Task blocks: at most 64 rows, and M[36][rows][tiles] of about 1 MiB at most; then split
+  // further until every thread has a few tasks.
+  const int64_t Mpad = round_up(pl.M, MR);
+  int64_t mc = Mpad < 64 ? Mpad : 64;
+  int64_t np = (24576 / int64_t(sizeof(T))) / (mc * NR);
+  if (np < 1) np = 1;
+  if (np > pl.ntp) np = pl.ntp;
+  auto tasks = [&](int64_t m, int64_t n) { return pl.G * ceil_div(pl.M, m) * ceil_div(pl.ntp, n); };
+  while (tasks(mc, np) < 3 * nthreads && np > 1) --np;
+  while (tasks(mc, np) < 2 * nthreads && mc > MR) mc = round_up(mc / 2, MR);
+  const int64_t nmb = ceil_div(pl.M, mc);
+  pl.mc = round_up(ceil_div(pl.M, nmb), MR);
+  pl.nmb = ceil_div(pl.M, pl.mc);
+  pl.ntb = ceil_div(pl.ntp, np);
+  pl.np = ceil_div(pl.ntp, pl.ntb);
+  return pl;
+}
+
+// Runs f(task, scratch) for task in [0, ntasks) on all threads; scratch: per-thread bytes.
+template <class F>
+void run_tasks(int64_t ntasks, int64_t nthreads, char* scratch, size_t per_thread, const F& f) {
+  int64_t next = 0;
+  parallel_tasks(nthreads, [&](int64_t tid, int64_t) {
+    char* mine = scratch + tid * per_thread;
+    for (;;) {
+      const int64_t t = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
+      if (t >= ntasks) break;
+      f(t, mine);
+    }
+  });
+}
+
+gemm::Scratch& call_scratch() {
+  static thread_local gemm::Scratch s;
+  return s;
+}
+
+// xp[n][c][hp][wp] = x[n][c][hp - pad_t][wp - pad_l], zero outside (pad_t, pad_l may be negative).
+template <class T>
+void pad_input(const Conv2dParams& p, const Plan<T>& pl, const T* x, T* xp) {
+  const int64_t H = p.H, W = p.W, Hp = pl.Hp, Wp = pl.Wp, plane = pl.plane;
+  // Column wp of xp is input column wp - pad_l: valid for wp in [lo, hi).
+  const int64_t lo = p.pad_l <= 0 ? 0 : (p.pad_l < Wp ? p.pad_l : Wp);
+  int64_t hi = W + p.pad_l < Wp ? W + p.pad_l : Wp;
+  if (hi < lo) hi = lo;
+  parallel_for(p.N * p.C, 1 + 16384 / (plane + 1), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const T* src = x + i * H * W;
+      T* dst = xp + i * plane;
+      for (int64_t hp = 0; hp < Hp; ++hp) {
+        T* d = dst + hp * Wp;
+        const int64_t ih = hp - p.pad_t;
+        if (ih < 0 || ih >= H || hi == lo) {
+          std::memset(d, 0, sizeof(T) * Wp);
+          continue;
+        }
+        if (lo > 0) std::memset(d, 0, sizeof(T) * lo);
+        std::memcpy(d + lo, src + ih * W + (lo - p.pad_l), sizeof(T) * (hi - lo));
+        if (hi < Wp) std::memset(d + hi, 0, sizeof(T) * (Wp - hi));
+      }
+    }
+  });
+}
+
+// Step 2: Vp[g][tp][xi][c][NR] = (B^T d B)[xi] of tile tp*NR + lane, channel c of group g.
+// Work items: (group, tile panel, run of up to 16 channels).
+template <class T>
+void input_transform(const Plan<T>& pl, const T* xp, T* Vp) {
+  using V = Vec<T>;
+  constexpr int NR = Blk<T>::NR, L = V::size, NV = NR / L;
+  constexpr int64_t kCh = 16;
+  const int64_t ncc = ceil_div(pl.Cg, kCh);
+  const int64_t Wp = pl.Wp, xs = pl.Cg * NR;
+  parallel_for(pl.G * pl.ntp * ncc, 1, [&](int64_t b, int64_t e) {
+    alignas(64) int32_t idx[NR];
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t g = u / (pl.ntp * ncc), rem = u - g * pl.ntp * ncc;
+      const int64_t tp = rem / ncc, cc = rem - tp * ncc;
+      for (int l = 0; l < NR; ++l) {
+        const int64_t t = tp * NR + l;
+        if (t < pl.ntiles) {
+          const int64_t n = t / pl.TI, r = t - n * pl.TI, th = r / pl.TW, tw = r - th * pl.TW;
+          idx[l] = static_cast<int32_t>(n * pl.Ctot * pl.plane + 4 * th * Wp + 4 * tw);
+        } else {
+          idx[l] = 0;  // a real element: the column is computed and dropped
+        }
+      }
+      const int64_t c0 = cc * kCh, c1 = c0 + kCh < pl.Cg ? c0 + kCh : pl.Cg;
+      T* out = Vp + (g * pl.ntp + tp) * kPts * xs;
+      for (int64_t c = c0; c < c1; ++c) {
+        const T* base = xp + (g * pl.Cg + c) * pl.plane;
+        for (int v = 0; v < NV; ++v) {
+          V t[6][6];
+          for (int i = 0; i < 6; ++i) {
+            V d[6];
+            FC_GEMM_UNROLL for (int j = 0; j < 6; ++j) d[j] = gather(base + i * Wp + j, idx + v * L);
+            input_1d(d, t[i]);
+          }
+          T* o = out + c * NR + v * L;
+          FC_GEMM_UNROLL for (int j = 0; j < 6; ++j) {
+            V col[6], r[6];
+            FC_GEMM_UNROLL for (int i = 0; i < 6; ++i) col[i] = t[i][j];
+            input_1d(col, r);
+            FC_GEMM_UNROLL for (int i = 0; i < 6; ++i) r[i].store(o + (i * 6 + j) * xs);
+          }
+        }
+      }
+    }
+  });
+}
+
+// Step 3a: U for rows [m0, m0 + mc) (m < M) and channels [c0, c0 + kcl) of group g, as 36 sets
+// of MR-row A panels: Up[xi][panel][kk][MR] with panel stride apstride, set stride us.
+template <class T>
+void weight_transform(const Plan<T>& pl, const T* w, const WeightView& wv, int64_t g, int64_t m0,
+                      int64_t c0, int64_t kcl, T* Up, int64_t us) {
+  using V = Vec<T>;
+  constexpr int MR = Blk<T>::MR, L = V::size;
+  const int64_t npan = pl.mc / MR;
+  alignas(64) T gb[9][L];
+  for (int64_t pan = 0; pan < npan; ++pan) {
+    for (int64_t e0 = 0; e0 < pl.apstride; e0 += L) {
+      for (int l = 0; l < L; ++l) {
+        const int64_t e = e0 + l, kk = e / MR, i = e - kk * MR, m = m0 + pan * MR + i;
+        if (kk < kcl && m < pl.M) {
+          const T* src = w + g * wv.gs + m * wv.ms + (c0 + kk) * wv.cs;
+          if (wv.flip) {
+            for (int rs = 0; rs < 9; ++rs) gb[rs][l] = src[8 - rs];
+          } else {
+            for (int rs = 0; rs < 9; ++rs) gb[rs][l] = src[rs];
+          }
+        } else {
+          for (int rs = 0; rs < 9; ++rs) gb[rs][l] = T(0);
+        }
+      }
+      V t[6][3];
+      for (int s = 0; s < 3; ++s) {
+        V col[3] = {V::load(gb[s]), V::load(gb[3 + s]), V::load(gb[6 + s])}, o[6];
+        weight_1d<T>(col, o);
+        FC_GEMM_UNROLL for (int i = 0; i < 6; ++i) t[i][s] = o[i];
+      }
+      T* dst = Up + pan * pl.apstride + e0;
+      FC_GEMM_UNROLL for (int i = 0; i < 6; ++i) {
+        V o[6];
+        weight_1d<T>(t[i], o);
+        FC_GEMM_UNROLL for (int j = 0; j < 6; ++j) o[j].store(dst + (i * 6 + j) * us);
+      }
+    }
+  }
+}
+
+// Step 3c: y (rows [m0, m0 + mr) of group g, tiles [t0, t0 + nt)) from Mb[xi][row][ld].
+template <class T>
+void output_transform(const Plan<T>& pl, const T* Mb, int64_t ld, int64_t rows_stride, int64_t g,
+                      int64_t m0, int64_t mr, int64_t t0, int64_t nt, const T* bias, T* y) {
+  using V = Vec<T>;
+  constexpr int L = V::size;
+  const int64_t PQ = pl.P * pl.Q, xs = rows_stride * ld;
+  alignas(64) T ob[16][L];
+  for (int64_t m = 0; m < mr; ++m) {
+    const int64_t k = g * pl.M + m0 + m;
+    const V bv = V::set1(bias ? bias[k] : T(0));
+    for (int64_t tl = 0; tl < nt; tl += L) {
+      const T* src = Mb + m * ld + tl;
+      V t[4][6];
+      for (int i = 0; i < 6; ++i) {
+        V row[6], o[4];
+        FC_GEMM_UNROLL for (int j = 0; j < 6; ++j) row[j] = V::load(src + (i * 6 + j) * xs);
+        output_1d(row, o);
+        FC_GEMM_UNROLL for (int j = 0; j < 4; ++j) t[j][i] = o[j];
+      }
+      FC_GEMM_UNROLL for (int j = 0; j < 4; ++j) {
+        V o[4];
+        output_1d(t[j], o);
+        FC_GEMM_UNROLL for (int i = 0; i < 4; ++i) (o[i] + bv).store(ob[i * 4 + j]);
+      }
+      const int64_t nl = nt - tl < L ? nt - tl : L;
+      for (int64_t l = 0; l < nl; ++l) {
+        const int64_t t = t0 + tl + l;
+        const int64_t n = t / pl.TI, r = t - n * pl.TI, th = r / pl.TW, tw = r - th * pl.TW;
+        const int64_t vh = pl.P - 4 * th < 4 ? pl.P - 4 * th : 4;
+        const int64_t vw = pl.Q - 4 * tw < 4 ? pl.Q - 4 * tw : 4;
+        T* d = y + (n * pl.K + k) * PQ + 4 * th * pl.Q + 4 * tw;
+        for (int64_t i = 0; i < vh; ++i)
+          for (int64_t j = 0; j < vw; ++j) d[i * pl.Q + j] = ob[i * 4 + j][l];
+      }
+    }
+  }
+}
+
+template <class T>
+void winograd_impl(const Conv2dParams& p, const T* x, const T* w, const WeightView& wv,
+                   const T* bias, T* y) {
+  using B_ = Blk<T>;
+  constexpr int MR = B_::MR, NR = B_::NR;
+  const int64_t nt = num_threads();
+  const Plan<T> pl = make_plan<T>(p, nt);
+  const int64_t ntasks = pl.G * pl.nmb * pl.ntb, nthr = ntasks < nt ? ntasks : nt;
+  const int64_t nbpad = pl.np * NR;                     // columns of a task's M block
+  const int64_t us = (pl.mc / MR) * pl.apstride;         // one transform point's A panels
+  const size_t xp_bytes = gemm::Arena::bytes<T>(p.N * p.C * pl.plane);
+  const size_t vp_bytes = gemm::Arena::bytes<T>(pl.G * pl.ntp * kPts * pl.Cg * NR);
+  const size_t up_bytes = gemm::Arena::bytes<T>(kPts * us);
+  const size_t mb_bytes = gemm::Arena::bytes<T>(kPts * pl.mc * nbpad);
+  char* base = static_cast<char*>(
+      call_scratch().get(xp_bytes + vp_bytes + nthr * (up_bytes + mb_bytes)));
+  T* xp = reinterpret_cast<T*>(base);
+  T* Vp = reinterpret_cast<T*>(base + xp_bytes);
+  pad_input(p, pl, x, xp);
+  input_transform(pl, xp, Vp);
+
+  run_tasks(ntasks, nthr, base + xp_bytes + vp_bytes, up_bytes + mb_bytes, [&](int64_t t, char* mine) {
+    T* Up = reinterpret_cast<T*>(mine);
+    T* Mb = reinterpret_cast<T*>(mine + up_bytes);
+    const int64_t g = t / (pl.nmb * pl.ntb), rem = t - g * pl.nmb * pl.ntb;
+    const int64_t tb = rem / pl.nmb, mb = rem - tb * pl.nmb;
+    const int64_t m0 = mb * pl.mc, mr = pl.M - m0 < pl.mc ? pl.M - m0 : pl.mc;
+    const int64_t mpan = ceil_div(mr, MR);
+    const int64_t tp0 = tb * pl.np, tp1 = tp0 + pl.np < pl.ntp ? tp0 + pl.np : pl.ntp;
+    const T* Vg = Vp + g * pl.ntp * kPts * pl.Cg * NR;
+    for (int64_t cb = 0; cb < pl.ncb; ++cb) {
+      const int64_t c0 = cb * pl.kc, kcl = pl.Cg - c0 < pl.kc ? pl.Cg - c0 : pl.kc;
+      weight_transform(pl, w, wv, g, m0, c0, kcl, Up, us);
+      for (int xi = 0; xi < kPts; ++xi) {
+        for (int64_t tp = tp0; tp < tp1; ++tp) {
+          const T* Bpan = Vg + (tp * kPts + xi) * pl.Cg * NR + c0 * NR;
+          T* Cblk = Mb + xi * pl.mc * nbpad + (tp - tp0) * NR;
+          for (int64_t mp = 0; mp < mpan; ++mp)
+            gemm::ukernel<T>(kcl, Up + xi * us + mp * pl.apstride, Bpan, nullptr,
+                             Cblk + mp * MR * nbpad, nbpad, cb > 0, nullptr);
+        }
+      }
+    }
+    const int64_t t0 = tp0 * NR, t1 = tp1 * NR < pl.ntiles ? tp1 * NR : pl.ntiles;
+    output_transform(pl, Mb, nbpad, pl.mc, g, m0, mr, t0, t1 - t0, bias, y);
+  });
+}
+
+template <class T>
+void forward_impl(const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y) {
+  const int64_t Kg = p.Kg(), Cg = p.Cg();
+  winograd_impl(p, x, w, WeightView{Kg * Cg * 9, Cg * 9, 9, false}, bias, y);
+}
+
+// dx = conv(dY, W') with W'[c][k][2-r][2-s] = W[k][c][r][s]: in the view of that convolution,
+// row m is the original input channel, channel c the original output channel.
+template <class T>
+void backward_input_impl(const Conv2dParams& p, const T* dy, const T* w, T* dx) {
+  const Conv2dParams q = winograd_backward_params(p);
+  const int64_t Kg = p.Kg(), Cg = p.Cg();
+  winograd_impl(q, dy, w, WeightView{Kg * Cg * 9, 9, Cg * 9, true}, static_cast<const T*>(nullptr), dx);
+}
+
+}  // namespace
+
+#define FC_WINOGRAD_DEFINE(T)                                                                      \
+  void winograd_conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y) { \
+    forward_impl<T>(p, x, w, bias, y);                                                             \
+  }                                                                                                \
+  void winograd_conv2d_backward_input(const Conv2dParams& p, const T* dy, const T* w, T* dx) {    \
+    backward_input_impl<T>(p, dy, w, dx);                                                          \
+  }
+FC_WINOGRAD_DEFINE(float)
+FC_WINOGRAD_DEFINE(double)
+#undef FC_WINOGRAD_DEFINE
+
+FC_ISA_END

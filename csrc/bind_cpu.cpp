@@ -523,8 +523,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_isa", &cpu::set_isa, py::arg("name"),
         "use 'baseline', 'avx2' or 'avx512' kernels (tests run every variant this CPU supports)");
   m.def("conv_algo", [] { return cpu::conv_algo_name(cpu::conv_algo()); },
-        "algorithm of dense 3x3 stride-1 convolutions: 'auto', 'winograd' or 'gemm'");
+        "algorithm of dense 3x3 stride-1 convolutions: 'auto', 'winograd', 'winograd4' or 'gemm'");
   m.def("set_conv_algo", &cpu::set_conv_algo, py::arg("name"),
-        "'auto' (measured heuristic), 'winograd' (whenever the shape allows) or 'gemm' (never "
-        "Winograd); FASTCONV_CONV_ALGO sets the initial value");
+        "'auto' (measured heuristic), 'winograd' (F(2x2,3x3) whenever the shape allows), "
+        "'winograd4' (F(4x4,3x3): faster, float32 error beyond the tolerance table from ~64 "
+        "channels) or 'gemm' (never Winograd); FASTCONV_CONV_ALGO sets the initial value");
 }

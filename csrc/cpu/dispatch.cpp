@@ -64,8 +64,10 @@ Isa g_active = detect();
 ConvAlgo parse_algo(const std::string& name) {
   if (name == "auto") return ConvAlgo::automatic;
   if (name == "winograd") return ConvAlgo::winograd;
+  if (name == "winograd4") return ConvAlgo::winograd4;
   if (name == "gemm") return ConvAlgo::gemm;
-  throw ValueError(str_cat("conv_algo: expected 'auto', 'winograd' or 'gemm', got '", name, "'"));
+  throw ValueError(str_cat("conv_algo: expected 'auto', 'winograd', 'winograd4' or 'gemm', got '",
+                           name, "'"));
 }
 
 ConvAlgo detect_algo() {
@@ -108,6 +110,7 @@ void set_conv_algo(const std::string& name) { g_algo = parse_algo(name); }
 std::string conv_algo_name(ConvAlgo a) {
   switch (a) {
     case ConvAlgo::winograd: return "winograd";
+    case ConvAlgo::winograd4: return "winograd4";
     case ConvAlgo::gemm: return "gemm";
     default: return "auto";
   }
@@ -133,13 +136,13 @@ std::string conv_algo_name(ConvAlgo a) {
 #define FC_DEFINE_DISPATCH_T(T)                                                                  \
   void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {         \
     if (p.depthwise()) { FC_DISPATCH(depthwise_conv2d_forward(p, x, w, b, y)) }                  \
-    if (use_winograd(p)) { FC_DISPATCH(winograd_conv2d_forward(p, x, w, b, y)) }                 \
+    if (const int t = winograd_tile(p)) { FC_DISPATCH(winograd_conv2d_forward(p, t, x, w, b, y)) } \
     FC_DISPATCH(conv2d_forward(p, x, w, b, y))                                                   \
   }                                                                                              \
   void conv2d_backward_input(const Conv2dParams& p, const T* dy, const T* w, T* dx) {            \
     if (p.depthwise()) { FC_DISPATCH(depthwise_conv2d_backward_input(p, dy, w, dx)) }            \
-    if (winograd_applies(p) && use_winograd(winograd_backward_params(p))) {                      \
-      FC_DISPATCH(winograd_conv2d_backward_input(p, dy, w, dx))                                  \
+    if (const int t = winograd_applies(p) ? winograd_tile(winograd_backward_params(p)) : 0) {    \
+      FC_DISPATCH(winograd_conv2d_backward_input(p, t, dy, w, dx))                               \
     }                                                                                            \
     FC_DISPATCH(conv2d_backward_input(p, dy, w, dx))                                             \
   }                                                                                              \

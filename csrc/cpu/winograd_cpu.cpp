@@ -31,9 +31,11 @@
 // arrays; any padding (asymmetric, negative, larger than the kernel); outputs fully overwritten.
 #include "cpu/winograd_cpu.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "common/parallel.h"
+#include "cpu/conv2d_cpu.h"
 #include "cpu/gemm_cpu.h"
 
 FC_ISA_BEGIN
@@ -43,7 +45,11 @@ using gemm::Blk;
 using gemm::ceil_div;
 using gemm::round_up;
 
-constexpr int kPts = 36;  // transform points of F(4x4, 3x3): a 6x6 tile
+#if defined(__GNUC__)
+#define FC_WINO_NOINLINE __attribute__((noinline))
+#else
+#define FC_WINO_NOINLINE
+#endif
 
 // v[l] = base[idx[l]] for the Vec<T>::size lanes.
 template <class T>
@@ -75,44 +81,73 @@ FC_GEMM_INLINE Vec<T> gather(const T* base, const int32_t* idx) {
 }
 #endif
 
-// 1-D transforms on vectors (each lane an independent tile or (k, c) pair).
-// Input, B^T d (6 -> 6).
-template <class V>
+// Tile geometry of F(TM x TM, 3x3): TM x TM outputs per tile from an A x A input patch, A*A
+// transform points.
+template <int TM>
+struct Tile {
+  static constexpr int A = TM + 2, Pts = A * A;
+};
+
+// 1-D transforms on vectors (each lane an independent tile or (k, c) pair), Lavin & Gray's
+// matrices with interpolation points 0, +-1 (F(2, 3)) and 0, +-1, +-2 (F(4, 3)), plus infinity.
+// Input, B^T d (A -> A).
+template <int TM, class V>
 FC_GEMM_INLINE void input_1d(const V* d, V* o) {
-  const V four = V::set1(4), five = V::set1(5), two = V::set1(2);
-  const V s1 = d[4] - four * d[2], s2 = d[3] - four * d[1];
-  const V s3 = d[4] - d[2], s4 = two * (d[3] - d[1]);
-  o[0] = V::fmadd(four, d[0], d[4] - five * d[2]);
-  o[1] = s1 + s2;
-  o[2] = s1 - s2;
-  o[3] = s3 + s4;
-  o[4] = s3 - s4;
-  o[5] = V::fmadd(four, d[1], d[5] - five * d[3]);
+  if constexpr (TM == 2) {
+    o[0] = d[0] - d[2];
+    o[1] = d[1] + d[2];
+    o[2] = d[2] - d[1];
+    o[3] = d[1] - d[3];
+  } else {
+    const V four = V::set1(4), five = V::set1(5), two = V::set1(2);
+    const V s1 = d[4] - four * d[2], s2 = d[3] - four * d[1];
+    const V s3 = d[4] - d[2], s4 = two * (d[3] - d[1]);
+    o[0] = V::fmadd(four, d[0], d[4] - five * d[2]);
+    o[1] = s1 + s2;
+    o[2] = s1 - s2;
+    o[3] = s3 + s4;
+    o[4] = s3 - s4;
+    o[5] = V::fmadd(four, d[1], d[5] - five * d[3]);
+  }
 }
-// Weight, G g (3 -> 6).
-template <class T>
+// Weight, G g (3 -> A).
+template <int TM, class T>
 FC_GEMM_INLINE void weight_1d(const Vec<T>* g, Vec<T>* o) {
   using V = Vec<T>;
-  const V q = V::set1(T(1) / T(4)), m6 = V::set1(T(-1) / T(6)), c24 = V::set1(T(1) / T(24)),
-          c12 = V::set1(T(1) / T(12)), c6 = V::set1(T(1) / T(6));
-  const V a = g[0] + g[2];
-  const V b = V::fmadd(c24, g[0], c6 * g[2]), c = c12 * g[1];
-  o[0] = q * g[0];
-  o[1] = m6 * (a + g[1]);
-  o[2] = m6 * (a - g[1]);
-  o[3] = b + c;
-  o[4] = b - c;
-  o[5] = g[2];
+  if constexpr (TM == 2) {
+    const V h = V::set1(T(0.5));
+    const V a = g[0] + g[2];
+    o[0] = g[0];
+    o[1] = h * (a + g[1]);
+    o[2] = h * (a - g[1]);
+    o[3] = g[2];
+  } else {
+    const V q = V::set1(T(1) / T(4)), m6 = V::set1(T(-1) / T(6)), c24 = V::set1(T(1) / T(24)),
+            c12 = V::set1(T(1) / T(12)), c6 = V::set1(T(1) / T(6));
+    const V a = g[0] + g[2];
+    const V b = V::fmadd(c24, g[0], c6 * g[2]), c = c12 * g[1];
+    o[0] = q * g[0];
+    o[1] = m6 * (a + g[1]);
+    o[2] = m6 * (a - g[1]);
+    o[3] = b + c;
+    o[4] = b - c;
+    o[5] = g[2];
+  }
 }
-// Output, A^T m (6 -> 4).
-template <class V>
+// Output, A^T m (A -> TM).
+template <int TM, class V>
 FC_GEMM_INLINE void output_1d(const V* m, V* o) {
-  const V two = V::set1(2), four = V::set1(4), eight = V::set1(8);
-  const V a = m[1] + m[2], b = m[1] - m[2], c = m[3] + m[4], d = m[3] - m[4];
-  o[0] = m[0] + a + c;
-  o[1] = V::fmadd(two, d, b);
-  o[2] = V::fmadd(four, c, a);
-  o[3] = V::fmadd(eight, d, b + m[5]);
+  if constexpr (TM == 2) {
+    o[0] = m[0] + m[1] + m[2];
+    o[1] = m[1] - m[2] - m[3];
+  } else {
+    const V two = V::set1(2), four = V::set1(4), eight = V::set1(8);
+    const V a = m[1] + m[2], b = m[1] - m[2], c = m[3] + m[4], d = m[3] - m[4];
+    o[0] = m[0] + a + c;
+    o[1] = V::fmadd(two, d, b);
+    o[2] = V::fmadd(four, c, a);
+    o[3] = V::fmadd(eight, d, b + m[5]);
+  }
 }
 
 // Weights as seen by the forward convolution being computed: element (group g, row m, channel c,
@@ -122,7 +157,7 @@ struct WeightView {
   bool flip;
 };
 
-template <class T>
+template <class T, int TM>
 struct Plan {
   int64_t N, G, M, Cg, Ctot, K, P, Q;
   int64_t TH, TW, TI, ntiles;  // tiles per column / row / image, tiles in the batch
@@ -134,24 +169,25 @@ struct Plan {
   int64_t apstride;       // elements per packed A panel (MR x kc, rounded to whole vectors)
 };
 
-template <class T>
-Plan<T> make_plan(const Conv2dParams& p, int64_t nthreads) {
+template <class T, int TM>
+Plan<T, TM> make_plan(const Conv2dParams& p, int64_t nthreads) {
   using B_ = Blk<T>;
-  constexpr int MR = B_::MR, NR = B_::NR, L = Vec<T>::size;
-  Plan<T> pl;
+  constexpr int MR = B_::MR, NR = B_::NR, L = Vec<T>::size, kPts = Tile<TM>::Pts;
+  Plan<T, TM> pl;
   pl.N = p.N; pl.G = p.groups; pl.M = p.Kg(); pl.Cg = p.Cg(); pl.Ctot = p.C; pl.K = p.K;
   pl.P = p.P; pl.Q = p.Q;
-  pl.TH = ceil_div(p.P, 4); pl.TW = ceil_div(p.Q, 4); pl.TI = pl.TH * pl.TW; pl.ntiles = p.N * pl.TI;
-  pl.Hp = 4 * pl.TH + 2; pl.Wp = 4 * pl.TW + 2; pl.plane = pl.Hp * pl.Wp;
+  pl.TH = ceil_div(p.P, TM); pl.TW = ceil_div(p.Q, TM); pl.TI = pl.TH * pl.TW;
+  pl.ntiles = p.N * pl.TI;
+  pl.Hp = TM * pl.TH + 2; pl.Wp = TM * pl.TW + 2; pl.plane = pl.Hp * pl.Wp;
   pl.ntp = ceil_div(pl.ntiles, NR);
   pl.kc = gemm::kc_for<T>(pl.Cg);
   pl.ncb = ceil_div(pl.Cg, pl.kc);
   pl.apstride = round_up(MR * pl.kc, L);
-  // Task blocks: at most 64 rows, and M[36][rows][tiles] of about 1 MiB at most; then split
+  // Task blocks: at most 64 rows, and M[points][rows][tiles] of under 1 MiB; then split
   // further until every thread has a few tasks.
   const int64_t Mpad = round_up(pl.M, MR);
   int64_t mc = Mpad < 64 ? Mpad : 64;
-  int64_t np = (24576 / int64_t(sizeof(T))) / (mc * NR);
+  int64_t np = (884736 / (kPts * int64_t(sizeof(T)))) / (mc * NR);
   if (np < 1) np = 1;
   if (np > pl.ntp) np = pl.ntp;
   auto tasks = [&](int64_t m, int64_t n) { return pl.G * ceil_div(pl.M, m) * ceil_div(pl.ntp, n); };
@@ -185,8 +221,8 @@ gemm::Scratch& call_scratch() {
 }
 
 // xp[n][c][hp][wp] = x[n][c][hp - pad_t][wp - pad_l], zero outside (pad_t, pad_l may be negative).
-template <class T>
-void pad_input(const Conv2dParams& p, const Plan<T>& pl, const T* x, T* xp) {
+template <class T, int TM>
+void pad_input(const Conv2dParams& p, const Plan<T, TM>& pl, const T* x, T* xp) {
   const int64_t H = p.H, W = p.W, Hp = pl.Hp, Wp = pl.Wp, plane = pl.plane;
   // Column wp of xp is input column wp - pad_l: valid for wp in [lo, hi).
   const int64_t lo = p.pad_l <= 0 ? 0 : (p.pad_l < Wp ? p.pad_l : Wp);
@@ -213,10 +249,10 @@ void pad_input(const Conv2dParams& p, const Plan<T>& pl, const T* x, T* xp) {
 
 // Step 2: Vp[g][tp][xi][c][NR] = (B^T d B)[xi] of tile tp*NR + lane, channel c of group g.
 // Work items: (group, tile panel, run of up to 16 channels).
-template <class T>
-void input_transform(const Plan<T>& pl, const T* xp, T* Vp) {
+template <class T, int TM>
+void input_transform(const Plan<T, TM>& pl, const T* xp, T* Vp) {
   using V = Vec<T>;
-  constexpr int NR = Blk<T>::NR, L = V::size, NV = NR / L;
+  constexpr int NR = Blk<T>::NR, L = V::size, NV = NR / L, A = Tile<TM>::A, kPts = Tile<TM>::Pts;
   constexpr int64_t kCh = 16;
   const int64_t ncc = ceil_div(pl.Cg, kCh);
   const int64_t Wp = pl.Wp, xs = pl.Cg * NR;
@@ -229,7 +265,7 @@ void input_transform(const Plan<T>& pl, const T* xp, T* Vp) {
         const int64_t t = tp * NR + l;
         if (t < pl.ntiles) {
           const int64_t n = t / pl.TI, r = t - n * pl.TI, th = r / pl.TW, tw = r - th * pl.TW;
-          idx[l] = static_cast<int32_t>(n * pl.Ctot * pl.plane + 4 * th * Wp + 4 * tw);
+          idx[l] = static_cast<int32_t>(n * pl.Ctot * pl.plane + TM * th * Wp + TM * tw);
         } else {
           idx[l] = 0;  // a real element: the column is computed and dropped
         }
@@ -239,18 +275,18 @@ void input_transform(const Plan<T>& pl, const T* xp, T* Vp) {
       for (int64_t c = c0; c < c1; ++c) {
         const T* base = xp + (g * pl.Cg + c) * pl.plane;
         for (int v = 0; v < NV; ++v) {
-          V t[6][6];
-          for (int i = 0; i < 6; ++i) {
-            V d[6];
-            FC_GEMM_UNROLL for (int j = 0; j < 6; ++j) d[j] = gather(base + i * Wp + j, idx + v * L);
-            input_1d(d, t[i]);
+          V t[A][A];
+          FC_GEMM_UNROLL for (int i = 0; i < A; ++i) {
+            V d[A];
+            FC_GEMM_UNROLL for (int j = 0; j < A; ++j) d[j] = gather(base + i * Wp + j, idx + v * L);
+            input_1d<TM>(d, t[i]);
           }
           T* o = out + c * NR + v * L;
-          FC_GEMM_UNROLL for (int j = 0; j < 6; ++j) {
-            V col[6], r[6];
-            FC_GEMM_UNROLL for (int i = 0; i < 6; ++i) col[i] = t[i][j];
-            input_1d(col, r);
-            FC_GEMM_UNROLL for (int i = 0; i < 6; ++i) r[i].store(o + (i * 6 + j) * xs);
+          FC_GEMM_UNROLL for (int j = 0; j < A; ++j) {
+            V col[A], r[A];
+            FC_GEMM_UNROLL for (int i = 0; i < A; ++i) col[i] = t[i][j];
+            input_1d<TM>(col, r);
+            FC_GEMM_UNROLL for (int i = 0; i < A; ++i) r[i].store(o + (i * A + j) * xs);
           }
         }
       }
@@ -260,11 +296,11 @@ void input_transform(const Plan<T>& pl, const T* xp, T* Vp) {
 
 // Step 3a: U for rows [m0, m0 + mc) (m < M) and channels [c0, c0 + kcl) of group g, as 36 sets
 // of MR-row A panels: Up[xi][panel][kk][MR] with panel stride apstride, set stride us.
-template <class T>
-void weight_transform(const Plan<T>& pl, const T* w, const WeightView& wv, int64_t g, int64_t m0,
+template <class T, int TM>
+FC_WINO_NOINLINE void weight_transform(const Plan<T, TM>& pl, const T* w, const WeightView& wv, int64_t g, int64_t m0,
                       int64_t c0, int64_t kcl, T* Up, int64_t us) {
   using V = Vec<T>;
-  constexpr int MR = Blk<T>::MR, L = V::size;
+  constexpr int MR = Blk<T>::MR, L = V::size, A = Tile<TM>::A;
   const int64_t npan = pl.mc / MR;
   alignas(64) T gb[9][L];
   for (int64_t pan = 0; pan < npan; ++pan) {
@@ -282,68 +318,78 @@ void weight_transform(const Plan<T>& pl, const T* w, const WeightView& wv, int64
           for (int rs = 0; rs < 9; ++rs) gb[rs][l] = T(0);
         }
       }
-      V t[6][3];
+      V t[A][3];
       for (int s = 0; s < 3; ++s) {
-        V col[3] = {V::load(gb[s]), V::load(gb[3 + s]), V::load(gb[6 + s])}, o[6];
-        weight_1d<T>(col, o);
-        FC_GEMM_UNROLL for (int i = 0; i < 6; ++i) t[i][s] = o[i];
+        V col[3] = {V::load(gb[s]), V::load(gb[3 + s]), V::load(gb[6 + s])}, o[A];
+        weight_1d<TM, T>(col, o);
+        FC_GEMM_UNROLL for (int i = 0; i < A; ++i) t[i][s] = o[i];
       }
       T* dst = Up + pan * pl.apstride + e0;
-      FC_GEMM_UNROLL for (int i = 0; i < 6; ++i) {
-        V o[6];
-        weight_1d<T>(t[i], o);
-        FC_GEMM_UNROLL for (int j = 0; j < 6; ++j) o[j].store(dst + (i * 6 + j) * us);
+      FC_GEMM_UNROLL for (int i = 0; i < A; ++i) {
+        V o[A];
+        weight_1d<TM, T>(t[i], o);
+        FC_GEMM_UNROLL for (int j = 0; j < A; ++j) o[j].store(dst + (i * A + j) * us);
       }
     }
   }
 }
 
-// Step 3c: y (rows [m0, m0 + mr) of group g, tiles [t0, t0 + nt)) from Mb[xi][row][ld].
-template <class T>
-void output_transform(const Plan<T>& pl, const T* Mb, int64_t ld, int64_t rows_stride, int64_t g,
+// Step 3c: y (rows [m0, m0 + mr) of group g, tiles [t0, t0 + nt)) from Mb[xi][row][ld]. Returns
+// false when a transformed value (valid pixel or not) is not finite: see winograd_impl.
+template <class T, int TM>
+FC_WINO_NOINLINE bool output_transform(const Plan<T, TM>& pl, const T* Mb, int64_t ld, int64_t rows_stride, int64_t g,
                       int64_t m0, int64_t mr, int64_t t0, int64_t nt, const T* bias, T* y) {
   using V = Vec<T>;
-  constexpr int L = V::size;
+  constexpr int L = V::size, A = Tile<TM>::A;
   const int64_t PQ = pl.P * pl.Q, xs = rows_stride * ld;
-  alignas(64) T ob[16][L];
+  alignas(64) T ob[TM * TM][L];
+  V chk = V::zero();  // stays zero while every value is finite (inf * 0 and NaN * 0 are NaN)
   for (int64_t m = 0; m < mr; ++m) {
     const int64_t k = g * pl.M + m0 + m;
     const V bv = V::set1(bias ? bias[k] : T(0));
     for (int64_t tl = 0; tl < nt; tl += L) {
       const T* src = Mb + m * ld + tl;
-      V t[4][6];
-      for (int i = 0; i < 6; ++i) {
-        V row[6], o[4];
-        FC_GEMM_UNROLL for (int j = 0; j < 6; ++j) row[j] = V::load(src + (i * 6 + j) * xs);
-        output_1d(row, o);
-        FC_GEMM_UNROLL for (int j = 0; j < 4; ++j) t[j][i] = o[j];
+      V t[TM][A];
+      FC_GEMM_UNROLL for (int i = 0; i < A; ++i) {
+        V row[A], o[TM];
+        FC_GEMM_UNROLL for (int j = 0; j < A; ++j) row[j] = V::load(src + (i * A + j) * xs);
+        output_1d<TM>(row, o);
+        FC_GEMM_UNROLL for (int j = 0; j < TM; ++j) t[j][i] = o[j];
       }
-      FC_GEMM_UNROLL for (int j = 0; j < 4; ++j) {
-        V o[4];
-        output_1d(t[j], o);
-        FC_GEMM_UNROLL for (int i = 0; i < 4; ++i) (o[i] + bv).store(ob[i * 4 + j]);
+      FC_GEMM_UNROLL for (int j = 0; j < TM; ++j) {
+        V o[TM];
+        output_1d<TM>(t[j], o);
+        FC_GEMM_UNROLL for (int i = 0; i < TM; ++i) {
+          chk = V::fmadd(o[i], V::zero(), chk);
+          (o[i] + bv).store(ob[i * TM + j]);
+        }
       }
       const int64_t nl = nt - tl < L ? nt - tl : L;
       for (int64_t l = 0; l < nl; ++l) {
         const int64_t t = t0 + tl + l;
         const int64_t n = t / pl.TI, r = t - n * pl.TI, th = r / pl.TW, tw = r - th * pl.TW;
-        const int64_t vh = pl.P - 4 * th < 4 ? pl.P - 4 * th : 4;
-        const int64_t vw = pl.Q - 4 * tw < 4 ? pl.Q - 4 * tw : 4;
-        T* d = y + (n * pl.K + k) * PQ + 4 * th * pl.Q + 4 * tw;
+        const int64_t vh = pl.P - TM * th < TM ? pl.P - TM * th : TM;
+        const int64_t vw = pl.Q - TM * tw < TM ? pl.Q - TM * tw : TM;
+        T* d = y + (n * pl.K + k) * PQ + TM * th * pl.Q + TM * tw;
         for (int64_t i = 0; i < vh; ++i)
-          for (int64_t j = 0; j < vw; ++j) d[i * pl.Q + j] = ob[i * 4 + j][l];
+          for (int64_t j = 0; j < vw; ++j) d[i * pl.Q + j] = ob[i * TM + j][l];
       }
     }
   }
+  return chk.reduce_add() == T(0);
 }
 
-template <class T>
-void winograd_impl(const Conv2dParams& p, const T* x, const T* w, const WeightView& wv,
+// Returns false, with y partly written, when some transformed output was not finite: a NaN or inf
+// in the input or the weights spreads to whole tiles in the transforms (and huge finite values
+// may overflow there), so the caller then recomputes y on the GEMM path, which gives exactly the
+// direct convolution's non-finite pattern.
+template <class T, int TM>
+bool winograd_impl(const Conv2dParams& p, const T* x, const T* w, const WeightView& wv,
                    const T* bias, T* y) {
   using B_ = Blk<T>;
-  constexpr int MR = B_::MR, NR = B_::NR;
+  constexpr int MR = B_::MR, NR = B_::NR, kPts = Tile<TM>::Pts;
   const int64_t nt = num_threads();
-  const Plan<T> pl = make_plan<T>(p, nt);
+  const Plan<T, TM> pl = make_plan<T, TM>(p, nt);
   const int64_t ntasks = pl.G * pl.nmb * pl.ntb, nthr = ntasks < nt ? ntasks : nt;
   const int64_t nbpad = pl.np * NR;                     // columns of a task's M block
   const int64_t us = (pl.mc / MR) * pl.apstride;         // one transform point's A panels
@@ -358,6 +404,7 @@ void winograd_impl(const Conv2dParams& p, const T* x, const T* w, const WeightVi
   pad_input(p, pl, x, xp);
   input_transform(pl, xp, Vp);
 
+  int finite = 1;
   run_tasks(ntasks, nthr, base + xp_bytes + vp_bytes, up_bytes + mb_bytes, [&](int64_t t, char* mine) {
     T* Up = reinterpret_cast<T*>(mine);
     T* Mb = reinterpret_cast<T*>(mine + up_bytes);
@@ -381,33 +428,45 @@ void winograd_impl(const Conv2dParams& p, const T* x, const T* w, const WeightVi
       }
     }
     const int64_t t0 = tp0 * NR, t1 = tp1 * NR < pl.ntiles ? tp1 * NR : pl.ntiles;
-    output_transform(pl, Mb, nbpad, pl.mc, g, m0, mr, t0, t1 - t0, bias, y);
+    if (!output_transform(pl, Mb, nbpad, pl.mc, g, m0, mr, t0, t1 - t0, bias, y))
+      __atomic_store_n(&finite, 0, __ATOMIC_RELAXED);
   });
+  return finite != 0;
 }
 
 template <class T>
-void forward_impl(const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y) {
+bool winograd_run(int tile, const Conv2dParams& p, const T* x, const T* w, const WeightView& wv,
+                  const T* bias, T* y) {
+  return tile == 4 ? winograd_impl<T, 4>(p, x, w, wv, bias, y) : winograd_impl<T, 2>(p, x, w, wv, bias, y);
+}
+
+template <class T>
+void forward_impl(const Conv2dParams& p, int tile, const T* x, const T* w, const T* bias, T* y) {
   const int64_t Kg = p.Kg(), Cg = p.Cg();
-  winograd_impl(p, x, w, WeightView{Kg * Cg * 9, Cg * 9, 9, false}, bias, y);
+  if (!winograd_run(tile, p, x, w, WeightView{Kg * Cg * 9, Cg * 9, 9, false}, bias, y))
+    conv2d_forward(p, x, w, bias, y);
 }
 
 // dx = conv(dY, W') with W'[c][k][2-r][2-s] = W[k][c][r][s]: in the view of that convolution,
 // row m is the original input channel, channel c the original output channel.
 template <class T>
-void backward_input_impl(const Conv2dParams& p, const T* dy, const T* w, T* dx) {
+void backward_input_impl(const Conv2dParams& p, int tile, const T* dy, const T* w, T* dx) {
   const Conv2dParams q = winograd_backward_params(p);
   const int64_t Kg = p.Kg(), Cg = p.Cg();
-  winograd_impl(q, dy, w, WeightView{Kg * Cg * 9, 9, Cg * 9, true}, static_cast<const T*>(nullptr), dx);
+  if (!winograd_run(tile, q, dy, w, WeightView{Kg * Cg * 9, 9, Cg * 9, true}, static_cast<const T*>(nullptr), dx))
+    conv2d_backward_input(p, dy, w, dx);
 }
 
 }  // namespace
 
 #define FC_WINOGRAD_DEFINE(T)                                                                      \
-  void winograd_conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y) { \
-    forward_impl<T>(p, x, w, bias, y);                                                             \
+  void winograd_conv2d_forward(const Conv2dParams& p, int tile, const T* x, const T* w,          \
+                               const T* bias, T* y) {                                              \
+    forward_impl<T>(p, tile, x, w, bias, y);                                                       \
   }                                                                                                \
-  void winograd_conv2d_backward_input(const Conv2dParams& p, const T* dy, const T* w, T* dx) {    \
-    backward_input_impl<T>(p, dy, w, dx);                                                          \
+  void winograd_conv2d_backward_input(const Conv2dParams& p, int tile, const T* dy, const T* w,   \
+                                      T* dx) {                                                     \
+    backward_input_impl<T>(p, tile, dy, w, dx);                                                    \
   }
 FC_WINOGRAD_DEFINE(float)
 FC_WINOGRAD_DEFINE(double)

@@ -11,9 +11,12 @@
 #include "common/params.h"
 #include "cpu/isa.h"
 
-#define FC_WINOGRAD_CPU_DECLS_T(T)                                                                 \
-  void winograd_conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y); \
-  void winograd_conv2d_backward_input(const Conv2dParams& p, const T* dy, const T* w, T* dx);
+// tile: 2 for F(2x2, 3x3), 4 for F(4x4, 3x3) (winograd_tile).
+#define FC_WINOGRAD_CPU_DECLS_T(T)                                                                \
+  void winograd_conv2d_forward(const Conv2dParams& p, int tile, const T* x, const T* w,          \
+                               const T* bias, T* y);                                              \
+  void winograd_conv2d_backward_input(const Conv2dParams& p, int tile, const T* dy, const T* w,  \
+                                      T* dx);
 #define FC_WINOGRAD_CPU_DECLS FC_WINOGRAD_CPU_DECLS_T(float) FC_WINOGRAD_CPU_DECLS_T(double)
 
 namespace fastconv {
@@ -21,11 +24,13 @@ namespace cpu {
 FC_FOR_EACH_ISA(FC_WINOGRAD_CPU_DECLS)
 
 // Which algorithm dense 3x3 stride-1 convolutions use: auto (the measured heuristic below),
-// winograd (whenever winograd_applies) or gemm (never Winograd). FASTCONV_CONV_ALGO sets the
+// winograd (F(2x2, 3x3) whenever winograd_applies), winograd4 (F(4x4, 3x3) whenever
+// winograd_applies: faster, but its float32 error exceeds the tolerance table from about 64
+// input channels, so auto never picks it) or gemm (never Winograd). FASTCONV_CONV_ALGO sets the
 // initial value; set_conv_algo raises ValueError on an unknown name. Defined in dispatch.cpp.
-enum class ConvAlgo { automatic = 0, winograd = 1, gemm = 2 };
+enum class ConvAlgo { automatic = 0, winograd = 1, winograd4 = 2, gemm = 3 };
 ConvAlgo conv_algo();
-void set_conv_algo(const std::string& name);  // "auto" | "winograd" | "gemm"
+void set_conv_algo(const std::string& name);  // "auto" | "winograd" | "winograd4" | "gemm"
 std::string conv_algo_name(ConvAlgo);
 
 // Shapes the Winograd kernels handle: 3x3, stride 1, dilation 1, not depthwise, something to
@@ -48,11 +53,13 @@ inline bool winograd_preferred(const Conv2dParams& p) {
 }
 
 // The decision for the forward convolution with params p (the input gradient asks with the
-// params of its own forward convolution of dY, see winograd_backward_params).
-inline bool use_winograd(const Conv2dParams& p) {
+// params of its own forward convolution of dY, see winograd_backward_params): the output tile
+// size of the Winograd kernel to use (2 or 4), or 0 for the GEMM path.
+inline int winograd_tile(const Conv2dParams& p) {
   const ConvAlgo a = conv_algo();
-  if (a == ConvAlgo::gemm || !winograd_applies(p)) return false;
-  return a == ConvAlgo::winograd || winograd_preferred(p);
+  if (a == ConvAlgo::gemm || !winograd_applies(p)) return 0;
+  if (a == ConvAlgo::winograd4) return 4;
+  return a == ConvAlgo::winograd || winograd_preferred(p) ? 2 : 0;
 }
 
 // The stride-1 input gradient as a forward convolution: dx = conv(dY, W') with

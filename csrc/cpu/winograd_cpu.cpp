@@ -31,8 +31,8 @@
 // arrays; any padding (asymmetric, negative, larger than the kernel); outputs fully overwritten.
 #include "cpu/winograd_cpu.h"
 
-#include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "common/parallel.h"
 #include "cpu/conv2d_cpu.h"
@@ -80,6 +80,81 @@ FC_GEMM_INLINE Vec<T> gather(const T* base, const int32_t* idx) {
   return Vec<T>::load(buf);
 }
 #endif
+
+// Whether load_strided<S, T> has a vector implementation (else the gathers are faster).
+template <int S, class T>
+constexpr bool has_strided_load() {
+#if defined(FC_ISA_avx512)
+  return std::is_same<T, float>::value;
+#elif defined(FC_ISA_avx2)
+  return std::is_same<T, float>::value && S == 2;
+#else
+  return false;
+#endif
+}
+
+// v[l] = p[S*l] for the lanes (S = 2 or 4): the same column of L consecutive tiles of one tile
+// row. Reads up to p[2*S*L) for S = 2 and p[S*L + 4) for S = 4 (the caller leaves slack).
+template <int S, class T>
+FC_GEMM_INLINE Vec<T> load_strided(const T* p) {
+#if defined(FC_ISA_avx512)
+  if constexpr (std::is_same<T, float>::value && S == 2) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    return {_mm512_permutex2var_ps(_mm512_loadu_ps(p), even, _mm512_loadu_ps(p + 16))};
+  }
+  if constexpr (std::is_same<T, float>::value && S == 4) {
+    const __m512i by4 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+    const __m512 lo = _mm512_permutex2var_ps(_mm512_loadu_ps(p), by4, _mm512_loadu_ps(p + 16));
+    const __m512 hi = _mm512_permutex2var_ps(_mm512_loadu_ps(p + 32), by4, _mm512_loadu_ps(p + 48));
+    return {_mm512_mask_blend_ps(0xFF00, lo, hi)};
+  }
+#elif defined(FC_ISA_avx2)
+  if constexpr (std::is_same<T, float>::value && S == 2) {
+    const __m256 e = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8), 0x88);
+    return {_mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8))};
+  }
+#endif
+  alignas(64) T buf[Vec<T>::size];
+  for (int l = 0; l < Vec<T>::size; ++l) buf[l] = p[S * l];
+  return Vec<T>::load(buf);
+}
+
+// d[l*S + j] = v[j][l]: the S outputs of one pixel row of L consecutive tiles (S = 2 or 4).
+template <int S, class T>
+FC_GEMM_INLINE void store_interleaved(T* d, const Vec<T>* v) {
+#if defined(FC_ISA_avx512)
+  if constexpr (std::is_same<T, float>::value) {
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    if constexpr (S == 2) {
+      _mm512_storeu_ps(d, _mm512_permutex2var_ps(v[0].v, lo, v[1].v));
+      _mm512_storeu_ps(d + 16, _mm512_permutex2var_ps(v[0].v, hi, v[1].v));
+    } else {
+      const __m512 ac0 = _mm512_permutex2var_ps(v[0].v, lo, v[2].v);
+      const __m512 ac1 = _mm512_permutex2var_ps(v[0].v, hi, v[2].v);
+      const __m512 bd0 = _mm512_permutex2var_ps(v[1].v, lo, v[3].v);
+      const __m512 bd1 = _mm512_permutex2var_ps(v[1].v, hi, v[3].v);
+      _mm512_storeu_ps(d, _mm512_permutex2var_ps(ac0, lo, bd0));
+      _mm512_storeu_ps(d + 16, _mm512_permutex2var_ps(ac0, hi, bd0));
+      _mm512_storeu_ps(d + 32, _mm512_permutex2var_ps(ac1, lo, bd1));
+      _mm512_storeu_ps(d + 48, _mm512_permutex2var_ps(ac1, hi, bd1));
+    }
+    return;
+  }
+#elif defined(FC_ISA_avx2)
+  if constexpr (std::is_same<T, float>::value && S == 2) {
+    const __m256 ul = _mm256_unpacklo_ps(v[0].v, v[1].v), uh = _mm256_unpackhi_ps(v[0].v, v[1].v);
+    _mm256_storeu_ps(d, _mm256_permute2f128_ps(ul, uh, 0x20));
+    _mm256_storeu_ps(d + 8, _mm256_permute2f128_ps(ul, uh, 0x31));
+    return;
+  }
+#endif
+  constexpr int L = Vec<T>::size;
+  alignas(64) T buf[S][L];
+  for (int j = 0; j < S; ++j) v[j].store(buf[j]);
+  for (int l = 0; l < L; ++l)
+    for (int j = 0; j < S; ++j) d[l * S + j] = buf[j][l];
+}
 
 // Tile geometry of F(TM x TM, 3x3): TM x TM outputs per tile from an A x A input patch, A*A
 // transform points.
@@ -270,16 +345,30 @@ void input_transform(const Plan<T, TM>& pl, const T* xp, T* Vp) {
           idx[l] = 0;  // a real element: the column is computed and dropped
         }
       }
+      bool row[NV];
+      for (int v = 0; v < NV; ++v) {
+        const int64_t t = tp * NR + v * L, tw = (t % pl.TI) % pl.TW;
+        row[v] = has_strided_load<TM, T>() && t + L <= pl.ntiles && tw + L <= pl.TW;
+      }
       const int64_t c0 = cc * kCh, c1 = c0 + kCh < pl.Cg ? c0 + kCh : pl.Cg;
       T* out = Vp + (g * pl.ntp + tp) * kPts * xs;
       for (int64_t c = c0; c < c1; ++c) {
         const T* base = xp + (g * pl.Cg + c) * pl.plane;
         for (int v = 0; v < NV; ++v) {
           V t[A][A];
-          FC_GEMM_UNROLL for (int i = 0; i < A; ++i) {
-            V d[A];
-            FC_GEMM_UNROLL for (int j = 0; j < A; ++j) d[j] = gather(base + i * Wp + j, idx + v * L);
-            input_1d<TM>(d, t[i]);
+          if (row[v]) {  // L consecutive tiles of one tile row: strided loads
+            const T* pv = base + idx[v * L];
+            FC_GEMM_UNROLL for (int i = 0; i < A; ++i) {
+              V d[A];
+              FC_GEMM_UNROLL for (int j = 0; j < A; ++j) d[j] = load_strided<TM>(pv + i * Wp + j);
+              input_1d<TM>(d, t[i]);
+            }
+          } else {
+            FC_GEMM_UNROLL for (int i = 0; i < A; ++i) {
+              V d[A];
+              FC_GEMM_UNROLL for (int j = 0; j < A; ++j) d[j] = gather(base + i * Wp + j, idx + v * L);
+              input_1d<TM>(d, t[i]);
+            }
           }
           T* o = out + c * NR + v * L;
           FC_GEMM_UNROLL for (int j = 0; j < A; ++j) {
@@ -303,24 +392,43 @@ FC_WINO_NOINLINE void weight_transform(const Plan<T, TM>& pl, const T* w, const 
   constexpr int MR = Blk<T>::MR, L = V::size, A = Tile<TM>::A;
   const int64_t npan = pl.mc / MR;
   alignas(64) T gb[9][L];
-  for (int64_t pan = 0; pan < npan; ++pan) {
-    for (int64_t e0 = 0; e0 < pl.apstride; e0 += L) {
-      for (int l = 0; l < L; ++l) {
-        const int64_t e = e0 + l, kk = e / MR, i = e - kk * MR, m = m0 + pan * MR + i;
-        if (kk < kcl && m < pl.M) {
-          const T* src = w + g * wv.gs + m * wv.ms + (c0 + kk) * wv.cs;
-          if (wv.flip) {
-            for (int rs = 0; rs < 9; ++rs) gb[rs][l] = src[8 - rs];
+  // Lane l of a chunk at e0 (a multiple of L, hence of MR when MR divides L) is element
+  // (kk, i) = (e0/MR + l/MR, l%MR) of the panel: offset lane_off[l] + (e0/MR)*cs in w.
+  constexpr bool kGather = L % MR == 0 && L >= MR;
+  alignas(64) int32_t lane_off[L];
+  for (int l = 0; l < L; ++l) lane_off[l] = static_cast<int32_t>((l % MR) * wv.ms + (l / MR) * wv.cs);
+  // Chunks in the order that reads w along its rows: panel by panel for the forward weights
+  // (row m = output channel, contiguous channels), channel pair by channel pair for the flipped
+  // ones (a channel c of the view is an output channel of w, its rows m contiguous).
+  const int64_t nch = pl.apstride / L;
+  for (int64_t it = 0; it < npan * nch; ++it) {
+    const int64_t pan = wv.flip ? it % npan : it / nch;
+    const int64_t e0 = (wv.flip ? it / npan : it % nch) * L;
+    const int64_t mp0 = m0 + pan * MR;
+    {
+      V g9[9];
+      if (kGather && mp0 + MR <= pl.M && (e0 + L) / MR <= kcl) {
+        const T* src = w + g * wv.gs + mp0 * wv.ms + (c0 + e0 / MR) * wv.cs;
+        FC_GEMM_UNROLL for (int rs = 0; rs < 9; ++rs) g9[rs] = gather(src + (wv.flip ? 8 - rs : rs), lane_off);
+      } else {
+        for (int l = 0; l < L; ++l) {
+          const int64_t e = e0 + l, kk = e / MR, i = e - kk * MR, m = mp0 + i;
+          if (kk < kcl && m < pl.M) {
+            const T* src = w + g * wv.gs + m * wv.ms + (c0 + kk) * wv.cs;
+            if (wv.flip) {
+              for (int rs = 0; rs < 9; ++rs) gb[rs][l] = src[8 - rs];
+            } else {
+              for (int rs = 0; rs < 9; ++rs) gb[rs][l] = src[rs];
+            }
           } else {
-            for (int rs = 0; rs < 9; ++rs) gb[rs][l] = src[rs];
+            for (int rs = 0; rs < 9; ++rs) gb[rs][l] = T(0);
           }
-        } else {
-          for (int rs = 0; rs < 9; ++rs) gb[rs][l] = T(0);
         }
+        FC_GEMM_UNROLL for (int rs = 0; rs < 9; ++rs) g9[rs] = V::load(gb[rs]);
       }
       V t[A][3];
       for (int s = 0; s < 3; ++s) {
-        V col[3] = {V::load(gb[s]), V::load(gb[3 + s]), V::load(gb[6 + s])}, o[A];
+        V col[3] = {g9[s], g9[3 + s], g9[6 + s]}, o[A];
         weight_1d<TM, T>(col, o);
         FC_GEMM_UNROLL for (int i = 0; i < A; ++i) t[i][s] = o[i];
       }
@@ -365,6 +473,20 @@ FC_WINO_NOINLINE bool output_transform(const Plan<T, TM>& pl, const T* Mb, int64
         }
       }
       const int64_t nl = nt - tl < L ? nt - tl : L;
+      {
+        const int64_t t = t0 + tl, n = t / pl.TI, r = t - n * pl.TI, th = r / pl.TW, tw = r - th * pl.TW;
+        if (nl == L && tw + L <= pl.TW && TM * (tw + L) <= pl.Q) {
+          // L consecutive tiles of one tile row, all columns valid: one interleaved store per row.
+          const int64_t vh = pl.P - TM * th < TM ? pl.P - TM * th : TM;
+          T* d = y + (n * pl.K + k) * PQ + TM * th * pl.Q + TM * tw;
+          for (int64_t i = 0; i < vh; ++i) {
+            V rowv[TM];
+            FC_GEMM_UNROLL for (int j = 0; j < TM; ++j) rowv[j] = V::load(ob[i * TM + j]);
+            store_interleaved<TM>(d + i * pl.Q, rowv);
+          }
+          continue;
+        }
+      }
       for (int64_t l = 0; l < nl; ++l) {
         const int64_t t = t0 + tl + l;
         const int64_t n = t / pl.TI, r = t - n * pl.TI, th = r / pl.TW, tw = r - th * pl.TW;
@@ -393,7 +515,7 @@ bool winograd_impl(const Conv2dParams& p, const T* x, const T* w, const WeightVi
   const int64_t ntasks = pl.G * pl.nmb * pl.ntb, nthr = ntasks < nt ? ntasks : nt;
   const int64_t nbpad = pl.np * NR;                     // columns of a task's M block
   const int64_t us = (pl.mc / MR) * pl.apstride;         // one transform point's A panels
-  const size_t xp_bytes = gemm::Arena::bytes<T>(p.N * p.C * pl.plane);
+  const size_t xp_bytes = gemm::Arena::bytes<T>(p.N * p.C * pl.plane + 4 * Vec<T>::size + 8);
   const size_t vp_bytes = gemm::Arena::bytes<T>(pl.G * pl.ntp * kPts * pl.Cg * NR);
   const size_t up_bytes = gemm::Arena::bytes<T>(kPts * us);
   const size_t mb_bytes = gemm::Arena::bytes<T>(kPts * pl.mc * nbpad);

@@ -45,11 +45,13 @@ inline bool winograd_applies(const Conv2dParams& p) {
   return elems < double(std::numeric_limits<int32_t>::max()) / 2;
 }
 
-// The measured choice (see the figures in winograd_cpu.cpp): Winograd pays once a group has
-// enough input and output channels for the 36 GEMMs to amortise the transforms, and the image
-// is not so small that the 4x4 tiles are mostly padding.
+// The measured choice (see the figures in winograd_cpu.cpp): F(2x2, 3x3) pays once a group has
+// enough output channels to amortise the input transform over and enough input channels to
+// amortise the weight and output transforms over; grouped layers pay a transform per group.
 inline bool winograd_preferred(const Conv2dParams& p) {
-  return p.Cg() >= 16 && p.Kg() >= 16 && p.P * p.Q >= 36;
+  const int64_t cg = p.Cg(), kg = p.Kg();
+  if (kg < 32 || cg < 16) return false;
+  return cg * kg >= (p.groups > 1 ? 4096 : 1024);
 }
 
 // The decision for the forward convolution with params p (the input gradient asks with the

@@ -20,6 +20,7 @@
 #include "cpu/conv2d_cpu.h"
 #include "cpu/isa.h"
 #include "cpu/pool2d_cpu.h"
+#include "cpu/winograd_cpu.h"
 
 namespace py = pybind11;
 using namespace fastconv;
@@ -521,4 +522,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("best_isa", [] { return cpu::isa_name(cpu::best_isa()); });
   m.def("set_isa", &cpu::set_isa, py::arg("name"),
         "use 'baseline', 'avx2' or 'avx512' kernels (tests run every variant this CPU supports)");
+  m.def("conv_algo", [] { return cpu::conv_algo_name(cpu::conv_algo()); },
+        "algorithm of dense 3x3 stride-1 convolutions: 'auto', 'winograd', 'winograd4' or 'gemm'");
+  m.def("set_conv_algo", &cpu::set_conv_algo, py::arg("name"),
+        "'auto' (measured heuristic), 'winograd' (F(2x2,3x3) whenever the shape allows), "
+        "'winograd4' (F(4x4,3x3): faster, float32 error beyond the tolerance table from ~64 "
+        "channels) or 'gemm' (never Winograd); FASTCONV_CONV_ALGO sets the initial value");
 }

@@ -11,6 +11,7 @@
 #include "cpu/depthwise_conv2d_cpu.h"
 #include "cpu/isa.h"
 #include "cpu/pool2d_cpu.h"
+#include "cpu/winograd_cpu.h"
 
 namespace fastconv {
 namespace cpu {
@@ -60,6 +61,28 @@ Isa detect() {
 
 Isa g_active = detect();
 
+ConvAlgo parse_algo(const std::string& name) {
+  if (name == "auto") return ConvAlgo::automatic;
+  if (name == "winograd") return ConvAlgo::winograd;
+  if (name == "winograd4") return ConvAlgo::winograd4;
+  if (name == "gemm") return ConvAlgo::gemm;
+  throw ValueError(str_cat("conv_algo: expected 'auto', 'winograd', 'winograd4' or 'gemm', got '",
+                           name, "'"));
+}
+
+ConvAlgo detect_algo() {
+  if (const char* env = std::getenv("FASTCONV_CONV_ALGO")) {
+    try {
+      return parse_algo(env);
+    } catch (const ValueError&) {
+      // Like FASTCONV_ISA: an unknown name in the environment is ignored rather than breaking import.
+    }
+  }
+  return ConvAlgo::automatic;
+}
+
+ConvAlgo g_algo = detect_algo();
+
 }  // namespace
 
 Isa best_isa() {
@@ -82,6 +105,17 @@ void set_isa(const std::string& name) {
   g_active = want;
 }
 
+ConvAlgo conv_algo() { return g_algo; }
+void set_conv_algo(const std::string& name) { g_algo = parse_algo(name); }
+std::string conv_algo_name(ConvAlgo a) {
+  switch (a) {
+    case ConvAlgo::winograd: return "winograd";
+    case ConvAlgo::winograd4: return "winograd4";
+    case ConvAlgo::gemm: return "gemm";
+    default: return "auto";
+  }
+}
+
 #if defined(FC_HAVE_AVX512)
 #define FC_CASE_AVX512(CALL) case Isa::avx512: return avx512::CALL;
 #else
@@ -102,10 +136,14 @@ void set_isa(const std::string& name) {
 #define FC_DEFINE_DISPATCH_T(T)                                                                  \
   void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {         \
     if (p.depthwise()) { FC_DISPATCH(depthwise_conv2d_forward(p, x, w, b, y)) }                  \
+    if (const int t = winograd_tile(p)) { FC_DISPATCH(winograd_conv2d_forward(p, t, x, w, b, y)) } \
     FC_DISPATCH(conv2d_forward(p, x, w, b, y))                                                   \
   }                                                                                              \
   void conv2d_backward_input(const Conv2dParams& p, const T* dy, const T* w, T* dx) {            \
     if (p.depthwise()) { FC_DISPATCH(depthwise_conv2d_backward_input(p, dy, w, dx)) }            \
+    if (const int t = winograd_applies(p) ? winograd_tile(winograd_backward_params(p)) : 0) {    \
+      FC_DISPATCH(winograd_conv2d_backward_input(p, t, dy, w, dx))                               \
+    }                                                                                            \
     FC_DISPATCH(conv2d_backward_input(p, dy, w, dx))                                             \
   }                                                                                              \
   void conv2d_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T* dw) {           \

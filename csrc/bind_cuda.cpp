@@ -112,6 +112,16 @@ PYBIND11_MODULE(FC_MODULE_NAME, m) {
       py::gil_scoped_release nogil;
       st::stencil(as_ptr<const float>(x), as_ptr<float>(y), n, variant);
     });
+    t.def("reverse", [](uintptr_t x, uintptr_t y, int n, int variant) {
+      py::gil_scoped_release nogil;
+      st::reverse(as_ptr<const float>(x), as_ptr<float>(y), n, variant);
+    });
+    t.def("wmma_gemm", [](int dtype, uintptr_t a, uintptr_t b, uintptr_t c, int M, int N, int K,
+                          bool a_col, bool b_col) {
+      py::gil_scoped_release nogil;
+      st::wmma_gemm(dtype, as_ptr<const void>(a), as_ptr<const void>(b), as_ptr<float>(c), M, N, K,
+                    a_col, b_col);
+    });
     t.def("warp_sum", [](uintptr_t x, uintptr_t out, int nwarps, int variant) {
       py::gil_scoped_release nogil;
       st::warp_sum(as_ptr<const float>(x), as_ptr<float>(out), nwarps, variant);

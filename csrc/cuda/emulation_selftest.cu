@@ -69,6 +69,10 @@ __global__ void block_sum_kernel(gptr<const float> x, gptr<float> out, int n, in
   }
 }
 
+__device__ __forceinline__ float weigh(float left, float centre, float right) {
+  return left + 2.f * centre + right;
+}
+
 // One 64-thread block per 64 outputs; the block's inputs and a one-element halo on each side are
 // staged in shared memory.
 __global__ void stencil_kernel(gptr<const float> x, gptr<float> y, int n, int variant) {
@@ -92,8 +96,18 @@ __global__ void stencil_kernel(gptr<const float> x, gptr<float> y, int n, int va
   } else {
     __syncthreads();
   }
-  const float v = t[tx] + 2.f * t[tx + 1] + t[tx + 2];
+  const float v = weigh(t[tx], t[tx + 1], t[tx + 2]);
   if (i < n || variant == 6) y[i] = v;  // planted bug 6: no bound on the write
+}
+
+// One block per blockDim.x inputs, reversed within the block through dynamic shared memory.
+__global__ void reverse_kernel(gptr<const float> x, gptr<float> y, int n, int variant) {
+  FC_DYN_SHARED(float, s);
+  const int t = threadIdx.x, nt = blockDim.x, i = blockIdx.x * nt + t;
+  if (i < n || variant != 3) s[t] = i < n ? x[i] : 0.f;  // planted bug 3: tail left unwritten
+  if (variant != 1) __syncthreads();                     // planted bug 1: no barrier
+  const float v = s[variant == 2 ? nt - t : nt - 1 - t];  // planted bug 2: index off by one
+  if (i < n) y[i] = v;
 }
 
 // One warp per 32 inputs: shuffle-down tree.
@@ -121,6 +135,47 @@ __global__ void max_pool3x3_kernel(gptr<const float> x, gptr<float> y, int NC, i
   y[o] = m;
 }
 
+// One warp per 16x16 tile of C. A fragments load straight from global memory (row- or
+// column-major fragments); B tiles are copied by the warp into shared memory (row-major B) or load
+// from global memory (column-major B, and C then goes through shared memory column-major).
+template <class T>
+__global__ void wmma_gemm_kernel(gptr<const T> A, gptr<const T> B, gptr<float> C, int M, int N, int K,
+                                 bool a_col, bool b_col) {
+  using namespace nvcuda;
+  FC_SHARED(T, bs, [16][16]);
+  FC_SHARED(float, cs, [16][16]);
+  const int tm = blockIdx.y * 16, tn = blockIdx.x * 16, lane = threadIdx.x;
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a_rm;
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::col_major> a_cm;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b_rm;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b_cm;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+  wmma::fill_fragment(acc, 0.f);
+  for (int k0 = 0; k0 < K; k0 += 16) {
+    if (a_col) wmma::load_matrix_sync(a_cm, A + int64_t(k0) * M + tm, M);
+    else wmma::load_matrix_sync(a_rm, A + int64_t(tm) * K + k0, K);
+    if (b_col) {
+      wmma::load_matrix_sync(b_cm, B + int64_t(tn) * K + k0, K);
+    } else {
+      for (int e = lane; e < 256; e += 32) bs[e / 16][e % 16] = B[int64_t(k0 + e / 16) * N + tn + e % 16];
+      __syncwarp();
+      wmma::load_matrix_sync(b_rm, &bs[0][0], 16);
+    }
+    if (a_col && b_col) wmma::mma_sync(acc, a_cm, b_cm, acc);
+    else if (a_col) wmma::mma_sync(acc, a_cm, b_rm, acc);
+    else if (b_col) wmma::mma_sync(acc, a_rm, b_cm, acc);
+    else wmma::mma_sync(acc, a_rm, b_rm, acc);
+    __syncwarp();  // the next tile's copy overwrites bs
+  }
+  if (b_col) {
+    wmma::store_matrix_sync(&cs[0][0], acc, 16, wmma::mem_col_major);
+    __syncwarp();
+    for (int e = lane; e < 256; e += 32) C[int64_t(tm + e % 16) * N + tn + e / 16] = cs[e / 16][e % 16];
+  } else {
+    wmma::store_matrix_sync(C + int64_t(tm) * N + tn, acc, N, wmma::mem_row_major);
+  }
+}
+
 }  // namespace
 
 void sgemm(const float* A, const float* B, float* C, int M, int N, int K, int variant) {
@@ -144,6 +199,13 @@ void stencil(const float* x, float* y, int n, int variant) {
   check_launch("selftest.stencil", str_cat("n=", n));
 }
 
+void reverse(const float* x, float* y, int n, int variant) {
+  auto k = reverse_kernel;
+  FC_LAUNCH(k, unsigned(ceil_div(n, 32)), 32, 32 * sizeof(float), nullptr, global(x, n), global(y, n),
+            n, variant);
+  check_launch("selftest.reverse", str_cat("n=", n));
+}
+
 void warp_sum(const float* x, float* out, int nwarps, int variant) {
   auto k = warp_sum_kernel;
   FC_LAUNCH(k, nwarps, 32, 0, nullptr, global(x, int64_t(nwarps) * 32), global(out, nwarps),
@@ -157,6 +219,24 @@ void max_pool3x3(const float* x, float* y, int NC, int H, int W) {
   FC_LAUNCH(k, unsigned(ceil_div(total, 256)), 256, 0, nullptr, global(x, total), global(y, total),
             NC, H, W);
   check_launch("selftest.max_pool3x3", str_cat("NC=", NC, " H=", H, " W=", W));
+}
+
+void wmma_gemm(int dtype, const void* A, const void* B, float* C, int M, int N, int K, bool a_col,
+               bool b_col) {
+  FC_CHECK(M % 16 == 0 && N % 16 == 0 && K % 16 == 0 && M > 0 && N > 0 && K > 0,
+           "selftest.wmma_gemm: M, N, K must be positive multiples of 16, got ", M, ", ", N, ", ", K);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    auto k = wmma_gemm_kernel<T>;
+    FC_LAUNCH(k, dim3(unsigned(N / 16), unsigned(M / 16)), 32, 0, nullptr,
+              global(static_cast<const T*>(A), int64_t(M) * K),
+              global(static_cast<const T*>(B), int64_t(K) * N), global(C, int64_t(M) * N), M, N, K,
+              a_col, b_col);
+  };
+  if (dtype == 1) run(__half{});
+  else if (dtype == 2) run(__nv_bfloat16{});
+  else throw TypeError(str_cat("selftest.wmma_gemm: dtype code must be 1 (float16) or 2 (bfloat16), got ", dtype));
+  check_launch("selftest.wmma_gemm", str_cat("M=", M, " N=", N, " K=", K));
 }
 
 }  // namespace selftest

@@ -28,6 +28,11 @@ void block_sum(const float* x, float* out, int n, int variant);
 // range; 6: global write out of range.
 void stencil(const float* x, float* y, int n, int variant);
 
+// y = (x padded with zeros to a multiple of 32, each chunk of 32 reversed)[:n], one 32-thread block
+// per chunk through dynamic shared memory. variant 1: no barrier; 2: shared index off by one (out of range); 3: the tail
+// past n left unwritten (uninitialised read).
+void reverse(const float* x, float* y, int n, int variant);
+
 // out[w] = sum of the 32 values x[32w .. 32w+31] by __shfl_down_sync, one warp each.
 // variant 1: shuffle mask 0x0000ffff called by all 32 lanes; 2: the upper 16 lanes skip the
 // shuffles (and exit) while the mask names them.

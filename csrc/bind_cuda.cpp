@@ -13,11 +13,14 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "common/check.h"
 #include "common/geometry.h"
 #include "common/params.h"
+#include "cuda/channel_affine_cuda.h"
+#include "cuda/pool2d_cuda.h"
 #include "cuda/runtime.h"
 #if FC_CUDA_EMULATION
 #include "cuda/emulation_selftest.h"
@@ -61,10 +64,168 @@ std::string device_name(int device) {
 #endif
 
 // ---- pooling ----------------------------------------------------------------------------------
+// Shapes: xs = the input's (N, C, H, W), out_hw = the output's (P, Q) as the caller allocated it
+// (checked against the geometry); channels_last: every array of the call is stored NHWC.
+
+void check_out_hw(const char* op, const Pool2dParams& p, Pair out_hw, const char* name) {
+  FC_CHECK(out_hw[0] == p.P && out_hw[1] == p.Q, op, ": ", name, " has spatial size (", out_hw[0],
+           ", ", out_hw[1], ") but this geometry gives (", p.P, ", ", p.Q, ")");
+}
+
+void check_dims(const char* op, const Dims4& s, const char* name) {
+  for (int64_t v : s)
+    FC_CHECK(v >= 0, op, ": ", name, " has a negative size (", s[0], ", ", s[1], ", ", s[2], ", ",
+             s[3], ")");
+}
+
+void pool_max_forward(int dtype, uintptr_t x, uintptr_t y, uintptr_t indices, Dims4 xs,
+                      Pair out_hw, Pair kernel, Pair stride, Quad pad, Pair dil, bool ceil_mode,
+                      bool channels_last, uintptr_t stream) {
+  const char* op = "max_pool2d";
+  const cuda::DType dt = as_dtype(dtype, op);
+  check_dims(op, xs, "input");
+  Pool2dParams p = make_pool_params(op, xs, kernel, stride, pad, dil, ceil_mode);
+  const int64_t eh = first_empty_window(p.H, p.R, p.stride_h, p.pad_t, p.dil_h, p.P);
+  const int64_t ew = first_empty_window(p.W, p.S, p.stride_w, p.pad_l, p.dil_w, p.Q);
+  FC_CHECK(eh < 0 && ew < 0, op, ": with this dilation and padding the pooling window at output ",
+           eh >= 0 ? "row " : "column ", eh >= 0 ? eh : ew,
+           " covers no input element (only padding); reduce the padding or the dilation");
+  check_out_hw(op, p, out_hw, "out");
+  p.channels_last = channels_last;
+  py::gil_scoped_release nogil;
+  cuda::max_pool2d_forward(p, dt, as_ptr(x), as_ptr(y), indices ? as_ptr<int64_t>(indices) : nullptr,
+                           as_stream(stream));
+}
+
+// kernel[0] == 0: geometry unknown (only the indices): the serial per-plane scatter.
+void pool_max_backward(int dtype, uintptr_t dy, uintptr_t indices, uintptr_t dx, Dims4 xs,
+                       Pair dy_hw, Pair kernel, Pair stride, Quad pad, Pair dil, bool channels_last,
+                       uintptr_t stream) {
+  const char* op = "max_pool2d_backward";
+  const cuda::DType dt = as_dtype(dtype, op);
+  check_dims(op, xs, "grad_input");
+  FC_CHECK(dy_hw[0] >= 0 && dy_hw[1] >= 0, op, ": grad_output has a negative size");
+  Pool2dParams p;
+  const bool gather = kernel[0] != 0 || kernel[1] != 0;
+  if (gather) {
+    FC_CHECK(kernel[0] >= 1 && kernel[1] >= 1, op, ": kernel_size must be positive, got (",
+             kernel[0], ", ", kernel[1], ")");
+    FC_CHECK(stride[0] >= 1 && stride[1] >= 1, op, ": stride must be positive, got (", stride[0],
+             ", ", stride[1], ")");
+    FC_CHECK(dil[0] >= 1 && dil[1] >= 1, op, ": dilation must be positive, got (", dil[0], ", ",
+             dil[1], ")");
+    FC_CHECK(pad[0] >= 0 && pad[1] >= 0 && pad[2] >= 0 && pad[3] >= 0, op,
+             ": padding must be non-negative");
+    p.R = kernel[0], p.S = kernel[1];
+    p.stride_h = stride[0], p.stride_w = stride[1];
+    p.dil_h = dil[0], p.dil_w = dil[1];
+    p.pad_t = pad[0], p.pad_b = pad[1], p.pad_l = pad[2], p.pad_r = pad[3];
+  }
+  p.N = xs[0], p.C = xs[1], p.H = xs[2], p.W = xs[3];
+  p.P = dy_hw[0], p.Q = dy_hw[1];
+  p.channels_last = channels_last;
+  py::gil_scoped_release nogil;
+  if (gather)
+    cuda::max_pool2d_backward(p, dt, as_ptr(dy), as_ptr<int64_t>(indices), as_ptr(dx),
+                              as_stream(stream));
+  else
+    cuda::max_pool2d_backward_serial(p, dt, as_ptr(dy), as_ptr<int64_t>(indices), as_ptr(dx),
+                                     as_stream(stream));
+}
+
+Pool2dParams avg_params(const char* op, const Dims4& xs, Pair kernel, Pair stride, Quad pad,
+                        bool ceil_mode, bool count_include_pad, int64_t divisor, bool channels_last) {
+  check_dims(op, xs, "input");
+  Pool2dParams p = make_pool_params(op, xs, kernel, stride, pad, {1, 1}, ceil_mode);
+  p.count_include_pad = count_include_pad;
+  p.divisor_override = divisor;  // 0 = none; any other value, negative included (as torch)
+  p.channels_last = channels_last;
+  return p;
+}
+
+void pool_avg_forward(int dtype, uintptr_t x, uintptr_t y, Dims4 xs, Pair out_hw, Pair kernel,
+                      Pair stride, Quad pad, bool ceil_mode, bool count_include_pad, int64_t divisor,
+                      bool channels_last, uintptr_t stream) {
+  const char* op = "avg_pool2d";
+  const cuda::DType dt = as_dtype(dtype, op);
+  Pool2dParams p = avg_params(op, xs, kernel, stride, pad, ceil_mode, count_include_pad, divisor,
+                              channels_last);
+  check_out_hw(op, p, out_hw, "out");
+  py::gil_scoped_release nogil;
+  cuda::avg_pool2d_forward(p, dt, as_ptr(x), as_ptr(y), as_stream(stream));
+}
+
+void pool_avg_backward(int dtype, uintptr_t dy, uintptr_t dx, Dims4 xs, Pair dy_hw, Pair kernel,
+                       Pair stride, Quad pad, bool ceil_mode, bool count_include_pad,
+                       int64_t divisor, bool channels_last, uintptr_t stream) {
+  const char* op = "avg_pool2d_backward";
+  const cuda::DType dt = as_dtype(dtype, op);
+  Pool2dParams p = avg_params(op, xs, kernel, stride, pad, ceil_mode, count_include_pad, divisor,
+                              channels_last);
+  check_out_hw(op, p, dy_hw, "grad_output");
+  py::gil_scoped_release nogil;
+  cuda::avg_pool2d_backward(p, dt, as_ptr(dy), as_ptr(dx), as_stream(stream));
+}
+
+Pool2dParams adaptive_params(const char* op, const Dims4& xs, Pair out_hw, bool channels_last) {
+  check_dims(op, xs, "input");
+  Pool2dParams p;
+  p.N = xs[0], p.C = xs[1], p.H = xs[2], p.W = xs[3];
+  p.P = out_hw[0], p.Q = out_hw[1];
+  FC_CHECK(p.P >= 1 && p.Q >= 1, op, ": output_size must be positive, got (", p.P, ", ", p.Q, ")");
+  FC_CHECK(p.H >= 1 && p.W >= 1, op, ": input must have non-zero height and width, got (", p.H,
+           ", ", p.W, ")");
+  p.channels_last = channels_last;
+  return p;
+}
+
+void pool_adaptive_avg_forward(int dtype, uintptr_t x, uintptr_t y, Dims4 xs, Pair out_hw,
+                               bool channels_last, uintptr_t stream) {
+  const char* op = "adaptive_avg_pool2d";
+  const cuda::DType dt = as_dtype(dtype, op);
+  const Pool2dParams p = adaptive_params(op, xs, out_hw, channels_last);
+  py::gil_scoped_release nogil;
+  cuda::adaptive_avg_pool2d_forward(p, dt, as_ptr(x), as_ptr(y), as_stream(stream));
+}
+
+void pool_adaptive_avg_backward(int dtype, uintptr_t dy, uintptr_t dx, Dims4 xs, Pair dy_hw,
+                                bool channels_last, uintptr_t stream) {
+  const char* op = "adaptive_avg_pool2d_backward";
+  const cuda::DType dt = as_dtype(dtype, op);
+  const Pool2dParams p = adaptive_params(op, xs, dy_hw, channels_last);
+  py::gil_scoped_release nogil;
+  cuda::adaptive_avg_pool2d_backward(p, dt, as_ptr(dy), as_ptr(dx), as_stream(stream));
+}
 
 // ---- depthwise convolution --------------------------------------------------------------------
 
 // ---- channel affine ---------------------------------------------------------------------------
+
+// out = clamp(x * scale[c] + shift[c], lo, hi) over x viewed as (N, C, L); lo / hi None = no bound.
+// out may equal x (in place).
+void channel_affine(int dtype, uintptr_t x, uintptr_t scale, uintptr_t shift, uintptr_t out,
+                    int64_t N, int64_t C, int64_t L, std::optional<double> lo,
+                    std::optional<double> hi, uintptr_t stream) {
+  const char* op = "channel_affine";
+  const cuda::DType dt = as_dtype(dtype, op);
+  FC_CHECK(N >= 0 && C >= 0 && L >= 0, op, ": sizes must be non-negative, got (N, C, L) = (", N,
+           ", ", C, ", ", L, ")");
+  ChannelAffineParams p;
+  p.N = N, p.C = C, p.L = L;
+  if (lo) {
+    FC_CHECK(*lo == *lo, op, ": lo must not be NaN");
+    p.clamp_lo = true, p.lo = *lo;
+  }
+  if (hi) {
+    FC_CHECK(*hi == *hi, op, ": hi must not be NaN");
+    p.clamp_hi = true, p.hi = *hi;
+  }
+  FC_CHECK(!(p.clamp_lo && p.clamp_hi) || p.lo <= p.hi, op, ": lo must not exceed hi, got lo=",
+           p.lo, " and hi=", p.hi);
+  py::gil_scoped_release nogil;
+  cuda::channel_affine(p, dt, as_ptr(x), as_ptr(scale), as_ptr(shift), as_ptr(out),
+                       as_stream(stream));
+}
 
 }  // namespace
 
@@ -88,6 +249,31 @@ PYBIND11_MODULE(FC_MODULE_NAME, m) {
   });
 #endif
   // ---- pooling bindings ----
+  m.def("max_pool2d_forward", &pool_max_forward, py::arg("dtype"), py::arg("x"), py::arg("out"),
+        py::arg("indices"), py::arg("input_shape"), py::arg("out_hw"), py::arg("kernel"),
+        py::arg("stride"), py::arg("pad"), py::arg("dilation"), py::arg("ceil_mode"),
+        py::arg("channels_last"), py::arg("stream"),
+        "max pooling; indices = 0 (no argmax) or an int64 buffer of out's shape and layout");
+  m.def("max_pool2d_backward", &pool_max_backward, py::arg("dtype"), py::arg("grad_output"),
+        py::arg("indices"), py::arg("grad_input"), py::arg("input_shape"), py::arg("out_hw"),
+        py::arg("kernel"), py::arg("stride"), py::arg("pad"), py::arg("dilation"),
+        py::arg("channels_last"), py::arg("stream"),
+        "max pooling input gradient: a deterministic gather given the forward geometry; "
+        "kernel = (0, 0) when it is unknown (a slow per-plane scatter in output order)");
+  m.def("avg_pool2d_forward", &pool_avg_forward, py::arg("dtype"), py::arg("x"), py::arg("out"),
+        py::arg("input_shape"), py::arg("out_hw"), py::arg("kernel"), py::arg("stride"),
+        py::arg("pad"), py::arg("ceil_mode"), py::arg("count_include_pad"), py::arg("divisor"),
+        py::arg("channels_last"), py::arg("stream"));
+  m.def("avg_pool2d_backward", &pool_avg_backward, py::arg("dtype"), py::arg("grad_output"),
+        py::arg("grad_input"), py::arg("input_shape"), py::arg("out_hw"), py::arg("kernel"),
+        py::arg("stride"), py::arg("pad"), py::arg("ceil_mode"), py::arg("count_include_pad"),
+        py::arg("divisor"), py::arg("channels_last"), py::arg("stream"));
+  m.def("adaptive_avg_pool2d_forward", &pool_adaptive_avg_forward, py::arg("dtype"), py::arg("x"),
+        py::arg("out"), py::arg("input_shape"), py::arg("out_hw"), py::arg("channels_last"),
+        py::arg("stream"));
+  m.def("adaptive_avg_pool2d_backward", &pool_adaptive_avg_backward, py::arg("dtype"),
+        py::arg("grad_output"), py::arg("grad_input"), py::arg("input_shape"), py::arg("out_hw"),
+        py::arg("channels_last"), py::arg("stream"));
 
   // ---- depthwise convolution bindings ----
 
@@ -132,4 +318,8 @@ PYBIND11_MODULE(FC_MODULE_NAME, m) {
     });
   }
 #endif
+  m.def("channel_affine", &channel_affine, py::arg("dtype"), py::arg("x"), py::arg("scale"),
+        py::arg("shift"), py::arg("out"), py::arg("N"), py::arg("C"), py::arg("L"), py::arg("lo"),
+        py::arg("hi"), py::arg("stream"),
+        "out = clamp(x * scale[c] + shift[c], lo, hi) for x viewed as (N, C, L); out may be x");
 }

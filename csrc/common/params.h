@@ -32,6 +32,7 @@ struct Pool2dParams {
   bool ceil_mode = false;
   bool count_include_pad = true;  // avg pooling only
   int64_t divisor_override = 0;   // avg pooling only; 0 = none
+  bool channels_last = false;     // CUDA kernels: x, y stored NHWC (the CPU kernels take NCHW)
 };
 
 // y[n, c, l] = clamp(x[n, c, l] * scale[c] + shift[c], lo, hi) for x viewed as (N, C, L):

@@ -1,0 +1,446 @@
+// Max, average and adaptive average pooling on CUDA, forward and backward: the twins of
+// cpu/pool2d_cpu.cpp, with PyTorch's semantics.
+//
+// What it computes (per (n, c) plane; x is H x W, y is P x Q; indices are flat h * W + w):
+//   max:  y[p][q] = max over the taps (p*sh - pt + i*dh, q*sw - pl + j*dw) inside the input,
+//         scanned row-major from -inf (padding acts as -inf) and replaced when `v > max || v is
+//         NaN`: NaN propagates with the index of the last NaN, ties keep the first tap, an all -inf
+//         window gives -inf and its first in-range tap. Backward: dx[h][w] = sum of dy[p][q] over
+//         the outputs whose window covers (h, w) and whose index is h * W + w.
+//   avg:  window [p*sh - pt, min(+R, H + pb)) x [..]; divisor = divisor_override (any non-zero
+//         value), else the window's size before clamping to the input (count_include_pad) or
+//         after. Backward: dx[h][w] = sum of dy[p][q] / divisor over the windows covering (h, w).
+//   adaptive avg: rows [floor(p*H/P), ceil((p+1)*H/P)), columns likewise; y = sum / kh / kw.
+//
+// Algorithm: every kernel is a grid-stride loop over the elements of the array it writes, one
+// element per thread per iteration, so each output element is written exactly once (no zeroing
+// pass, no atomics: the backward kernels are deterministic gathers, summing in the order the CPU
+// scatter adds). Consecutive threads take consecutive elements in memory order: output columns
+// in NCHW, channels in NHWC, so loads and stores of a warp are coalesced (strided windows read
+// through __ldg and the L1 cache). The backward gathers find their covering outputs from the
+// geometry in O(1): for max pooling the outputs whose dilated window extent contains (h, w)
+// (PyTorch's CUDA kernel does the same); those whose index is not h * W + w are skipped.
+// max_pool2d_backward_serial, for callers that have only the indices, is the CPU kernel's loop with
+// one thread per plane (zero the plane, scatter in output order): deterministic and exact, slow.
+//
+// Variants: template on the storage type (float, __half, __nv_bfloat16 with float accumulation;
+// double), the layout (NCHW / NHWC) and the index type (int32 when every flat index and product
+// of sizes fits, else int64); max forward on whether indices are written.
+// Assumptions: dense arrays in the params' layout; outputs do not overlap inputs (the binding and
+// the Python twin allocate them).
+
+#include "cuda/pool2d_cuda.h"
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#include "common/geometry.h"
+#include "common/switch.h"
+#include "cuda/compat.h"
+
+namespace fastconv {
+namespace cuda {
+namespace {
+
+constexpr int kBlock = 256;
+#if FC_EMULATION
+constexpr int64_t kMaxBlocks = 2;  // small grids, so the tests run the grid-stride loops
+#else
+constexpr int64_t kMaxBlocks = 8192;
+#endif
+
+// ---- device helpers ----------------------------------------------------------------------------
+
+template <class I>
+__device__ __forceinline__ I imin(I a, I b) { return a < b ? a : b; }
+template <class I>
+__device__ __forceinline__ I imax(I a, I b) { return a > b ? a : b; }
+
+// Coordinates of flat element i of an (N, C, A, B) array stored NCHW (CL = false) or NHWC.
+template <bool CL, class I>
+__device__ __forceinline__ void locate(I i, I C, I A, I B, I& n, I& c, I& a, I& b) {
+  if (CL) {
+    c = i % C;
+    I t = i / C;
+    b = t % B;
+    t /= B;
+    a = t % A;
+    n = t / A;
+  } else {
+    b = i % B;
+    I t = i / B;
+    a = t % A;
+    t /= A;
+    c = t % C;
+    n = t / C;
+  }
+}
+
+// Offset of element (n, c, 0, 0) of an (N, C, A, B) array; spatial position k = a * B + b then
+// sits at base + k * (CL ? C : 1).
+template <bool CL, class I>
+__device__ __forceinline__ I plane_base(I n, I c, I C, I AB) {
+  return CL ? n * AB * C + c : (n * C + c) * AB;
+}
+
+template <class I>
+__device__ __forceinline__ I first_thread() {
+  return I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x);
+}
+template <class I>
+__device__ __forceinline__ I thread_stride() {
+  return I(gridDim.x) * I(blockDim.x);
+}
+
+// First output o >= 0 whose window [o * s - pad, o * s - pad + extent) contains i (>= 0).
+template <class I>
+__device__ __forceinline__ I first_cover(I i, I pad, I extent, I s) {
+  const I t = i + pad - extent + 1;
+  return t <= 0 ? I(0) : (t + s - 1) / s;
+}
+
+// ---- kernels -----------------------------------------------------------------------------------
+
+// One thread per output element (grid-stride), consecutive threads on consecutive outputs.
+template <class T, bool CL, bool IDX, class I>
+__global__ void __launch_bounds__(kBlock)
+    max_pool2d_forward_kernel(Pool2dParams p, gptr<const T> x, gptr<T> y, gptr<int64_t> ind) {
+  using A = acc_t<T>;
+  const I C = I(p.C), H = I(p.H), W = I(p.W), P = I(p.P), Q = I(p.Q);
+  const I sh = I(p.stride_h), sw = I(p.stride_w), dh = I(p.dil_h), dw = I(p.dil_w);
+  const I eh = (I(p.R) - 1) * dh + 1, ew = (I(p.S) - 1) * dw + 1;
+  const I cs = CL ? C : I(1);
+  const I total = I(p.N) * C * P * Q;
+  for (I i = first_thread<I>(); i < total; i += thread_stride<I>()) {
+    I n, c, oh, ow;
+    locate<CL>(i, C, P, Q, n, c, oh, ow);
+    const gptr<const T> xp = x + plane_base<CL>(n, c, C, H * W);
+    I h0 = oh * sh - I(p.pad_t), w0 = ow * sw - I(p.pad_l);
+    const I h1 = imin(h0 + eh, H), w1 = imin(w0 + ew, W);
+    if (h0 < 0) h0 += (-h0 + dh - 1) / dh * dh;  // first tap inside the input
+    if (w0 < 0) w0 += (-w0 + dw - 1) / dw * dw;
+    A m = A(-INFINITY);
+    I mi = h0 * W + w0;
+    for (I h = h0; h < h1; h += dh)
+      for (I w = w0; w < w1; w += dw) {
+        const A v = to_acc(__ldg(xp + (h * W + w) * cs));
+        if (v > m || v != v) {
+          m = v;
+          mi = h * W + w;
+        }
+      }
+    y[i] = from_acc<T>(m);
+    if (IDX) ind[i] = int64_t(mi);
+  }
+}
+
+// One thread per input element (grid-stride): sums dy over the outputs whose dilated window
+// extent covers it and whose index points at it, in row-major output order.
+template <class T, bool CL, class I>
+__global__ void __launch_bounds__(kBlock)
+    max_pool2d_backward_kernel(Pool2dParams p, gptr<const T> dy, gptr<const int64_t> ind,
+                               gptr<T> dx) {
+  using A = acc_t<T>;
+  const I C = I(p.C), H = I(p.H), W = I(p.W), P = I(p.P), Q = I(p.Q);
+  const I sh = I(p.stride_h), sw = I(p.stride_w), pt = I(p.pad_t), pl = I(p.pad_l);
+  const I eh = (I(p.R) - 1) * I(p.dil_h) + 1, ew = (I(p.S) - 1) * I(p.dil_w) + 1;
+  const I cs = CL ? C : I(1);
+  const I total = I(p.N) * C * H * W;
+  for (I i = first_thread<I>(); i < total; i += thread_stride<I>()) {
+    I n, c, h, w;
+    locate<CL>(i, C, H, W, n, c, h, w);
+    const I base = plane_base<CL>(n, c, C, P * Q);
+    const I p0 = first_cover(h, pt, eh, sh), p1 = imin((h + pt) / sh + 1, P);
+    const I q0 = first_cover(w, pl, ew, sw), q1 = imin((w + pl) / sw + 1, Q);
+    const int64_t me = int64_t(h * W + w);
+    A s = A(0);
+    for (I oh = p0; oh < p1; ++oh)
+      for (I ow = q0; ow < q1; ++ow) {
+        const I k = base + (oh * Q + ow) * cs;
+        if (__ldg(ind + k) == me) s += to_acc(__ldg(dy + k));
+      }
+    dx[i] = from_acc<T>(s);
+  }
+}
+
+// One thread per plane (grid-stride): zero the plane, then dx[idx] += dy in output order.
+template <class T, bool CL, class I>
+__global__ void __launch_bounds__(kBlock)
+    max_pool2d_backward_serial_kernel(Pool2dParams p, gptr<const T> dy, gptr<const int64_t> ind,
+                                      gptr<T> dx) {
+  const I C = I(p.C), HW = I(p.H) * I(p.W), PQ = I(p.P) * I(p.Q);
+  const I cs = CL ? C : I(1);
+  const I planes = I(p.N) * C;
+  for (I pl = first_thread<I>(); pl < planes; pl += thread_stride<I>()) {
+    const I n = pl / C, c = pl % C;
+    const gptr<T> d = dx + plane_base<CL>(n, c, C, HW);
+    const I gb = plane_base<CL>(n, c, C, PQ);
+    for (I k = 0; k < HW; ++k) d[k * cs] = from_acc<T>(acc_t<T>(0));
+    for (I k = 0; k < PQ; ++k) {
+      const int64_t idx = ind[gb + k * cs];
+      if (idx >= 0 && idx < int64_t(HW)) {
+        const I j = I(idx) * cs;
+        d[j] = from_acc<T>(to_acc(d[j]) + to_acc(dy[gb + k * cs]));
+      }
+    }
+  }
+}
+
+// The divisor of one average window along one axis is separable: the product of the row and the
+// column factors (window extent before or after clamping to the input), unless overridden.
+template <class I>
+__device__ __forceinline__ I avg_extent(I o, I s, I pad_lo, I k, I in, I pad_hi, bool include_pad,
+                                        I& lo, I& hi) {
+  const I a = o * s - pad_lo, b = imin(a + k, in + pad_hi);
+  lo = imax(a, I(0)), hi = imin(b, in);
+  return include_pad ? b - a : hi - lo;
+}
+
+// One thread per output element (grid-stride).
+template <class T, bool CL, class I>
+__global__ void __launch_bounds__(kBlock)
+    avg_pool2d_forward_kernel(Pool2dParams p, gptr<const T> x, gptr<T> y) {
+  using A = acc_t<T>;
+  const I C = I(p.C), H = I(p.H), W = I(p.W), P = I(p.P), Q = I(p.Q);
+  const I cs = CL ? C : I(1);
+  const I total = I(p.N) * C * P * Q;
+  for (I i = first_thread<I>(); i < total; i += thread_stride<I>()) {
+    I n, c, oh, ow, h0, h1, w0, w1;
+    locate<CL>(i, C, P, Q, n, c, oh, ow);
+    const I fh = avg_extent(oh, I(p.stride_h), I(p.pad_t), I(p.R), H, I(p.pad_b),
+                            p.count_include_pad, h0, h1);
+    const I fw = avg_extent(ow, I(p.stride_w), I(p.pad_l), I(p.S), W, I(p.pad_r),
+                            p.count_include_pad, w0, w1);
+    const gptr<const T> xp = x + plane_base<CL>(n, c, C, H * W);
+    A s = A(0);
+    for (I h = h0; h < h1; ++h)
+      for (I w = w0; w < w1; ++w) s += to_acc(__ldg(xp + (h * W + w) * cs));
+    const A div = p.divisor_override ? A(p.divisor_override) : A(fh) * A(fw);
+    y[i] = from_acc<T>(h0 < h1 && w0 < w1 ? s / div : A(0));
+  }
+}
+
+// One thread per input element (grid-stride): sums dy / divisor over the covering windows.
+template <class T, bool CL, class I>
+__global__ void __launch_bounds__(kBlock)
+    avg_pool2d_backward_kernel(Pool2dParams p, gptr<const T> dy, gptr<T> dx) {
+  using A = acc_t<T>;
+  const I C = I(p.C), H = I(p.H), W = I(p.W), P = I(p.P), Q = I(p.Q);
+  const I sh = I(p.stride_h), sw = I(p.stride_w), pt = I(p.pad_t), pl = I(p.pad_l);
+  const I cs = CL ? C : I(1);
+  const I total = I(p.N) * C * H * W;
+  for (I i = first_thread<I>(); i < total; i += thread_stride<I>()) {
+    I n, c, h, w, lo, hi;
+    locate<CL>(i, C, H, W, n, c, h, w);
+    const I base = plane_base<CL>(n, c, C, P * Q);
+    const I p0 = first_cover(h, pt, I(p.R), sh), p1 = imin((h + pt) / sh + 1, P);
+    const I q0 = first_cover(w, pl, I(p.S), sw), q1 = imin((w + pl) / sw + 1, Q);
+    A s = A(0);
+    for (I oh = p0; oh < p1; ++oh) {
+      const I fh = avg_extent(oh, sh, pt, I(p.R), H, I(p.pad_b), p.count_include_pad, lo, hi);
+      for (I ow = q0; ow < q1; ++ow) {
+        const I fw = avg_extent(ow, sw, pl, I(p.S), W, I(p.pad_r), p.count_include_pad, lo, hi);
+        const A div = p.divisor_override ? A(p.divisor_override) : A(fh) * A(fw);
+        s += to_acc(__ldg(dy + base + (oh * Q + ow) * cs)) / div;
+      }
+    }
+    dx[i] = from_acc<T>(s);
+  }
+}
+
+// One thread per output element (grid-stride).
+template <class T, bool CL, class I>
+__global__ void __launch_bounds__(kBlock)
+    adaptive_avg_pool2d_forward_kernel(Pool2dParams p, gptr<const T> x, gptr<T> y) {
+  using A = acc_t<T>;
+  const I C = I(p.C), H = I(p.H), W = I(p.W), P = I(p.P), Q = I(p.Q);
+  const I cs = CL ? C : I(1);
+  const I total = I(p.N) * C * P * Q;
+  for (I i = first_thread<I>(); i < total; i += thread_stride<I>()) {
+    I n, c, oh, ow;
+    locate<CL>(i, C, P, Q, n, c, oh, ow);
+    const I h0 = oh * H / P, h1 = ((oh + 1) * H + P - 1) / P;
+    const I w0 = ow * W / Q, w1 = ((ow + 1) * W + Q - 1) / Q;
+    const gptr<const T> xp = x + plane_base<CL>(n, c, C, H * W);
+    A s = A(0);
+    for (I h = h0; h < h1; ++h)
+      for (I w = w0; w < w1; ++w) s += to_acc(__ldg(xp + (h * W + w) * cs));
+    y[i] = from_acc<T>(s / A(h1 - h0) / A(w1 - w0));
+  }
+}
+
+// One thread per input element (grid-stride): output p covers input h exactly when
+// floor(h*P/H) <= p < ceil((h+1)*P/H).
+template <class T, bool CL, class I>
+__global__ void __launch_bounds__(kBlock)
+    adaptive_avg_pool2d_backward_kernel(Pool2dParams p, gptr<const T> dy, gptr<T> dx) {
+  using A = acc_t<T>;
+  const I C = I(p.C), H = I(p.H), W = I(p.W), P = I(p.P), Q = I(p.Q);
+  const I cs = CL ? C : I(1);
+  const I total = I(p.N) * C * H * W;
+  for (I i = first_thread<I>(); i < total; i += thread_stride<I>()) {
+    I n, c, h, w;
+    locate<CL>(i, C, H, W, n, c, h, w);
+    const I base = plane_base<CL>(n, c, C, P * Q);
+    const I p0 = h * P / H, p1 = ((h + 1) * P + H - 1) / H;
+    const I q0 = w * Q / W, q1 = ((w + 1) * Q + W - 1) / W;
+    A s = A(0);
+    for (I oh = p0; oh < p1; ++oh) {
+      const A kh = A(((oh + 1) * H + P - 1) / P - oh * H / P);
+      for (I ow = q0; ow < q1; ++ow) {
+        const A kw = A(((ow + 1) * W + Q - 1) / Q - ow * W / Q);
+        s += to_acc(__ldg(dy + base + (oh * Q + ow) * cs)) / kh / kw;
+      }
+    }
+    dx[i] = from_acc<T>(s);
+  }
+}
+
+// ---- launch helpers ----------------------------------------------------------------------------
+
+unsigned grid_for(int64_t work) {
+  return unsigned(std::min<int64_t>(ceil_div(work, kBlock), kMaxBlocks));
+}
+
+// Whether every flat index and every product of sizes the kernels form fits in int32.
+bool fits_int32(const Pool2dParams& p) {
+  const int64_t lim = int64_t(1) << 30;
+  const int64_t eh = (p.R - 1) * p.dil_h + 1 + p.pad_t + p.pad_b;
+  const int64_t ew = (p.S - 1) * p.dil_w + 1 + p.pad_l + p.pad_r;
+  return p.N * p.C * p.H * p.W < lim && p.N * p.C * p.P * p.Q < lim &&
+         (p.P + 1) * (p.H + 1) < lim && (p.Q + 1) * (p.W + 1) < lim &&
+         (p.P + 1) * p.stride_h + eh + p.H < lim && (p.Q + 1) * p.stride_w + ew + p.W < lim;
+}
+
+// Calls f(T{}, CL, I{}) as template choices: storage type, layout, index type.
+template <class F>
+void dispatch(const Pool2dParams& p, DType dt, F&& f) {
+  dtype_switch(dt, [&](auto tag) {
+    BOOL_SWITCH(p.channels_last, CL, [&] {
+      if (fits_int32(p))
+        f(tag, std::integral_constant<bool, CL>{}, int32_t{});
+      else
+        f(tag, std::integral_constant<bool, CL>{}, int64_t{});
+    });
+  });
+}
+
+}  // namespace
+
+// ---- launchers ---------------------------------------------------------------------------------
+
+void max_pool2d_forward(const Pool2dParams& p, DType dt, const void* x, void* y, int64_t* indices,
+                        cudaStream_t stream) {
+  const int64_t nx = p.N * p.C * p.H * p.W, ny = p.N * p.C * p.P * p.Q;
+  if (ny == 0) return;
+  dispatch(p, dt, [&](auto tag, auto cl, auto itag) {
+    using T = decltype(tag);
+    using I = decltype(itag);
+    constexpr bool CL = decltype(cl)::value;
+    const auto xg = global(static_cast<const T*>(x), nx);
+    const auto yg = global(static_cast<T*>(y), ny);
+    const auto ig = global(indices, indices ? ny : 0);
+    if (indices) {
+      auto k = max_pool2d_forward_kernel<T, CL, true, I>;
+      FC_LAUNCH(k, grid_for(ny), kBlock, 0, stream, p, xg, yg, ig);
+    } else {
+      auto k = max_pool2d_forward_kernel<T, CL, false, I>;
+      FC_LAUNCH(k, grid_for(ny), kBlock, 0, stream, p, xg, yg, ig);
+    }
+  });
+  check_launch("max_pool2d", describe(p));
+}
+
+void max_pool2d_backward(const Pool2dParams& p, DType dt, const void* dy, const int64_t* indices,
+                         void* dx, cudaStream_t stream) {
+  const int64_t nx = p.N * p.C * p.H * p.W, ny = p.N * p.C * p.P * p.Q;
+  if (nx == 0) return;
+  dispatch(p, dt, [&](auto tag, auto cl, auto itag) {
+    using T = decltype(tag);
+    using I = decltype(itag);
+    constexpr bool CL = decltype(cl)::value;
+    auto k = max_pool2d_backward_kernel<T, CL, I>;
+    FC_LAUNCH(k, grid_for(nx), kBlock, 0, stream, p, global(static_cast<const T*>(dy), ny),
+              global(indices, ny), global(static_cast<T*>(dx), nx));
+  });
+  check_launch("max_pool2d_backward", describe(p));
+}
+
+void max_pool2d_backward_serial(const Pool2dParams& p, DType dt, const void* dy,
+                                const int64_t* indices, void* dx, cudaStream_t stream) {
+  const int64_t nx = p.N * p.C * p.H * p.W, ny = p.N * p.C * p.P * p.Q;
+  if (nx == 0) return;
+  dispatch(p, dt, [&](auto tag, auto cl, auto itag) {
+    using T = decltype(tag);
+    using I = decltype(itag);
+    constexpr bool CL = decltype(cl)::value;
+    auto k = max_pool2d_backward_serial_kernel<T, CL, I>;
+    FC_LAUNCH(k, grid_for(p.N * p.C), kBlock, 0, stream, p, global(static_cast<const T*>(dy), ny),
+              global(indices, ny), global(static_cast<T*>(dx), nx));
+  });
+  check_launch("max_pool2d_backward", describe(p));
+}
+
+void avg_pool2d_forward(const Pool2dParams& p, DType dt, const void* x, void* y,
+                        cudaStream_t stream) {
+  const int64_t nx = p.N * p.C * p.H * p.W, ny = p.N * p.C * p.P * p.Q;
+  if (ny == 0) return;
+  dispatch(p, dt, [&](auto tag, auto cl, auto itag) {
+    using T = decltype(tag);
+    using I = decltype(itag);
+    constexpr bool CL = decltype(cl)::value;
+    auto k = avg_pool2d_forward_kernel<T, CL, I>;
+    FC_LAUNCH(k, grid_for(ny), kBlock, 0, stream, p, global(static_cast<const T*>(x), nx),
+              global(static_cast<T*>(y), ny));
+  });
+  check_launch("avg_pool2d", describe(p));
+}
+
+void avg_pool2d_backward(const Pool2dParams& p, DType dt, const void* dy, void* dx,
+                         cudaStream_t stream) {
+  const int64_t nx = p.N * p.C * p.H * p.W, ny = p.N * p.C * p.P * p.Q;
+  if (nx == 0) return;
+  dispatch(p, dt, [&](auto tag, auto cl, auto itag) {
+    using T = decltype(tag);
+    using I = decltype(itag);
+    constexpr bool CL = decltype(cl)::value;
+    auto k = avg_pool2d_backward_kernel<T, CL, I>;
+    FC_LAUNCH(k, grid_for(nx), kBlock, 0, stream, p, global(static_cast<const T*>(dy), ny),
+              global(static_cast<T*>(dx), nx));
+  });
+  check_launch("avg_pool2d_backward", describe(p));
+}
+
+void adaptive_avg_pool2d_forward(const Pool2dParams& p, DType dt, const void* x, void* y,
+                                 cudaStream_t stream) {
+  const int64_t nx = p.N * p.C * p.H * p.W, ny = p.N * p.C * p.P * p.Q;
+  if (ny == 0) return;
+  dispatch(p, dt, [&](auto tag, auto cl, auto itag) {
+    using T = decltype(tag);
+    using I = decltype(itag);
+    constexpr bool CL = decltype(cl)::value;
+    auto k = adaptive_avg_pool2d_forward_kernel<T, CL, I>;
+    FC_LAUNCH(k, grid_for(ny), kBlock, 0, stream, p, global(static_cast<const T*>(x), nx),
+              global(static_cast<T*>(y), ny));
+  });
+  check_launch("adaptive_avg_pool2d", describe(p));
+}
+
+void adaptive_avg_pool2d_backward(const Pool2dParams& p, DType dt, const void* dy, void* dx,
+                                  cudaStream_t stream) {
+  const int64_t nx = p.N * p.C * p.H * p.W, ny = p.N * p.C * p.P * p.Q;
+  if (nx == 0) return;
+  dispatch(p, dt, [&](auto tag, auto cl, auto itag) {
+    using T = decltype(tag);
+    using I = decltype(itag);
+    constexpr bool CL = decltype(cl)::value;
+    auto k = adaptive_avg_pool2d_backward_kernel<T, CL, I>;
+    FC_LAUNCH(k, grid_for(nx), kBlock, 0, stream, p, global(static_cast<const T*>(dy), ny),
+              global(static_cast<T*>(dx), nx));
+  });
+  check_launch("adaptive_avg_pool2d_backward", describe(p));
+}
+
+}  // namespace cuda
+}  // namespace fastconv

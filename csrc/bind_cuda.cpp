@@ -20,6 +20,8 @@
 #include "common/geometry.h"
 #include "common/params.h"
 #include "cuda/channel_affine_cuda.h"
+#include "cuda/conv2d_bias_cuda.h"
+#include "cuda/depthwise_conv2d_cuda.h"
 #include "cuda/pool2d_cuda.h"
 #include "cuda/runtime.h"
 #if FC_CUDA_EMULATION
@@ -198,6 +200,83 @@ void pool_adaptive_avg_backward(int dtype, uintptr_t dy, uintptr_t dx, Dims4 xs,
 }
 
 // ---- depthwise convolution --------------------------------------------------------------------
+// Depthwise = groups == C (any C >= 1) and K a multiple of C; addresses of C-contiguous NCHW arrays.
+Conv2dParams depthwise_params(const char* op, const Dims4& xs, const Dims4& ws, Pair stride,
+                              Quad pad, Pair dil, int64_t groups) {
+  const Conv2dParams p = make_conv_params(op, xs, ws, stride, pad, dil, groups);
+  FC_CHECK(groups == p.C && p.K % p.C == 0, op, ": not a depthwise convolution (groups=", groups,
+           ", input channels ", p.C, ", output channels ", p.K,
+           "); the depthwise kernels need groups == input channels and output channels a multiple "
+           "of it");
+  return p;
+}
+
+void depthwise_conv2d_forward(int dtype, uintptr_t x, uintptr_t w, uintptr_t b, uintptr_t y,
+                              const Dims4& xs, const Dims4& ws, Pair stride, Quad pad, Pair dil,
+                              int64_t groups, uintptr_t stream) {
+  const char* op = "depthwise_conv2d_forward";
+  const cuda::DType dt = as_dtype(dtype, op);
+  const Conv2dParams p = depthwise_params(op, xs, ws, stride, pad, dil, groups);
+  py::gil_scoped_release nogil;
+  cuda::depthwise_conv2d_forward(p, dt, as_ptr(x), as_ptr(w), as_ptr(b), as_ptr(y),
+                                 as_stream(stream));
+}
+
+void depthwise_conv2d_backward_input(int dtype, uintptr_t dy, uintptr_t w, uintptr_t dx,
+                                     const Dims4& xs, const Dims4& ws, Pair stride, Quad pad,
+                                     Pair dil, int64_t groups, uintptr_t stream) {
+  const char* op = "depthwise_conv2d_backward_input";
+  const cuda::DType dt = as_dtype(dtype, op);
+  const Conv2dParams p = depthwise_params(op, xs, ws, stride, pad, dil, groups);
+  py::gil_scoped_release nogil;
+  cuda::depthwise_conv2d_backward_input(p, dt, as_ptr(dy), as_ptr(w), as_ptr(dx),
+                                        as_stream(stream));
+}
+
+int64_t depthwise_conv2d_backward_weight_workspace_bytes(int dtype, const Dims4& xs,
+                                                         const Dims4& ws, Pair stride, Quad pad,
+                                                         Pair dil, int64_t groups) {
+  const char* op = "depthwise_conv2d_backward_weight_workspace_bytes";
+  const cuda::DType dt = as_dtype(dtype, op);
+  return cuda::depthwise_conv2d_backward_weight_workspace_bytes(
+      depthwise_params(op, xs, ws, stride, pad, dil, groups), dt);
+}
+
+void depthwise_conv2d_backward_weight(int dtype, uintptr_t dy, uintptr_t x, uintptr_t dw,
+                                      uintptr_t workspace, int64_t workspace_bytes,
+                                      const Dims4& xs, const Dims4& ws, Pair stride, Quad pad,
+                                      Pair dil, int64_t groups, uintptr_t stream) {
+  const char* op = "depthwise_conv2d_backward_weight";
+  const cuda::DType dt = as_dtype(dtype, op);
+  const Conv2dParams p = depthwise_params(op, xs, ws, stride, pad, dil, groups);
+  py::gil_scoped_release nogil;
+  cuda::depthwise_conv2d_backward_weight(p, dt, as_ptr(dy), as_ptr(x), as_ptr(dw),
+                                         as_ptr(workspace), workspace_bytes, as_stream(stream));
+}
+
+// Bias gradient of any convolution: dy (N, K, P, Q) C-contiguous.
+void check_dy_shape(const char* op, const Dims4& s) {
+  for (int64_t v : s)
+    FC_CHECK(v >= 0, op, ": grad_output shape must be non-negative, got (", s[0], ", ", s[1], ", ",
+             s[2], ", ", s[3], ")");
+}
+
+int64_t conv2d_backward_bias_workspace_bytes(int dtype, const Dims4& dys) {
+  const char* op = "conv2d_backward_bias_workspace_bytes";
+  const cuda::DType dt = as_dtype(dtype, op);
+  check_dy_shape(op, dys);
+  return cuda::conv2d_backward_bias_workspace_bytes(dys[0], dys[1], dys[2] * dys[3], dt);
+}
+
+void conv2d_backward_bias(int dtype, uintptr_t dy, uintptr_t db, uintptr_t workspace,
+                          int64_t workspace_bytes, const Dims4& dys, uintptr_t stream) {
+  const char* op = "conv2d_backward_bias";
+  const cuda::DType dt = as_dtype(dtype, op);
+  check_dy_shape(op, dys);
+  py::gil_scoped_release nogil;
+  cuda::conv2d_backward_bias(dys[0], dys[1], dys[2] * dys[3], dt, as_ptr(dy), as_ptr(db),
+                             as_ptr(workspace), workspace_bytes, as_stream(stream));
+}
 
 // ---- channel affine ---------------------------------------------------------------------------
 
@@ -276,6 +355,29 @@ PYBIND11_MODULE(FC_MODULE_NAME, m) {
         py::arg("channels_last"), py::arg("stream"));
 
   // ---- depthwise convolution bindings ----
+  m.def("depthwise_conv2d_forward", &depthwise_conv2d_forward, py::arg("dtype"), py::arg("x"),
+        py::arg("w"), py::arg("b"), py::arg("y"), py::arg("x_shape"), py::arg("w_shape"),
+        py::arg("stride"), py::arg("pad"), py::arg("dilation"), py::arg("groups"),
+        py::arg("stream"),
+        "y = depthwise conv(x, w) (+ b; address 0 = none) on `stream`; y (N, K, P, Q) overwritten");
+  m.def("depthwise_conv2d_backward_input", &depthwise_conv2d_backward_input, py::arg("dtype"),
+        py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("x_shape"), py::arg("w_shape"),
+        py::arg("stride"), py::arg("pad"), py::arg("dilation"), py::arg("groups"),
+        py::arg("stream"), "dx (N, C, H, W) = input gradient of the depthwise conv, overwritten");
+  m.def("depthwise_conv2d_backward_weight_workspace_bytes",
+        &depthwise_conv2d_backward_weight_workspace_bytes, py::arg("dtype"), py::arg("x_shape"),
+        py::arg("w_shape"), py::arg("stride"), py::arg("pad"), py::arg("dilation"),
+        py::arg("groups"), "scratch bytes depthwise_conv2d_backward_weight needs");
+  m.def("depthwise_conv2d_backward_weight", &depthwise_conv2d_backward_weight, py::arg("dtype"),
+        py::arg("dy"), py::arg("x"), py::arg("dw"), py::arg("workspace"),
+        py::arg("workspace_bytes"), py::arg("x_shape"), py::arg("w_shape"), py::arg("stride"),
+        py::arg("pad"), py::arg("dilation"), py::arg("groups"), py::arg("stream"),
+        "dw (K, 1, R, S) = weight gradient of the depthwise conv (deterministic), overwritten");
+  m.def("conv2d_backward_bias_workspace_bytes", &conv2d_backward_bias_workspace_bytes,
+        py::arg("dtype"), py::arg("dy_shape"), "scratch bytes conv2d_backward_bias needs");
+  m.def("conv2d_backward_bias", &conv2d_backward_bias, py::arg("dtype"), py::arg("dy"),
+        py::arg("db"), py::arg("workspace"), py::arg("workspace_bytes"), py::arg("dy_shape"),
+        py::arg("stream"), "db[k] = sum of dy[:, k] over N, P, Q (any conv; deterministic)");
 
   // ---- channel affine bindings ----
 

@@ -1,0 +1,616 @@
+// Depthwise 2-D convolution on the GPU: forward, input gradient, weight gradient.
+//
+// What it computes (NCHW, groups == C, K = C * M, multiplier M >= 1, output channel k reads input
+// channel c = k / M, weight w[K, 1, R, S]); exactly cpu/depthwise_conv2d_cpu.cpp:
+//   y[n,k,p,q]  = b[k] + sum_{r,s} w[k,r,s] * x[n,c, p*sh - pt + r*dh, q*sw - pl + s*dw]
+//   dx[n,c,h,v] = sum_{m<M} sum_{r,s} w[cM+m,r,s] * dy[n,cM+m,p,q] over p*sh - pt + r*dh == h,
+//                                                                  q*sw - pl + s*dw == v
+//   dw[k,r,s]   = sum_{n,p,q} dy[n,k,p,q] * x[n,c, p*sh - pt + r*dh, q*sw - pl + s*dw]
+// Zero padding, per-side pads (pad_b / pad_r only shape P and Q). Outputs are overwritten.
+//
+// Algorithm. Every kernel works on output tiles of one or more planes (TileGeom): a block covers
+// `pl` planes x `tp` rows x `txt` columns; thread (column tx, row group ty, plane) owns one column
+// and strips of VP consecutive rows (tp = ty * VP * strips). The source rows and columns a tile
+// reads (its halo included) are copied, zero-filled outside the image, into shared memory in
+// accumulation precision (one warp per row: coalesced loads); weights go to shared memory too.
+// A thread then walks the VP + (R-1) source rows of its strip once, each loaded value feeding
+// every output row of the strip it touches (register reuse along the column; consecutive threads
+// read consecutive shared addresses, so no bank conflicts at stride 1).
+//   * forward and the stride-1 input gradient are one correlation kernel (dw_correlate): the input
+//     gradient is the correlation of dy with the flipped kernel at offset (R-1)*dh - pad, summed
+//     over the M output channels of an input channel (all M planes sit in the tile).
+//   * input gradient with a stride > 1 (dw_backward_input_strided): the tile holds the dy rows and
+//     columns that reach the dx tile; each dx element sums the taps whose source position is a
+//     multiple of the stride (a divisibility test per tap, compile-time stride 2).
+//   * weight gradient, deterministic in two stages, no atomics: (1) dw_weight_partial: block
+//     (channel k, spatial tile, batch group) loops over its batch elements (pl images at a time,
+//     x tile in shared memory, dy read straight from global memory), each thread keeps one
+//     accumulator per kernel tap, then the block reduces them in a fixed order (warp butterfly,
+//     then warps in index order) into workspace[k][chunk][tap]; (2) dw_weight_reduce: one warp per
+//     (k, tap) sums the chunks in a fixed order. The result is bitwise reproducible run to run.
+// Variants: KSIZE_SWITCH x STRIDE_SWITCH give compile-time kernels for square 3x3 / 5x5 / 7x7,
+// dilation 1, equal strides 1 or 2 (taps and source rows unrolled, weights in registers); any
+// other geometry runs the same kernels with run-time loops (the weight gradient then handles the
+// taps in chunks of kGenericTaps, one more grid dimension).
+// Types: float, double, __half, __nv_bfloat16 storage; float accumulation (double for double).
+// Assumptions: C-contiguous, non-overlapping arrays; shapes validated by the binding
+// (make_conv_params, depthwise); every index that can exceed 2^31 is 64-bit.
+#include "cuda/depthwise_conv2d_cuda.h"
+
+#include <algorithm>
+#include <string>
+
+#include "common/geometry.h"
+#include "common/switch.h"
+#include "cuda/compat.h"
+
+namespace fastconv {
+namespace cuda {
+namespace {
+
+constexpr int VP = 4;                  // output rows per thread strip
+constexpr int kMaxThreads = 256;       // threads per block (multiple of 32)
+constexpr int kMaxWarps = kMaxThreads / 32;
+constexpr int kMaxTileCols = 128;      // output columns per tile
+constexpr int kMaxStrips = 4;          // strips per thread (tile height up to ty * VP * 4)
+constexpr size_t kSmemBudget = 40 * 1024;
+constexpr int kGenericTaps = 16;       // weight-gradient taps per block, generic variant
+constexpr int kWeightBlocks = 1024;    // weight gradient: about this many stage-1 blocks
+
+// ---------------------------------------------------------------------------------------------
+// Tile geometry (host): how a block's threads map onto output planes, rows and columns, and the
+// shared-memory tile that feeds them.
+// ---------------------------------------------------------------------------------------------
+struct TileGeom {
+  int txt = 1, ty = 1, pl = 1, strips = 1;  // threads per row, row groups, planes, strips/thread
+  int tp = VP;                              // output rows per tile (ty * VP * strips)
+  int ih = 1, iw = 1;                       // shared tile rows / columns per source plane
+  int tiles_p = 1, tiles_q = 1;             // tiles per plane
+  int threads = 32;
+  size_t smem = 0;                          // dynamic shared bytes
+};
+
+// Source extent of `out` consecutive outputs along one axis: the correlation case (each output
+// reads taps o*st + k*dil) or the strided-gather case of the input gradient (dy positions reaching
+// `out` consecutive dx positions; one more for the floor of an unaligned start).
+inline int64_t src_extent(int64_t out, int64_t st, int64_t k, int64_t dil, bool gather) {
+  if (gather) return (out - 1 + (k - 1) * dil) / st + 2;
+  return (out - 1) * st + (k - 1) * dil + 1;
+}
+
+// planes: output planes available to share a block; nsrc: source planes per output plane;
+// wtaps: weights per source plane kept in shared memory (0: none).
+TileGeom plan_tiles(const char* op, int64_t planes, int64_t Ho, int64_t Wo, int64_t nsrc,
+                    int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t dh, int64_t dw,
+                    bool gather, int64_t wtaps, size_t acc_bytes) {
+  TileGeom g;
+  int64_t tq = ceil_div(Wo, kMaxTileCols);
+  int64_t txt = ceil_div(Wo, tq);
+  int64_t ty = std::min<int64_t>(std::max<int64_t>(1, kMaxThreads / txt), ceil_div(Ho, VP));
+  int64_t pl = std::min<int64_t>(std::max<int64_t>(1, kMaxThreads / (txt * ty)), std::max<int64_t>(planes, 1));
+  int64_t strips = std::min<int64_t>(kMaxStrips, std::max<int64_t>(1, ceil_div(Ho, ty * VP)));
+  for (;;) {
+    const int64_t tp = ty * VP * strips;
+    const int64_t ih = src_extent(tp, sh, R, dh, gather), iw = src_extent(txt, sw, S, dw, gather);
+    const int64_t bytes = (pl * nsrc * ih * iw + pl * nsrc * wtaps) * int64_t(acc_bytes);
+    if (bytes <= int64_t(kSmemBudget)) {
+      g.txt = int(txt), g.ty = int(ty), g.pl = int(pl), g.strips = int(strips), g.tp = int(tp);
+      g.ih = int(ih), g.iw = int(iw), g.smem = size_t(bytes);
+      break;
+    }
+    if (strips > 1) --strips;
+    else if (pl > 1) pl = (pl + 1) / 2;
+    else if (ty > 1) ty = (ty + 1) / 2;
+    else if (txt > 8) txt = ceil_div(Wo, ++tq);
+    else
+      throw ValueError(str_cat(op, ": the shared-memory tile does not fit (", nsrc,
+                               " source planes per output, kernel ", R, " x ", S, ", dilation ",
+                               dh, " x ", dw, "); use a smaller multiplier or kernel"));
+  }
+  g.tiles_q = int(ceil_div(Wo, g.txt));
+  g.tiles_p = int(ceil_div(Ho, g.tp));
+  g.threads = int(ceil_div(int64_t(g.pl) * g.ty * g.txt, 32) * 32);
+  return g;
+}
+
+__host__ __device__ inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
+  const int64_t q = a / b;
+  return (q * b > a) ? q - 1 : q;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device helpers
+// ---------------------------------------------------------------------------------------------
+// Fills nslots tiles of ih x iw (slot s at tile + s*ih*iw) with rows row0.. and columns col0.. of
+// the (H, W) source plane src_plane(s) (a plane offset, or -1 for none: zeros); zero outside the
+// plane. One warp per tile row, lanes along the row.
+template <class T, class A, class PlaneOf>
+__device__ __forceinline__ void fill_tiles(gptr<A> tile, gptr<const T> src, int nslots, int ih,
+                                           int iw, int64_t H, int64_t W, int64_t row0,
+                                           int64_t col0, const PlaneOf& src_plane) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  for (int row = warp; row < nslots * ih; row += nwarps) {
+    const int s = row / ih, rr = row - s * ih;
+    const int64_t plane = src_plane(s);
+    const int64_t h = row0 + rr;
+    const bool row_ok = plane >= 0 && h >= 0 && h < H;
+    gptr<A> dst = tile + int64_t(row) * iw;
+    gptr<const T> srow = src + (row_ok ? plane * H * W + h * W : 0);
+    for (int cc = lane; cc < iw; cc += 32) {
+      const int64_t v = col0 + cc;
+      dst[cc] = (row_ok && v >= 0 && v < W) ? to_acc(srow[v]) : A(0);
+    }
+  }
+}
+
+template <class A>
+__device__ __forceinline__ A warp_sum(A v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// What the correlation kernel computes (forward or stride-1 input gradient).
+struct CorrArgs {
+  int64_t planes;     // output planes N * Ko
+  int64_t Ko, Cs, M;  // output channels, source channels, channel multiplier
+  int64_t nsrc;       // source planes per output plane (1 forward, M input gradient)
+  bool bwd;           // input gradient: source channel ko*M + m, flipped kernel
+  int64_t Hs, Ws, Ho, Wo;
+  int64_t sh, sw, dh, dw, off_h, off_w;  // source row = oh*sh - off_h + r*dh
+  int64_t R, S;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Correlation: block = pl output planes x one (tp x txt) tile; thread = one column, strips of VP
+// rows; the source tile (all nsrc planes of each output plane) and the weights in shared memory.
+// ---------------------------------------------------------------------------------------------
+template <class T, int KS, int ST>
+__global__ void __launch_bounds__(kMaxThreads)
+dw_correlate(CorrArgs a, TileGeom g, gptr<const T> src, gptr<const T> w, gptr<const T> bias,
+             gptr<T> out) {
+  using A = acc_t<T>;
+  FC_DYN_SHARED(A, smem);
+  const int t = threadIdx.x;
+  const int tx = t % g.txt, rest = t / g.txt, tyi = rest % g.ty, pli = rest / g.ty;
+  const int64_t oh0 = int64_t(blockIdx.y / g.tiles_q) * g.tp, ow0 = int64_t(blockIdx.y % g.tiles_q) * g.txt;
+  const int64_t o0 = int64_t(blockIdx.x) * g.pl;
+  const int RS = int(a.R * a.S), nslots = g.pl * int(a.nsrc);
+  gptr<A> tile = smem;
+  gptr<A> wsh = smem + int64_t(nslots) * g.ih * g.iw;
+
+  // source channel of slot s (output plane o0 + s / nsrc, source m = s % nsrc) and its weights
+  auto src_plane = [&](int s) -> int64_t {
+    const int64_t o = o0 + s / a.nsrc, m = s % a.nsrc;
+    if (o >= a.planes) return -1;
+    const int64_t n = o / a.Ko, ko = o % a.Ko;
+    return n * a.Cs + (a.bwd ? ko * a.M + m : ko / a.M);
+  };
+  for (int i = t; i < nslots * RS; i += blockDim.x) {
+    const int s = i / RS, tap = i - s * RS;
+    const int64_t o = o0 + s / a.nsrc, m = s % a.nsrc;
+    A v = A(0);
+    if (o < a.planes) {
+      const int64_t ko = o % a.Ko;
+      v = a.bwd ? to_acc(w[(ko * a.M + m) * RS + (RS - 1 - tap)]) : to_acc(w[ko * RS + tap]);
+    }
+    wsh[i] = v;
+  }
+  fill_tiles<T, A>(tile, src, nslots, g.ih, g.iw, a.Hs, a.Ws, oh0 * a.sh - a.off_h,
+                   ow0 * a.sw - a.off_w, src_plane);
+  __syncthreads();
+
+  const int64_t o = o0 + pli;
+  if (pli >= g.pl || o >= a.planes) return;  // no barrier follows
+  const int64_t ow = ow0 + tx;
+  const A b0 = bias ? to_acc(bias[o % a.Ko]) : A(0);
+  for (int k = 0; k < g.strips; ++k) {
+    const int sid = tyi + k * g.ty;
+    const int64_t ohs = oh0 + int64_t(sid) * VP;
+    if (ohs >= a.Ho) break;
+    A acc[VP];
+#pragma unroll
+    for (int j = 0; j < VP; ++j) acc[j] = b0;
+    for (int m = 0; m < a.nsrc; ++m) {
+      const int slot = pli * int(a.nsrc) + m;
+      gptr<const A> ws = wsh + int64_t(slot) * RS;
+      if constexpr (KS > 0) {
+        gptr<const A> base = tile + (int64_t(slot) * g.ih + sid * VP * ST) * g.iw + tx * ST;
+        A wr[KS * KS];
+#pragma unroll
+        for (int i = 0; i < KS * KS; ++i) wr[i] = ws[i];
+#pragma unroll
+        for (int rr = 0; rr < (VP - 1) * ST + KS; ++rr) {
+          A v[KS];
+#pragma unroll
+          for (int s = 0; s < KS; ++s) v[s] = base[rr * g.iw + s];
+#pragma unroll
+          for (int j = 0; j < VP; ++j) {
+            const int r = rr - j * ST;
+            if (r >= 0 && r < KS) {
+#pragma unroll
+              for (int s = 0; s < KS; ++s) acc[j] += wr[r * KS + s] * v[s];
+            }
+          }
+        }
+      } else {
+        gptr<const A> base = tile + int64_t(slot) * g.ih * g.iw + tx * a.sw;
+        for (int j = 0; j < VP; ++j) {
+          const int64_t row = (int64_t(sid) * VP + j) * a.sh;
+          for (int r = 0; r < a.R; ++r)
+            for (int s = 0; s < a.S; ++s)
+              acc[j] += ws[r * a.S + s] * base[(row + r * a.dh) * g.iw + s * a.dw];
+        }
+      }
+    }
+    if (ow < a.Wo) {
+      gptr<T> op = out + o * a.Ho * a.Wo + ow;
+#pragma unroll
+      for (int j = 0; j < VP; ++j)
+        if (ohs + j < a.Ho) op[(ohs + j) * a.Wo] = from_acc<T>(acc[j]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input gradient, stride > 1: block = pl dx planes x one (tp x txt) tile; the tile holds, for each
+// of the M dy planes of a dx plane, the dy rows / columns that reach it (origin floor((h0 + pt -
+// (R-1)*dh) / sh)); thread = one dx column, strips of VP rows, taps filtered by divisibility.
+// ---------------------------------------------------------------------------------------------
+template <class T, int ST>
+__global__ void __launch_bounds__(kMaxThreads)
+dw_backward_input_strided(Conv2dParams p, TileGeom g, gptr<const T> dy, gptr<const T> w,
+                          gptr<T> dx) {
+  using A = acc_t<T>;
+  FC_DYN_SHARED(A, smem);
+  const int64_t sh = ST > 0 ? ST : p.stride_h, sw = ST > 0 ? ST : p.stride_w;
+  const int64_t M = p.K / p.C, planes = p.N * p.C;
+  const int t = threadIdx.x;
+  const int tx = t % g.txt, rest = t / g.txt, tyi = rest % g.ty, pli = rest / g.ty;
+  const int64_t h0 = int64_t(blockIdx.y / g.tiles_q) * g.tp, v0 = int64_t(blockIdx.y % g.tiles_q) * g.txt;
+  const int64_t o0 = int64_t(blockIdx.x) * g.pl;
+  const int RS = int(p.R * p.S), nslots = g.pl * int(M);
+  const int64_t row0 = floor_div(h0 + p.pad_t - (p.R - 1) * p.dil_h, sh);
+  const int64_t col0 = floor_div(v0 + p.pad_l - (p.S - 1) * p.dil_w, sw);
+  gptr<A> tile = smem;
+  gptr<A> wsh = smem + int64_t(nslots) * g.ih * g.iw;
+
+  auto src_plane = [&](int s) -> int64_t {
+    const int64_t o = o0 + s / M, m = s % M;
+    if (o >= planes) return -1;
+    const int64_t n = o / p.C, c = o % p.C;
+    return n * p.K + c * M + m;
+  };
+  for (int i = t; i < nslots * RS; i += blockDim.x) {
+    const int s = i / RS, tap = i - s * RS;
+    const int64_t o = o0 + s / M, m = s % M;
+    wsh[i] = o < planes ? to_acc(w[((o % p.C) * M + m) * RS + tap]) : A(0);
+  }
+  fill_tiles<T, A>(tile, dy, nslots, g.ih, g.iw, p.P, p.Q, row0, col0, src_plane);
+  __syncthreads();
+
+  const int64_t o = o0 + pli;
+  if (pli >= g.pl || o >= planes) return;  // no barrier follows
+  const int64_t v = v0 + tx;
+  if (v >= p.W) return;
+  const int64_t bcol = v + p.pad_l - col0 * sw;  // >= (S-1)*dw
+  for (int k = 0; k < g.strips; ++k) {
+    const int sid = tyi + k * g.ty;
+    const int64_t hs = h0 + int64_t(sid) * VP;
+    if (hs >= p.H) break;
+    A acc[VP];
+#pragma unroll
+    for (int j = 0; j < VP; ++j) acc[j] = A(0);
+    for (int m = 0; m < M; ++m) {
+      const int slot = pli * int(M) + m;
+      gptr<const A> ws = wsh + int64_t(slot) * RS;
+      gptr<const A> base = tile + int64_t(slot) * g.ih * g.iw;
+#pragma unroll
+      for (int j = 0; j < VP; ++j) {
+        const int64_t brow = hs + j + p.pad_t - row0 * sh;  // >= (R-1)*dh
+        for (int r = 0; r < p.R; ++r) {
+          const int64_t ar = brow - r * p.dil_h;
+          if (ar % sh != 0) continue;
+          gptr<const A> trow = base + (ar / sh) * g.iw;
+          for (int s = 0; s < p.S; ++s) {
+            const int64_t ac = bcol - s * p.dil_w;
+            if (ac % sw != 0) continue;
+            acc[j] += ws[r * p.S + s] * trow[ac / sw];
+          }
+        }
+      }
+    }
+    gptr<T> op = dx + o * p.H * p.W + v;
+#pragma unroll
+    for (int j = 0; j < VP; ++j)
+      if (hs + j < p.H) op[(hs + j) * p.W] = from_acc<T>(acc[j]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weight gradient, stage 1: block = (channel k, spatial tile, batch group, tap chunk); it loops
+// over its batch group pl images at a time (x tiles in shared memory, dy from global memory);
+// thread = one output column, strips of VP rows, one accumulator per tap of its chunk; then a
+// fixed-order block reduction writes ws[(k * nchunk + chunk) * RS + tap].
+// ---------------------------------------------------------------------------------------------
+struct WeightPlan {
+  TileGeom g;
+  int64_t ngroups = 1, nper = 1;  // batch groups, images per group (a multiple of pl)
+  int64_t nchunk = 1;             // partial sums per (k, tap): tiles * ngroups
+  int64_t tchunks = 1;            // tap chunks (generic variant)
+};
+
+template <class T, int KS, int ST>
+__global__ void __launch_bounds__(kMaxThreads)
+dw_weight_partial(Conv2dParams p, TileGeom g, int64_t ngroups, int64_t nper, int64_t nchunk,
+                  int64_t tchunks, gptr<const T> dy, gptr<const T> x, gptr<acc_t<T>> ws) {
+  using A = acc_t<T>;
+  constexpr int NT = KS > 0 ? KS * KS : kGenericTaps;
+  FC_DYN_SHARED(A, smem);
+  FC_SHARED(A, red, [kMaxWarps][NT]);
+  const int64_t sh = ST > 0 ? ST : p.stride_h, sw = ST > 0 ? ST : p.stride_w;
+  const int64_t M = p.K / p.C, RS = p.R * p.S;
+  const int t = threadIdx.x;
+  const int tx = t % g.txt, rest = t / g.txt, tyi = rest % g.ty, pli = rest / g.ty;
+  int64_t b = blockIdx.x;
+  const int64_t tc = b % tchunks;
+  b /= tchunks;
+  const int64_t chunk = b % nchunk, k = b / nchunk;
+  const int64_t tile = chunk / ngroups, grp = chunk % ngroups;
+  const int64_t oh0 = (tile / g.tiles_q) * g.tp, ow0 = (tile % g.tiles_q) * g.txt;
+  const int64_t c = k / M, t0 = tc * NT;
+  const int64_t ow = ow0 + tx;
+  const bool active = pli < g.pl && ow < p.Q;
+
+  A acc[NT];
+#pragma unroll
+  for (int i = 0; i < NT; ++i) acc[i] = A(0);
+  for (int64_t nb = grp * nper; nb < std::min(p.N, (grp + 1) * nper); nb += g.pl) {
+    if (nb > grp * nper) __syncthreads();  // previous images' tiles are consumed
+    fill_tiles<T, A>(smem, x, g.pl, g.ih, g.iw, p.H, p.W, oh0 * sh - p.pad_t, ow0 * sw - p.pad_l,
+                     [&](int s) -> int64_t { return nb + s < p.N ? (nb + s) * p.C + c : -1; });
+    __syncthreads();
+    const int64_t n = nb + pli;
+    if (!active || n >= p.N) continue;
+    gptr<const T> dyp = dy + (n * p.K + k) * p.P * p.Q + ow;
+    gptr<const A> tl = smem + int64_t(pli) * g.ih * g.iw;
+    for (int ks = 0; ks < g.strips; ++ks) {
+      const int sid = tyi + ks * g.ty;
+      const int64_t ohs = oh0 + int64_t(sid) * VP;
+      if (ohs >= p.P) break;
+      if (KS > 0 && ohs + VP <= p.P) {
+        // whole strip inside the output: every source row loaded once, unrolled taps
+        constexpr int KK = KS > 0 ? KS : 1, SS = ST > 0 ? ST : 1;
+        A d[VP];
+#pragma unroll
+        for (int j = 0; j < VP; ++j) d[j] = to_acc(dyp[(ohs + j) * p.Q]);
+        gptr<const A> base = tl + int64_t(sid) * VP * SS * g.iw + tx * SS;
+#pragma unroll
+        for (int rr = 0; rr < (VP - 1) * SS + KK; ++rr) {
+          A v[KK];
+#pragma unroll
+          for (int s = 0; s < KK; ++s) v[s] = base[rr * g.iw + s];
+#pragma unroll
+          for (int j = 0; j < VP; ++j) {
+            const int r = rr - j * SS;
+            if (r >= 0 && r < KK) {
+#pragma unroll
+              for (int s = 0; s < KK; ++s) acc[r * KK + s] += d[j] * v[s];
+            }
+          }
+        }
+      } else {
+        for (int j = 0; j < VP && ohs + j < p.P; ++j) {
+          const A d = to_acc(dyp[(ohs + j) * p.Q]);
+          gptr<const A> base = tl + (int64_t(sid) * VP + j) * sh * g.iw + tx * sw;
+#pragma unroll
+          for (int i = 0; i < NT; ++i) {
+            const int64_t tap = t0 + i;
+            if (tap < RS) {
+              const int64_t r = tap / p.S, s = tap - r * p.S;
+              acc[i] += d * base[r * p.dil_h * g.iw + s * p.dil_w];
+            }
+          }
+        }
+      }
+    }
+  }
+
+  // fixed-order block reduction: butterfly within warps, then warps in index order
+  const int lane = t & 31, warp = t >> 5, nwarps = blockDim.x >> 5;
+#pragma unroll
+  for (int i = 0; i < NT; ++i) {
+    const A v = warp_sum(acc[i]);
+    if (lane == 0) red[warp][i] = v;
+  }
+  __syncthreads();
+  for (int i = t; i < NT; i += blockDim.x) {
+    if (t0 + i >= RS) continue;
+    A s = red[0][i];
+    for (int wi = 1; wi < nwarps; ++wi) s += red[wi][i];
+    ws[(k * nchunk + chunk) * RS + t0 + i] = s;
+  }
+}
+
+// Weight gradient, stage 2: one warp per (k, tap) sums its nchunk partials in a fixed order.
+template <class T>
+__global__ void __launch_bounds__(kMaxThreads)
+dw_weight_reduce(int64_t KRS, int64_t RS, int64_t nchunk, gptr<const acc_t<T>> ws, gptr<T> dw) {
+  using A = acc_t<T>;
+  const int lane = threadIdx.x & 31;
+  const int64_t i = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (i >= KRS) return;  // whole warps leave together
+  const int64_t k = i / RS, tap = i - k * RS;
+  A s = A(0);
+  for (int64_t ch = lane; ch < nchunk; ch += 32) s += ws[(k * nchunk + ch) * RS + tap];
+  s = warp_sum(s);
+  if (lane == 0) dw[i] = from_acc<T>(s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host side: variant selection, plans, launchers.
+// ---------------------------------------------------------------------------------------------
+// f(KS, ST) with compile-time constants: square KS x KS, dilation 1, equal strides ST (1 or 2);
+// (0, 0) for every other geometry.
+template <class F>
+void select_variant(const Conv2dParams& p, const F& f) {
+  const bool fast = p.R == p.S && p.dil_h == 1 && p.dil_w == 1 && p.stride_h == p.stride_w;
+  KSIZE_SWITCH(fast ? p.R : 0, KS, [&] {
+    STRIDE_SWITCH(fast ? p.stride_h : 0, ST, [&] {
+      if constexpr (KS > 0 && ST > 0) f(std::integral_constant<int, KS>{}, std::integral_constant<int, ST>{});
+      else f(std::integral_constant<int, 0>{}, std::integral_constant<int, 0>{});
+    });
+  });
+}
+
+inline size_t acc_bytes(DType dt) { return dt == DType::f64 ? 8 : 4; }
+
+void check_grid(const char* op, const Conv2dParams& p, int64_t tiles) {
+  if (tiles > 65535)
+    throw ValueError(str_cat(op, ": output plane too large for the CUDA kernel (", tiles,
+                             " tiles > 65535) for ", describe(p)));
+}
+
+template <class T>
+void run_correlate(const char* op, const Conv2dParams& p, const CorrArgs& a, const T* src,
+                   const T* w, const T* bias, T* out, int64_t src_count, int64_t K, bool st1,
+                   cudaStream_t stream) {
+  const TileGeom g = plan_tiles(op, a.planes, a.Ho, a.Wo, a.nsrc, a.R, a.S, a.sh, a.sw, a.dh, a.dw,
+                                false, a.R * a.S, sizeof(acc_t<T>));
+  check_grid(op, p, int64_t(g.tiles_p) * g.tiles_q);
+  const dim3 grid(unsigned(ceil_div(a.planes, g.pl)), unsigned(g.tiles_p * g.tiles_q));
+  auto gsrc = global(src, src_count);
+  auto gw = global(w, K * a.R * a.S);
+  auto gb = bias ? global(bias, K) : gptr<const T>(nullptr);
+  auto gout = global(out, a.planes * a.Ho * a.Wo);
+  Conv2dParams q = p;
+  if (st1) q.stride_h = q.stride_w = 1;  // variant selection for the stride-1 correlation
+  select_variant(q, [&](auto ks, auto st) {
+    auto k = dw_correlate<T, decltype(ks)::value, decltype(st)::value>;
+    FC_LAUNCH(k, grid, g.threads, g.smem, stream, a, g, gsrc, gw, gb, gout);
+  });
+  check_launch(op, describe(p));
+}
+
+WeightPlan plan_weight(const Conv2dParams& p, size_t abytes) {
+  WeightPlan wp;
+  const bool fast = p.R == p.S && p.dil_h == 1 && p.dil_w == 1 && p.stride_h == p.stride_w &&
+                    (p.R == 3 || p.R == 5 || p.R == 7) && (p.stride_h == 1 || p.stride_h == 2);
+  wp.tchunks = fast ? 1 : ceil_div(p.R * p.S, kGenericTaps);
+  wp.g = plan_tiles("depthwise_conv2d_backward_weight", p.N, p.P, p.Q, 1, p.R, p.S, p.stride_h,
+                    p.stride_w, p.dil_h, p.dil_w, false, 0, abytes);
+  const int64_t tiles = int64_t(wp.g.tiles_p) * wp.g.tiles_q;
+  const int64_t nsteps = std::max<int64_t>(1, ceil_div(p.N, wp.g.pl));  // pl images per step
+  const int64_t want = ceil_div(kWeightBlocks, std::max<int64_t>(1, p.K * tiles * wp.tchunks));
+  const int64_t steps = ceil_div(nsteps, std::min(nsteps, want));     // steps per group
+  wp.nper = steps * wp.g.pl;
+  wp.ngroups = ceil_div(nsteps, steps);
+  wp.nchunk = tiles * wp.ngroups;
+  return wp;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Launchers
+// ---------------------------------------------------------------------------------------------
+void depthwise_conv2d_forward(const Conv2dParams& p, DType dt, const void* x, const void* w,
+                              const void* bias, void* y, cudaStream_t stream) {
+  if (p.N == 0 || p.K == 0 || p.P == 0 || p.Q == 0) return;
+  dtype_switch(dt, [&](auto tag) {
+    using T = decltype(tag);
+    CorrArgs a{};
+    a.planes = p.N * p.K, a.Ko = p.K, a.Cs = p.C, a.M = p.K / p.C, a.nsrc = 1, a.bwd = false;
+    a.Hs = p.H, a.Ws = p.W, a.Ho = p.P, a.Wo = p.Q;
+    a.sh = p.stride_h, a.sw = p.stride_w, a.dh = p.dil_h, a.dw = p.dil_w;
+    a.off_h = p.pad_t, a.off_w = p.pad_l, a.R = p.R, a.S = p.S;
+    run_correlate<T>("depthwise_conv2d_forward", p, a, static_cast<const T*>(x),
+                     static_cast<const T*>(w), static_cast<const T*>(bias), static_cast<T*>(y),
+                     p.N * p.C * p.H * p.W, p.K, false, stream);
+  });
+}
+
+void depthwise_conv2d_backward_input(const Conv2dParams& p, DType dt, const void* dy,
+                                     const void* w, void* dx, cudaStream_t stream) {
+  const char* op = "depthwise_conv2d_backward_input";
+  if (p.N == 0 || p.C == 0 || p.H == 0 || p.W == 0) return;
+  dtype_switch(dt, [&](auto tag) {
+    using T = decltype(tag);
+    const T* dyp = static_cast<const T*>(dy);
+    const T* wp = static_cast<const T*>(w);
+    T* dxp = static_cast<T*>(dx);
+    const int64_t M = p.K / p.C;
+    if (p.stride_h == 1 && p.stride_w == 1) {
+      CorrArgs a{};
+      a.planes = p.N * p.C, a.Ko = p.C, a.Cs = p.K, a.M = M, a.nsrc = M, a.bwd = true;
+      a.Hs = p.P, a.Ws = p.Q, a.Ho = p.H, a.Wo = p.W;
+      a.sh = 1, a.sw = 1, a.dh = p.dil_h, a.dw = p.dil_w;
+      a.off_h = (p.R - 1) * p.dil_h - p.pad_t, a.off_w = (p.S - 1) * p.dil_w - p.pad_l;
+      a.R = p.R, a.S = p.S;
+      run_correlate<T>(op, p, a, dyp, wp, nullptr, dxp, p.N * p.K * p.P * p.Q, p.K, true, stream);
+      return;
+    }
+    const TileGeom g = plan_tiles(op, p.N * p.C, p.H, p.W, M, p.R, p.S, p.stride_h, p.stride_w,
+                                  p.dil_h, p.dil_w, true, p.R * p.S, sizeof(acc_t<T>));
+    check_grid(op, p, int64_t(g.tiles_p) * g.tiles_q);
+    const dim3 grid(unsigned(ceil_div(p.N * p.C, g.pl)), unsigned(g.tiles_p * g.tiles_q));
+    auto gdy = global(dyp, p.N * p.K * p.P * p.Q);
+    auto gw = global(wp, p.K * p.R * p.S);
+    auto gdx = global(dxp, p.N * p.C * p.H * p.W);
+    if (p.stride_h == 2 && p.stride_w == 2) {
+      auto k = dw_backward_input_strided<T, 2>;
+      FC_LAUNCH(k, grid, g.threads, g.smem, stream, p, g, gdy, gw, gdx);
+    } else {
+      auto k = dw_backward_input_strided<T, 0>;
+      FC_LAUNCH(k, grid, g.threads, g.smem, stream, p, g, gdy, gw, gdx);
+    }
+    check_launch(op, describe(p));
+  });
+}
+
+int64_t depthwise_conv2d_backward_weight_workspace_bytes(const Conv2dParams& p, DType dt) {
+  if (p.N == 0 || p.P == 0 || p.Q == 0 || p.K == 0) return 0;
+  const WeightPlan wp = plan_weight(p, acc_bytes(dt));
+  return p.K * wp.nchunk * p.R * p.S * int64_t(acc_bytes(dt));
+}
+
+void depthwise_conv2d_backward_weight(const Conv2dParams& p, DType dt, const void* dy,
+                                      const void* x, void* dw, void* workspace,
+                                      int64_t workspace_bytes, cudaStream_t stream) {
+  const char* op = "depthwise_conv2d_backward_weight";
+  if (p.K == 0) return;
+  const int64_t need = depthwise_conv2d_backward_weight_workspace_bytes(p, dt);
+  if (workspace_bytes < need)
+    throw ValueError(str_cat(op, ": workspace of ", workspace_bytes, " bytes, need ", need,
+                             " (depthwise_conv2d_backward_weight_workspace_bytes) for ",
+                             describe(p)));
+  dtype_switch(dt, [&](auto tag) {
+    using T = decltype(tag);
+    using A = acc_t<T>;
+    const int64_t RS = p.R * p.S;
+    int64_t nchunk = 0;
+    auto gws = global(static_cast<A*>(workspace), need / int64_t(sizeof(A)));
+    if (need > 0) {
+      const WeightPlan wp = plan_weight(p, sizeof(A));
+      nchunk = wp.nchunk;
+      const int64_t blocks = p.K * wp.nchunk * wp.tchunks;
+      if (blocks > 0x7fffffffLL) throw ValueError(str_cat(op, ": too many blocks for ", describe(p)));
+      auto gdy = global(static_cast<const T*>(dy), p.N * p.K * p.P * p.Q);
+      auto gx = global(static_cast<const T*>(x), p.N * p.C * p.H * p.W);
+      select_variant(p, [&](auto ks, auto st) {
+        auto k = dw_weight_partial<T, decltype(ks)::value, decltype(st)::value>;
+        FC_LAUNCH(k, dim3(unsigned(blocks)), wp.g.threads, wp.g.smem, stream, p, wp.g, wp.ngroups,
+                  wp.nper, wp.nchunk, wp.tchunks, gdy, gx, gws);
+      });
+      check_launch(op, describe(p));
+    }
+    const int64_t KRS = p.K * RS, per_block = kMaxThreads / 32;
+    auto k2 = dw_weight_reduce<T>;
+    FC_LAUNCH(k2, dim3(unsigned(ceil_div(KRS, per_block))), kMaxThreads, 0, stream, KRS, RS, nchunk,
+              gptr<const A>(gws), global(static_cast<T*>(dw), KRS));
+    check_launch(op, describe(p));
+  });
+}
+
+}  // namespace cuda
+}  // namespace fastconv

@@ -204,3 +204,23 @@ _shared = (_buf[:16].reshape(1, 1, 4, 4), _buf[8:12].reshape(1, 1, 2, 2))
 def test_binding_rechecks(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_import_from_a_source_tree_without_a_build_says_what_to_do(tmp_path):
+    """`import fastconv` in the repository root finds fastconv/ without _C: a clear ImportError
+    (not 'cannot import name _C from partially initialized module')."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    source = os.path.dirname(os.path.realpath(fastconv._backend.__file__))
+    shutil.copytree(source, tmp_path / "fastconv",
+                    ignore=shutil.ignore_patterns("_C*", "_cuda*", "__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-c", "import fastconv"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    message = r.stderr.strip().splitlines()[-1]
+    assert message.startswith("ImportError: fastconv's compiled extension (fastconv._C) is "
+                              "missing: Python is importing the fastconv source tree at "), message
+    assert "pip install ." in message and "tools/dev_build.sh" in message, message

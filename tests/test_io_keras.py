@@ -417,3 +417,37 @@ def test_bit_flipped_h5_raises_only_our_errors(tmp_path, weights, layout):
                         "2024", "100"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, f"exit status {r.returncode}: {r.stderr[-3000:]}"
+
+
+def test_h5_parse_hang_and_crash_are_contained(tmp_path, weights, monkeypatch):
+    """HDF5 runs in a forked child: a loop (past H5_TIMEOUT_S) or a crash there is a
+    CorruptFileError here, and the caller lives on."""
+    import os
+    import signal
+    import time
+    from fastconv.io import keras_h5
+    if not hasattr(os, "fork"):
+        pytest.skip("no os.fork: the parse runs in this process")
+    path = write_legacy(tmp_path / "model.h5", weights)
+    monkeypatch.setattr(keras_h5, "H5_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(keras_h5, "_load_h5_here", lambda *args: time.sleep(60))
+    with pytest.raises(fio.CorruptFileError, match=r"model.h5: HDF5 \(h5py\) did not finish "
+                                                   r"reading the file in 0.5 s"):
+        fio.load(path)
+    monkeypatch.setattr(keras_h5, "_load_h5_here",          # a crash, without a core dump
+                        lambda *args: os.kill(os.getpid(), signal.SIGKILL))
+    with pytest.raises(fio.CorruptFileError, match=r"model.h5: HDF5 \(h5py\) crashed \(SIGKILL\)"):
+        fio.load(path)
+
+
+def test_h5_that_made_hdf5_loop_is_corrupt(tmp_path, weights, monkeypatch):
+    """Two bit flips found by fuzzing make HDF5 loop for ever reading the model_config attribute
+    (h5py 3.16 / this writer's layout)."""
+    from fastconv.io import keras_h5
+    data = bytearray(write_legacy(tmp_path / "model.h5", weights).read_bytes())
+    data[1745] ^= 0x10
+    data[2537] ^= 0x02
+    (tmp_path / "loop.h5").write_bytes(data)
+    monkeypatch.setattr(keras_h5, "H5_TIMEOUT_S", 2.0)
+    with pytest.raises(fio.CorruptFileError, match="loop.h5: HDF5 \\(h5py\\) did not finish"):
+        fio.load(tmp_path / "loop.h5")

@@ -24,9 +24,10 @@ HDF5 open or read other files and raise UnsafeFileError before anything is opene
 are followed only inside the file (at most MAX_SOFT_LINKS hops). Attributes are checked (a string
 type, at most one dimension, MAX_NAMES entries, MAX_ATTR_BYTES of fixed-size data) before they are
 read, datasets (a numeric type, at most MAX_NDIM dimensions, no more bytes than the file holds or,
-when compressed, than the inflation budget of _limits allows) before they are read. What remains:
-HDF5 itself parses the damaged metadata of a hostile file in this process, and a bug there can
-still crash or hang it (see the README, "Weight files").
+when compressed, than the inflation budget of _limits allows) before they are read. HDF5 itself
+still parses the damaged metadata of a hostile file, and bit flips can make it loop or crash:
+the parse runs in a forked child (_isolate; in this process where there is no fork), so that
+either becomes a CorruptFileError (a hang after H5_TIMEOUT_S).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from collections import Counter
 
 import numpy as np
 
+from fastconv.io._isolate import run_isolated
 from fastconv.io._limits import InflationBudget
 from fastconv.io.errors import CorruptFileError, FileFormatError, UnsafeFileError
 
@@ -49,6 +51,7 @@ MAX_SOFT_LINKS = 32              # soft links followed to reach one object
 MAX_NAMES = 100_000              # entries of a list-of-strings attribute (layer_names, ...)
 MAX_ATTR_BYTES = 64 << 20        # bytes of a fixed-size attribute (model_config, ...)
 MAX_NDIM = 32                    # dimensions of a dataset
+H5_TIMEOUT_S = 120.0             # seconds HDF5 may take to read one file (a damaged one can loop)
 
 _CONV = {1: ("kernel",), 2: ("kernel", "bias")}
 _DEPTHWISE = {1: ("depthwise_kernel",), 2: ("depthwise_kernel", "bias")}
@@ -274,7 +277,15 @@ def _layer_vars(vars_, group_name: str, prefix: str, limit: int, budget: Inflati
 
 def load_h5(path_or_bytes, source: str, budget: InflationBudget) -> dict:
     """'layer/weight' -> Keras array of a Keras HDF5 weight file (a path, or the bytes of a
-    .weights.h5 taken from a .keras zip); compressed datasets spend `budget`."""
+    .weights.h5 taken from a .keras zip); compressed datasets spend `budget`. HDF5 parses the
+    file in a forked child (see _isolate): a crash or a hang there (past H5_TIMEOUT_S) becomes
+    a CorruptFileError."""
+    _h5py()                           # the ImportError with the install hint, in this process
+    return run_isolated(_load_h5_here, (path_or_bytes, source, budget), source, H5_TIMEOUT_S,
+                        "HDF5 (h5py)")
+
+
+def _load_h5_here(path_or_bytes, source: str, budget: InflationBudget) -> dict:
     h5py = _h5py()
     if isinstance(path_or_bytes, bytes):
         target, limit = io.BytesIO(path_or_bytes), len(path_or_bytes)

@@ -16,6 +16,7 @@ import os
 import signal
 import tempfile
 import time
+import warnings
 import zipfile
 
 from fastconv.io.errors import CorruptFileError, FileFormatError, UnsafeFileError
@@ -45,7 +46,9 @@ def run_isolated(parse, args: tuple, source: str, timeout: float, what: str) -> 
         return parse(*args)
     with tempfile.TemporaryDirectory(prefix="fastconv-") as tmp:
         out, err = os.path.join(tmp, "result.npz"), os.path.join(tmp, "error.json")
-        pid = os.fork()
+        with warnings.catch_warnings():  # 3.12+: fork of a threaded process; the child only
+            warnings.simplefilter("ignore", DeprecationWarning)      # runs h5py and numpy
+            pid = os.fork()
         if pid == 0:                                     # the child
             code = 4
             try:

@@ -50,7 +50,7 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     stride, pad, dilation, groups, (P, Q) = c.conv_geometry(op, size4, weight.shape, stride,
                                                             padding, dilation, groups)
     dy = _grad_output(op, grad_output, len(size), (size4[0], weight.shape[0], P, Q))
-    dx = np.empty(size4, dtype=c.native_dtype(grad_output))
+    dx = c.empty_output(op, size4, c.native_dtype(grad_output))
     if size4[0] > 0:
         _C.conv2d_backward_input(c.prepare(dy), c.prepare(weight), dx, stride, pad, dilation, groups)
     return back(dx[0] if len(size) == 3 else dx)
@@ -81,7 +81,7 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     dtype = c.native_dtype(input)
     if x.shape[0] == 0:
         return back(np.zeros(wsize, dtype=dtype))
-    dw = np.empty(wsize, dtype=dtype)
+    dw = c.empty_output(op, wsize, dtype)
     _C.conv2d_backward_weight(c.prepare(dy), c.prepare(x), dw, stride, pad, dilation, groups)
     return back(dw)
 
@@ -132,7 +132,7 @@ def max_pool2d_input(input_size, grad_output, indices):
                          f"{c.shape_str(indices.shape)}")
     dy, _ = c.batched(op, "grad_output", grad_output)
     HW = size4[2] * size4[3]
-    dx = np.empty(size4, dtype=c.native_dtype(grad_output))
+    dx = c.empty_output(op, size4, c.native_dtype(grad_output))
     if size4[0] > 0:
         idx = c.prepare(indices[None] if len(size) == 3 else indices).astype(np.int64, copy=False)
         # The kernel counts out-of-range indices during its scatter (skipping them), so the range
@@ -166,7 +166,7 @@ def avg_pool2d_input(input_size, grad_output, kernel_size, stride=None, padding=
     pad = _shape.resolve_padding(op, padding, (H, W), kernel, stride, (1, 1))
     P, Q = _shape.pool_output_hw(op, (H, W), kernel, stride, pad, (1, 1), ceil_mode)
     dy = _grad_output(op, grad_output, len(size), (N, C, P, Q))
-    dx = np.empty(size4, dtype=c.native_dtype(grad_output))
+    dx = c.empty_output(op, size4, c.native_dtype(grad_output))
     if N > 0:
         _C.avg_pool2d_backward(c.prepare(dy), dx, kernel, stride, pad, ceil_mode, count_include_pad,
                                divisor)
@@ -189,7 +189,7 @@ def adaptive_avg_pool2d_input(input_size, grad_output):
         raise ValueError(f"{op}: grad_output must have shape {size[:-2] + ('P', 'Q')} for "
                          f"input_size {size}, got shape {c.shape_str(grad_output.shape)}")
     dy, _ = c.batched(op, "grad_output", grad_output)
-    dx = np.empty(size4, dtype=c.native_dtype(grad_output))
+    dx = c.empty_output(op, size4, c.native_dtype(grad_output))
     if size4[0] > 0:
         _C.adaptive_avg_pool2d_backward(c.prepare(dy), dx)
     return back(dx[0] if len(size) == 3 else dx)

@@ -89,7 +89,9 @@ def load(path, key: Optional[str] = None, map_prefix: bool = True,
         UnsafeFileError: a pickle in the file asks for code outside the allow-list (nothing
             from the file is executed), a Keras file points at data in other files (external
             links or storage, virtual datasets), or compressed content inflates past max_bytes.
-        CorruptFileError: the file is truncated, inconsistent, or matches no supported format.
+        CorruptFileError: the file is truncated, inconsistent, or matches no supported format;
+            or HDF5 crashed or looped on it (Keras .h5 files are parsed in a forked child, given
+            fastconv.io.keras_h5.H5_TIMEOUT_S seconds).
         FileFormatError: a recognised format fastconv does not read (TorchScript, torch's tar
             format, a bare .npy, a pickle that is not a checkpoint, an HDF5 file without Keras
             weights); the base of the two above.

@@ -95,6 +95,13 @@ const T* cptr(const py::array& a) { return static_cast<const T*>(a.data()); }
 
 // ---- convolution ------------------------------------------------------------------------------
 
+// Every geometry value at most kMaxGeometry (so that the int64 arithmetic cannot overflow).
+template <size_t n>
+void check_geometry(const char* op, const char* name, const std::array<int64_t, n>& v) {
+  for (int64_t x : v)
+    FC_CHECK(x <= kMaxGeometry, op, ": ", name, " must be at most ", kMaxGeometry, ", got ", x);
+}
+
 // Fills Conv2dParams from the input shape (N, C, H, W) and the weight shape (K, C/groups, R, S).
 Conv2dParams conv_params(const char* op, const std::array<int64_t, 4>& xs,
                          const std::array<int64_t, 4>& ws, Pair stride, Quad pad, Pair dil,
@@ -107,6 +114,11 @@ Conv2dParams conv_params(const char* op, const std::array<int64_t, 4>& xs,
   for (int64_t v : pad)
     FC_CHECK(v >= 0, op, ": padding must be non-negative, got (", pad[0], ", ", pad[1], ", ",
              pad[2], ", ", pad[3], ") as (top, bottom, left, right)");
+  FC_CHECK(groups <= kMaxGeometry, op, ": groups must be at most ", kMaxGeometry, ", got ", groups);
+  check_geometry(op, "stride", stride);
+  check_geometry(op, "dilation", dil);
+  check_geometry(op, "padding", pad);
+  check_geometry(op, "kernel size", std::array<int64_t, 2>{ws[2], ws[3]});
   Conv2dParams p;
   p.N = xs[0], p.C = xs[1], p.H = xs[2], p.W = xs[3];
   p.K = ws[0], p.R = ws[2], p.S = ws[3];
@@ -231,6 +243,9 @@ Pool2dParams pool_params(const char* op, const std::array<int64_t, 4>& xs, Pair 
            ", ", stride[1], ")");
   FC_CHECK(dil[0] >= 1 && dil[1] >= 1, op, ": dilation must be positive, got (", dil[0], ", ",
            dil[1], ")");
+  check_geometry(op, "kernel_size", kernel);
+  check_geometry(op, "stride", stride);
+  check_geometry(op, "dilation", dil);
   Pool2dParams p;
   p.N = xs[0], p.C = xs[1], p.H = xs[2], p.W = xs[3];
   p.R = kernel[0], p.S = kernel[1];
@@ -258,15 +273,14 @@ Pool2dParams pool_params(const char* op, const std::array<int64_t, 4>& xs, Pair 
 // First output position along one axis whose dilated window has no tap inside the input, or -1.
 // (With dilation, taps can straddle the whole input: in=2, k=2, dilation=3, pad=1 puts them at -1
 // and 2. PyTorch returns -inf and an out-of-range index there; we refuse the geometry.)
+// O(1) per output position: only the first tap at or past index 0 can be inside the input, so
+// a huge kernel costs nothing (a loop over the taps held the GIL for minutes).
 int64_t first_empty_window(int64_t in, int64_t k, int64_t stride, int64_t pad_lo, int64_t dil,
                            int64_t out) {
   for (int64_t o = 0; o < out; ++o) {
-    bool any = false;
-    for (int64_t r = 0; r < k && !any; ++r) {
-      const int64_t i = o * stride - pad_lo + r * dil;
-      any = i >= 0 && i < in;
-    }
-    if (!any) return o;
+    const int64_t start = o * stride - pad_lo;
+    const int64_t first = start >= 0 ? 0 : (-start + dil - 1) / dil;  // ceil(-start / dil)
+    if (first >= k || start + first * dil >= in) return o;
   }
   return -1;
 }
@@ -336,7 +350,9 @@ void max_pool2d_backward(py::array dy, py::array indices, py::array dx) {
 Pool2dParams avg_params(const char* op, const std::array<int64_t, 4>& xs, Pair kernel, Pair stride,
                         Quad pad, bool ceil_mode, bool count_include_pad, int64_t divisor_override) {
   Pool2dParams p = pool_params(op, xs, kernel, stride, pad, {1, 1}, ceil_mode);
-  FC_CHECK(divisor_override >= 0, op, ": divisor_override must be a positive integer or None, got ",
+  // Any non-zero value, negative included, as in torch; 0 = no override.
+  FC_CHECK(divisor_override >= -kMaxGeometry && divisor_override <= kMaxGeometry, op,
+           ": divisor_override must be at most ", kMaxGeometry, " in magnitude, got ",
            divisor_override);
   p.count_include_pad = count_include_pad;
   p.divisor_override = divisor_override;

@@ -2,7 +2,21 @@
 cupy -> fastconv._cuda), and whether CUDA is usable at all."""
 from __future__ import annotations
 
-from fastconv import _C
+import os
+from importlib.machinery import EXTENSION_SUFFIXES
+
+try:
+    from fastconv import _C
+except ImportError as e:  # no _C beside this file: Python found the source tree, not a build
+    _here = os.path.dirname(os.path.abspath(__file__))
+    if any(os.path.exists(os.path.join(_here, "_C" + suffix)) for suffix in EXTENSION_SUFFIXES):
+        raise                       # the extension is there but does not load: keep its error
+    raise ImportError(
+        f"fastconv's compiled extension (fastconv._C) is missing: Python is importing the "
+        f"fastconv source tree at {_here}, which has no build (this happens when Python runs "
+        f"from the repository root, whose fastconv/ folder shadows the installed package). "
+        f"Run Python from another directory after `pip install .`, or, to work on the source, "
+        f"build it with `tools/dev_build.sh NAME` and use PYTHONPATH=build/dev-NAME/site.") from e
 
 try:  # the CUDA extension is optional: absent in CPU-only builds
     from fastconv import _cuda

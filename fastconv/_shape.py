@@ -29,6 +29,12 @@ import numpy as np
 Pair = Tuple[int, int]
 Quad = Tuple[int, int, int, int]
 
+# The largest kernel size, stride, padding, dilation, output size, groups or |divisor_override|
+# accepted (2**31 - 1). No real layer comes near it, and it keeps every sum and product the int64
+# kernels form from these values (dilation * (kernel - 1) + padded input, ...) far from overflow;
+# csrc/common/output_size.h holds the same limit (kMaxGeometry).
+MAX_GEOMETRY = 2**31 - 1
+
 
 def output_size(size: int, kernel: int, stride: int, pad_lo: int, pad_hi: int, dilation: int,
                 ceil_mode: bool) -> int:
@@ -61,19 +67,30 @@ def _describe(v) -> str:
     return f"{v!r} ({type(v).__name__})"
 
 
-def check_int(op: str, name: str, v, minimum: Optional[int] = None) -> int:
-    """v as an int; TypeError when it is not an integer, ValueError when below minimum."""
+def check_int(op: str, name: str, v, minimum: Optional[int] = None,
+              maximum: Optional[int] = None) -> int:
+    """v as an int; TypeError when it is not an integer, ValueError when below minimum or above
+    maximum (geometry arguments pass maximum=MAX_GEOMETRY)."""
     if not is_int(v):
         raise TypeError(f"{op}: {name} must be an int, got {_describe(v)}")
     v = int(v)
     if minimum is not None and v < minimum:
         what = "positive" if minimum == 1 else f">= {minimum}"
         raise ValueError(f"{op}: {name} must be {what}, got {v}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{op}: {name} must be at most {maximum}, got {v}")
     return v
 
 
+def check_geometry(op: str, name: str, values: Sequence[int], given) -> None:
+    """ValueError unless every value is at most MAX_GEOMETRY (see there)."""
+    if max(values) > MAX_GEOMETRY:
+        raise ValueError(f"{op}: {name} must be at most {MAX_GEOMETRY} (2**31 - 1), got {given!r}")
+
+
 def pair(op: str, name: str, v, minimum: Optional[int] = None) -> Pair:
-    """An int or a 1- or 2-element tuple/list of ints as (height, width)."""
+    """An int or a 1- or 2-element tuple/list of ints as (height, width), each at most
+    MAX_GEOMETRY."""
     if is_int(v):
         items = [v, v]
     elif isinstance(v, (tuple, list)):
@@ -90,6 +107,7 @@ def pair(op: str, name: str, v, minimum: Optional[int] = None) -> Pair:
     if minimum is not None and min(out) < minimum:
         what = "positive" if minimum == 1 else f">= {minimum}"
         raise ValueError(f"{op}: {name} must be {what}, got {v!r}")
+    check_geometry(op, name, out, v)
     return out
 
 
@@ -102,6 +120,7 @@ def resolve_padding(op: str, padding, size: Sequence[int], kernel: Pair, stride:
         if padding == "same":
             t, b = same_padding(size[0], kernel[0], stride[0], dilation[0])
             l, r = same_padding(size[1], kernel[1], stride[1], dilation[1])
+            check_geometry(op, "padding", (t, b, l, r), f"'same' = {(t, b, l, r)}")
             return (t, b, l, r)
         raise TypeError(f"{op}: padding must be an int, a tuple of ints, 'valid' or 'same', "
                         f"got {padding!r}")
@@ -123,6 +142,7 @@ def resolve_padding(op: str, padding, size: Sequence[int], kernel: Pair, stride:
                         f"got {_describe(padding)}")
     if min(quad) < 0:
         raise ValueError(f"{op}: padding must be non-negative, got {padding!r}")
+    check_geometry(op, "padding", quad, padding)
     return quad  # type: ignore[return-value]
 
 
@@ -163,7 +183,8 @@ def first_empty_window(size: int, kernel: int, stride: int, pad_lo: int, dilatio
         return None
     for p in range(out):
         start = p * stride - pad_lo
-        if not any(0 <= start + i * dilation < size for i in range(kernel)):
+        first = max(0, -(start // dilation))     # the first tap at or past index 0 (O(1), not
+        if first >= kernel or start + first * dilation >= size:   # a loop over the taps)
             return p
     return None
 

@@ -126,10 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_text, description=module.__doc__)
         module.add_arguments(s)
         s.set_defaults(func=module.run)
-    s = sub.add_parser("info", help="version, CPU instruction set, threads, CUDA availability")
+    s = sub.add_parser("info", help="version, CPU instruction set, threads, CUDA availability",
+                       description="Print fastconv's version, the instruction set its CPU "
+                       "kernels use (and the best this CPU supports), their thread count, and "
+                       "whether the CUDA kernels and a GPU are available.")
     s.set_defaults(func=cmd_info)
     s = sub.add_parser("edges", help="Laplacian edge map of a photo, computed with fastconv's "
-                       "conv2d (needs the examples extra)")
+                       "conv2d (needs the examples extra)",
+                       description="Filter a photo with the 3x3 Laplacian through fastconv's "
+                       "conv2d ('same' padding) and write |response| as an 8-bit grey PNG, "
+                       f"scaled so its {EDGE_PERCENTILE:g}th percentile is white. Needs the "
+                       "examples extra: pip install \"fastconv[examples]\".")
     s.add_argument("--image", metavar="PATH", help="image file to read with Pillow (default: "
                    "scikit-image's 'camera' photo)")
     s.add_argument("--out", default="camera_edges.png", metavar="PNG",

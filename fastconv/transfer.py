@@ -17,6 +17,7 @@ small batches.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -88,22 +89,82 @@ def unfreeze_top(model: Module, n: int, train_bn: bool = False) -> List[str]:
     return [name for name, _ in chosen]
 
 
+def _verbosity(verbose, op: str) -> int:
+    """0, 1 (progress bars) or 2 (lines); 'auto' is 1 in a terminal (stderr is a tty), else 2."""
+    if verbose == "auto":
+        return 1 if sys.stderr.isatty() else 2
+    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+        raise ValueError(f"{op}: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+    return verbose
+
+
+def _bar(total: Optional[int], desc: str, unit: str):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, leave=True, dynamic_ncols=True)
+
+
 def extract_features(model: Module, data, batch_size: int = 64,
-                     device: Optional[str] = None) -> np.ndarray:
+                     device: Optional[str] = None, verbose=0) -> np.ndarray:
     """model.forward_features over an array of inputs (N, C, H, W) or a loader of (x, y)
-    batches, in eval mode without gradients; returns the stacked features as numpy."""
-    out = []
+    batches, in eval mode without gradients; returns the stacked features as numpy.
+    verbose: 0 silent, 1 a progress bar over the batches and a summary line, 2 the summary line
+    only, 'auto' 1 in a terminal else 2."""
+    verbose = _verbosity(verbose, "extract_features")
+    start, out, bar = time.perf_counter(), [], None
     with model.evaluating(), no_grad():
         if isinstance(data, np.ndarray):
             chunks = (data[i:i + batch_size] for i in range(0, len(data), batch_size))
+            total = -(-len(data) // batch_size)
         else:
             chunks = (b[0] if isinstance(b, (tuple, list)) else b for b in data)
-        for xb in chunks:
-            x = Tensor(xb) if not isinstance(xb, Tensor) else xb
-            out.append(model.forward_features(x.to(device) if device else x).numpy())
+            total = len(data) if hasattr(data, "__len__") else None
+        if verbose == 1:
+            bar = _bar(total, "features", "batch")
+        try:
+            for xb in chunks:
+                x = Tensor(xb) if not isinstance(xb, Tensor) else xb
+                out.append(model.forward_features(x.to(device) if device else x).numpy())
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
     if not out:
         raise ValueError("extract_features: no inputs")
-    return np.concatenate(out)
+    features = np.concatenate(out)
+    if verbose:
+        print(f"features: {len(features)} inputs -> {features.shape[1:]} each, "
+              f"{time.perf_counter() - start:.1f} s", flush=True)
+    return features
+
+
+class _EpochBar:
+    """A training.Callback-shaped progress bar with one step per epoch (the head phase runs many
+    short epochs; a bar per epoch would be noise)."""
+    model = optimizer = None
+    stop_training = False
+
+    def __init__(self, epochs: int, desc: str):
+        self.bar = _bar(epochs, desc, "epoch")
+
+    def on_train_begin(self, logs=None): pass
+    def on_epoch_begin(self, epoch, logs=None): pass
+    def on_batch_end(self, batch, logs=None): pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.bar.update(1)
+        self.bar.set_postfix({k: f"{v:.4f}" for k, v in (logs or {}).items() if k != "lr"},
+                             refresh=True)
+
+    def on_train_end(self, logs=None):
+        self.bar.close()
+
+
+def _summary(phase: str, history, seconds: float) -> None:
+    logs = {k: v[-1] for k, v in history.history.items() if v and k != "lr"}
+    epochs = len(next(iter(history.history.values()), []))
+    print(f"{phase}: {epochs} epoch{'' if epochs == 1 else 's'}, {seconds:.1f} s - " +
+          " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
 
 
 class HeadOnFeatures(Module):
@@ -134,6 +195,9 @@ def finetune(model: Module, train: Tuple[np.ndarray, np.ndarray],
         head_lr, finetune_lr: Adam learning rates of the head phase and of the unfrozen base in
             the fine-tuning phase (the head then trains at 10x finetune_lr).
         transform: per-sample augmentation for the fine-tuning phase (fastconv.data transforms).
+        verbose: 0 silent; 1 progress bars (feature extraction, the head's epochs, each
+            fine-tuning epoch) and a summary line per phase; 2 the summary lines and a line per
+            fine-tuning epoch; 'auto' (default) 1 in a terminal, else 2.
     Returns:
         {"head": History, "finetune": History or None, "val_accuracy": float,
          "unfrozen": [block names]}
@@ -147,18 +211,19 @@ def finetune(model: Module, train: Tuple[np.ndarray, np.ndarray],
     if device:
         model.to(device)
     # phase 1: the frozen base runs once; the head trains on its cached features
-    f_train = extract_features(model, x_train, batch_size, device)
-    f_val = extract_features(model, x_val, batch_size, device)
+    verbose = _verbosity(verbose, "finetune")
+    f_train = extract_features(model, x_train, batch_size, device, verbose)
+    f_val = extract_features(model, x_val, batch_size, device, verbose)
     head = HeadOnFeatures(model)
     head_opt = optim.Adam([p for p in model.parameters() if p.requires_grad], lr=head_lr)
-    head_hist = training.fit(
+    start = time.perf_counter()
+    head_hist = training.fit(           # one bar over the epochs: a bar or line each is noise
         head, DataLoader(ArrayDataset(f_train, y_train), batch_size, shuffle=True, seed=seed),
-        epochs=head_epochs, optimizer=head_opt, val_data=(f_val, y_val),
-        verbose=1 if verbose == 1 else 0, device=device)  # a line per head epoch is noise
-    if verbose == 2 or (verbose == "auto" and not sys.stderr.isatty()):
-        logs = {k: v[-1] for k, v in head_hist.history.items()}
-        print(f"head: {head_epochs} epochs on cached features - " +
-              " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
+        epochs=head_epochs, optimizer=head_opt, val_data=(f_val, y_val), verbose=0,
+        callbacks=[_EpochBar(head_epochs, "head")] if verbose == 1 and head_epochs else (),
+        device=device)
+    if verbose:
+        _summary("head on cached features", head_hist, time.perf_counter() - start)
     result = {"head": head_hist, "finetune": None, "unfrozen": []}
     # phase 2: unfreeze the top blocks; base at finetune_lr, head at 10x
     if finetune_epochs > 0 and unfreeze > 0:
@@ -170,9 +235,13 @@ def finetune(model: Module, train: Tuple[np.ndarray, np.ndarray],
                            "lr": finetune_lr * 10}])
         loader = DataLoader(ArrayDataset(x_train, y_train, transform=transform), batch_size,
                             shuffle=True, seed=seed + 1)
+        start = time.perf_counter()
         result["finetune"] = training.fit(model, loader, epochs=finetune_epochs, optimizer=opt,
                                           val_data=(x_val, y_val), verbose=verbose,
                                           batch_size=batch_size, device=device)
+        if verbose:
+            _summary(f"fine-tuning {', '.join(result['unfrozen'])}", result["finetune"],
+                     time.perf_counter() - start)
     result["val_accuracy"] = training.evaluate(model, (x_val, y_val), batch_size=batch_size,
                                                device=device)["accuracy"]
     return result

@@ -41,8 +41,10 @@ GEOMETRIES = {
     "2x2_input_pad1_ceil": ((1, 2, 2, 2), 3, 2, 1, True),
 }
 # (count_include_pad, divisor_override)
+# (torch accepts any non-zero divisor_override, negative included)
 FLAGS = {"include_pad": (True, None), "exclude_pad": (False, None), "divisor3": (True, 3),
-         "divisor7_exclude": (False, 7)}
+         "divisor7_exclude": (False, 7), "divisor_negative": (True, -2),
+         "divisor_minus1_exclude": (False, -1)}
 
 
 @pytest.mark.parametrize("flags", FLAGS.values(), ids=FLAGS.keys())
@@ -76,6 +78,16 @@ def test_avg_pool2d_divisors_by_hand():
     np.testing.assert_allclose(y, 1.0)
     y = F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, divisor_override=2)
     np.testing.assert_allclose(y[0, 0], np.outer([2, 3, 1], [2, 3, 1]) / 2)
+    y = F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, divisor_override=-4)
+    np.testing.assert_allclose(y[0, 0], np.outer([2, 3, 1], [2, 3, 1]) / -4)
+
+
+def test_avg_pool2d_huge_kernel_is_fast_and_right():
+    """A huge but valid window (2**31 - 1 rows, padding 2**30 - 1 each side) covers all 5 rows
+    of every column: one O(1) geometry step per window, never a loop over its taps."""
+    x = np.random.default_rng(0).standard_normal((1, 2, 5, 4))
+    y = F.avg_pool2d(x, (2**31 - 1, 1), stride=1, padding=(2**30 - 1, 0), divisor_override=5)
+    np.testing.assert_allclose(y, np.broadcast_to(x.sum(axis=2, keepdims=True) / 5, y.shape))
 
 
 def test_avg_pool2d_keras_same(rng):

@@ -3,6 +3,7 @@ came, raised in Python before fastconv._C (which checks again) — never a crash
 import numpy as np
 import pytest
 
+import fastconv
 import fastconv.nn.functional as F
 import fastconv.nn.grad as G
 from fastconv import _C
@@ -99,8 +100,8 @@ CASES = [
     ("ceil_mode_str", lambda: F.max_pool2d(X, 2, ceil_mode="yes"), TypeError, r"max_pool2d: ceil_mode must be a bool, got 'yes'"),
     ("return_indices_int", lambda: F.max_pool2d(X, 2, return_indices=1), TypeError, r"max_pool2d: return_indices must be a bool"),
     ("count_include_pad_none", lambda: F.avg_pool2d(X, 2, count_include_pad=None), TypeError, r"avg_pool2d: count_include_pad must be a bool"),
-    ("divisor_zero", lambda: F.avg_pool2d(X, 2, divisor_override=0), ValueError, r"avg_pool2d: divisor_override must be positive, got 0"),
-    ("divisor_negative", lambda: F.avg_pool2d(X, 2, divisor_override=-3), ValueError, r"avg_pool2d: divisor_override must be positive, got -3"),
+    ("divisor_zero", lambda: F.avg_pool2d(X, 2, divisor_override=0), ValueError, r"avg_pool2d: divisor_override must be a non-zero int or None, got 0"),
+    ("divisor_huge", lambda: F.avg_pool2d(X, 2, divisor_override=-2**63), ValueError, r"avg_pool2d: divisor_override must be at most 2147483647 \(2\*\*31 - 1\) in magnitude"),
     ("divisor_float", lambda: F.avg_pool2d(X, 2, divisor_override=2.0), TypeError, r"avg_pool2d: divisor_override must be an int, got 2.0"),
     ("output_size_zero", lambda: F.adaptive_avg_pool2d(X, 0), ValueError, r"adaptive_avg_pool2d: output_size must be positive, got 0"),
     ("output_size_negative", lambda: F.adaptive_avg_pool2d(X, (2, -1)), ValueError, r"adaptive_avg_pool2d: output_size must be positive, got \(2, -1\)"),
@@ -124,7 +125,24 @@ CASES = [
     ("max_grad_channels", lambda: G.max_pool2d_input((1, 2, 4, 4), a(1, 1, 2, 2), np.zeros((1, 1, 2, 2), np.int64)), ValueError, r"max_pool2d_input: grad_output must have shape \(1, 2, 'P', 'Q'\)"),
     ("max_grad_indices_list", lambda: G.max_pool2d_input((1, 1, 4, 4), a(1, 1, 2, 2), [[[[0]]]]), TypeError, r"max_pool2d_input: indices must be a numpy.ndarray, got list"),
     ("avg_grad_shape", lambda: G.avg_pool2d_input((1, 1, 4, 4), a(1, 1, 3, 2), 2), ValueError, r"avg_pool2d_input: grad_output must have shape \(1, 1, 2, 2\)"),
-    ("avg_grad_divisor", lambda: G.avg_pool2d_input((1, 1, 4, 4), a(1, 1, 2, 2), 2, divisor_override=0), ValueError, r"avg_pool2d_input: divisor_override must be positive"),
+    ("avg_grad_divisor", lambda: G.avg_pool2d_input((1, 1, 4, 4), a(1, 1, 2, 2), 2, divisor_override=0), ValueError, r"avg_pool2d_input: divisor_override must be a non-zero int"),
+    # ---- geometry past 2**31 - 1: our ValueError, before any int64 arithmetic can overflow
+    ("pool_huge_geometry", lambda: F.max_pool2d(X, kernel_size=2**62, stride=2**62, padding=2**61), ValueError, r"max_pool2d: kernel_size must be at most 2147483647 \(2\*\*31 - 1\), got 4611686018427387904"),
+    ("pool_kernel_2_63", lambda: F.max_pool2d(X, 2**63), ValueError, r"max_pool2d: kernel_size must be at most 2147483647"),
+    ("pool_stride_uint64", lambda: F.max_pool2d(X, 2, np.uint64(2**64 - 1)), ValueError, r"max_pool2d: stride must be at most 2147483647"),
+    ("pool_padding_huge", lambda: F.avg_pool2d(X, 2, padding=(0, 2**63)), ValueError, r"avg_pool2d: padding must be at most 2147483647"),
+    ("pool_dilation_huge", lambda: F.max_pool2d(X, 2, dilation=(1, 2**31)), ValueError, r"max_pool2d: dilation must be at most 2147483647"),
+    ("conv_stride_huge", lambda: F.conv2d(X, W, stride=2**64), ValueError, r"conv2d: stride must be at most 2147483647"),
+    ("conv_padding_huge", lambda: F.conv2d(X, W, padding=2**62), ValueError, r"conv2d: padding must be at most 2147483647"),
+    ("conv_padding4_huge", lambda: F.conv2d(X, W, padding=(0, 0, 0, 2**63)), ValueError, r"conv2d: padding must be at most 2147483647"),
+    ("conv_dilation_huge", lambda: F.conv2d(X, W, dilation=2**40), ValueError, r"conv2d: dilation must be at most 2147483647"),
+    ("conv_groups_huge", lambda: F.conv2d(X, W, groups=2**63), ValueError, r"conv2d: groups must be at most 2147483647"),
+    ("conv_same_huge", lambda: F.conv2d(X, a(6, 4, 5, 5), padding="same", dilation=2**31 - 1), ValueError, r"conv2d: padding must be at most 2147483647 \(2\*\*31 - 1\), got \"'same' = "),
+    ("conv_grad_stride_huge", lambda: G.conv2d_input(X.shape, W, DY, stride=2**63), ValueError, r"conv2d_input: stride must be at most"),
+    ("adaptive_huge", lambda: F.adaptive_avg_pool2d(X, 2**40), ValueError, r"adaptive_avg_pool2d: output_size must be at most 2147483647"),
+    ("adaptive_too_big", lambda: F.adaptive_avg_pool2d(X, (2**31 - 1, 2**31 - 1)), MemoryError, r"adaptive_avg_pool2d: cannot allocate the output of shape \(1, 4, 2147483647, 2147483647\)"),
+    ("conv_weight_none", lambda: F.conv2d(X, None), TypeError, r"conv2d: weight is required \(an array or a fastconv Tensor\), got None"),
+    ("conv_weight_none_tensor", lambda: F.conv2d(fastconv.Tensor(X), None), TypeError, r"conv2d: weight is required"),
     ("adaptive_grad_channels", lambda: G.adaptive_avg_pool2d_input((1, 3, 4, 4), a(1, 2, 2, 2)), ValueError, r"adaptive_avg_pool2d_input: grad_output must have shape \(1, 3, 'P', 'Q'\)"),
     ("adaptive_grad_rank", lambda: G.adaptive_avg_pool2d_input((3, 4, 4), a(1, 3, 2, 2)), ValueError, r"adaptive_avg_pool2d_input: grad_output must have shape \(3, 'P', 'Q'\)"),
 ]
@@ -167,6 +185,9 @@ C_CASES = [
     ("bad_indices", lambda: _C.max_pool2d_backward(a(1, 1, 2, 2), np.full((1, 1, 2, 2), 99, np.int64), a(1, 1, 4, 4)), ValueError, r"indices has 4 values outside"),
     ("pool_pad_over_half", lambda: _C.max_pool2d_forward(a(1, 1, 4, 4), a(1, 1, 3, 3), None, (2, 2), (1, 1), (2, 0, 0, 0), (1, 1), False), ValueError, r"at most half"),
     ("negative_stride", lambda: _C.conv2d_forward(X, W, None, a(1, 6, 6, 6), (0, 1), (0, 0, 0, 0), (1, 1), 1), ValueError, r"stride must be positive"),
+    ("huge_pool_kernel", lambda: _C.max_pool2d_forward(a(1, 1, 4, 4), a(1, 1, 1, 1), None, (2**62, 2**62), (2**62, 2**62), (2**61,) * 4, (1, 1), False), ValueError, r"max_pool2d: kernel_size must be at most 2147483647"),
+    ("huge_conv_padding", lambda: _C.conv2d_forward(X, W, None, a(1, 6, 6, 6), (1, 1), (2**62, 0, 0, 0), (1, 1), 1), ValueError, r"conv2d: padding must be at most 2147483647"),
+    ("huge_divisor", lambda: _C.avg_pool2d_forward(a(1, 1, 4, 4), a(1, 1, 2, 2), (2, 2), (2, 2), (0, 0, 0, 0), False, True, -2**40), ValueError, r"divisor_override must be at most 2147483647 in magnitude"),
 ]
 
 
@@ -183,3 +204,23 @@ _shared = (_buf[:16].reshape(1, 1, 4, 4), _buf[8:12].reshape(1, 1, 2, 2))
 def test_binding_rechecks(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_import_from_a_source_tree_without_a_build_says_what_to_do(tmp_path):
+    """`import fastconv` in the repository root finds fastconv/ without _C: a clear ImportError
+    (not 'cannot import name _C from partially initialized module')."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    source = os.path.dirname(os.path.realpath(fastconv._backend.__file__))
+    shutil.copytree(source, tmp_path / "fastconv",
+                    ignore=shutil.ignore_patterns("_C*", "_cuda*", "__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-c", "import fastconv"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    message = r.stderr.strip().splitlines()[-1]
+    assert message.startswith("ImportError: fastconv's compiled extension (fastconv._C) is "
+                              "missing: Python is importing the fastconv source tree at "), message
+    assert "pip install ." in message and "tools/dev_build.sh" in message, message

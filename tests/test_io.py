@@ -341,9 +341,15 @@ def test_unsupported_files_are_refused(tmp_path):
     (tmp_path / "text.pth").write_bytes(b"hello, not weights")
     (tmp_path / "empty.pth").write_bytes(b"")
     for name, pattern in (("old.pth", "tar archive"), ("one.npy", "single .npy"),
-                          ("plain.pkl", "not a torch checkpoint"),
-                          ("text.pth", "not a weight file"), ("empty.pth", r"\(0 bytes\)")):
-        with pytest.raises(fio.FileFormatError, match=pattern):
+                          ("plain.pkl", "not a torch checkpoint")):
+        with pytest.raises(fio.FileFormatError, match=pattern) as error:
+            fio.load(tmp_path / name)
+        assert not isinstance(error.value, fio.CorruptFileError)   # a real, unsupported format
+    # bytes that match no format are corrupt, as the README says
+    (tmp_path / "garbage.pth").write_bytes(np.random.default_rng(0).bytes(4096))
+    for name, pattern in (("text.pth", "not a weight file"), ("empty.pth", r"\(0 bytes\)"),
+                          ("garbage.pth", "first bytes match no format")):
+        with pytest.raises(fio.CorruptFileError, match=pattern):
             fio.load(tmp_path / name)
     with pytest.raises(FileNotFoundError):
         fio.load(tmp_path / "missing.pth")

@@ -3,6 +3,7 @@ Keras is not a test dependency), and the conversion of Keras layouts to torch's,
 numerically: a convolution computed channels-last with the Keras kernel equals fastconv.ref's
 channels-first convolution with the converted kernel."""
 import json
+import subprocess
 import sys
 import zipfile
 from collections import OrderedDict
@@ -275,3 +276,178 @@ def test_damaged_h5_raises_only_our_errors(tmp_path, weights):
             fio.load(damaged)
         except fio.FileFormatError as e:
             assert "damaged.h5" in str(e)
+
+
+# ---- hostile files: other files' data, links, attributes, inflation, bit flips ------------------
+
+def legacy_with(path, make_kernel, *, attrs=None):
+    """A layout (b) file with one layer 'fc' whose weight 'fc/kernel:0' is made by
+    make_kernel(layer_group, name); attrs override the root attributes."""
+    with h5py.File(path, "w", libver="latest") as f:
+        f.attrs["layer_names"] = [b"fc"]
+        lg = f.create_group("fc")
+        lg.attrs["weight_names"] = [b"fc/kernel:0"]
+        make_kernel(lg, "fc/kernel:0")
+        for name, value in (attrs or {}).items():
+            f.attrs[name] = value
+    return path
+
+
+def test_h5_external_storage_is_refused(tmp_path):
+    """create_dataset(external=...) would hand back the bytes of another local file."""
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"password" * 8)
+    path = legacy_with(tmp_path / "ext.h5", lambda g, n: g.create_dataset(
+        n, shape=(16,), dtype="f4", external=[(str(secret), 0, 64)]))
+    with pytest.raises(fio.UnsafeFileError, match=r"ext.h5.*'fc/kernel:0'.* external file "
+                                                  r".*secret.bin"):
+        fio.load(path)
+
+
+def test_h5_virtual_dataset_is_refused(tmp_path):
+    with h5py.File(tmp_path / "source.h5", "w") as f:
+        f["data"] = np.arange(4.0)
+    def virtual(g, name):
+        layout = h5py.VirtualLayout(shape=(4,), dtype="f8")
+        layout[:] = h5py.VirtualSource(str(tmp_path / "source.h5"), "data", shape=(4,))
+        g.create_virtual_dataset(name, layout)
+    with pytest.raises(fio.UnsafeFileError, match=r"vds.h5.*virtual dataset"):
+        fio.load(legacy_with(tmp_path / "vds.h5", virtual))
+
+
+@pytest.mark.parametrize("where", ["weight", "layer", "model_weights", "keras3_vars"])
+def test_h5_external_links_are_refused_before_they_are_followed(tmp_path, where):
+    """The link target does not exist: had the loader followed it, h5py would fail to open it
+    (a CorruptFileError); refusing it by its type gives UnsafeFileError."""
+    link = h5py.ExternalLink(str(tmp_path / "missing.h5"), "/w")
+    path = tmp_path / "link.h5"
+    if where == "weight":
+        legacy_with(path, lambda g, n: g.__setitem__(n, link))
+    elif where == "layer":
+        with h5py.File(path, "w") as f:
+            f.attrs["layer_names"] = [b"fc"]
+            f["fc"] = link
+    elif where == "model_weights":
+        with h5py.File(path, "w") as f:
+            f["model_weights"] = link
+    else:
+        with h5py.File(path, "w") as f:
+            f.create_group("layers/dense")["vars"] = link
+    with pytest.raises(fio.UnsafeFileError, match=r"link.h5.*external link to '/w' in the "
+                                                  r"file .*missing.h5"):
+        fio.load(path)
+
+
+def test_h5_soft_links_stay_inside_the_file(tmp_path, rng):
+    kernel = rng.standard_normal((2, 3)).astype(np.float32)
+    def inside(g, name):
+        g.file["stash/kernel"] = kernel
+        g[name] = h5py.SoftLink("/stash/kernel")
+    np.testing.assert_array_equal(fio.load(legacy_with(tmp_path / "soft.h5", inside))["fc/kernel"],
+                                  kernel)
+    def through_external(g, name):
+        g.file["out"] = h5py.ExternalLink(str(tmp_path / "missing.h5"), "/")
+        g[name] = h5py.SoftLink("/out/kernel")
+    with pytest.raises(fio.UnsafeFileError, match="external link"):
+        fio.load(legacy_with(tmp_path / "leave.h5", through_external))
+    def loop(g, name):
+        g["a"], g[name] = h5py.SoftLink("/fc/b"), h5py.SoftLink("/fc/a")
+        g["b"] = h5py.SoftLink("/fc/a")
+    with pytest.raises(fio.CorruptFileError, match=r"loop.h5.*more than 32 soft links"):
+        fio.load(legacy_with(tmp_path / "loop.h5", loop))
+    with pytest.raises(fio.CorruptFileError, match=r"dangling.h5.*no object '/nowhere'"):
+        fio.load(legacy_with(tmp_path / "dangling.h5",
+                             lambda g, n: g.__setitem__(n, h5py.SoftLink("/nowhere"))))
+
+
+@pytest.mark.parametrize("value,message", [
+    (np.arange(3), r"attribute 'layer_names' has type int64 and shape \(3,\)"),
+    (np.array([[b"fc"]]), r"attribute 'layer_names' has type \|S2 and shape \(1, 1\)"),
+    (np.array([b"x"] * 100_001), r"attribute 'layer_names' has type \|S1 and shape \(100001,\)"),
+])
+def test_h5_attributes_are_checked_before_they_are_read(tmp_path, value, message):
+    path = legacy_with(tmp_path / "attrs.h5", lambda g, n: g.create_dataset(n, data=np.ones(2)),
+                       attrs={"layer_names": value})
+    with pytest.raises(fio.CorruptFileError, match="attrs.h5.*" + message):
+        fio.load(path)
+
+
+def test_h5_compressed_dataset_inflation_is_capped(tmp_path, monkeypatch):
+    zeros = np.zeros(1 << 18, np.float32)                              # 1 MiB, ~1 kB compressed
+    path = legacy_with(tmp_path / "bomb.h5", lambda g, n: g.create_dataset(
+        n, data=zeros, compression="gzip", compression_opts=9, chunks=(1 << 16,)))
+    assert path.stat().st_size < 100_000
+    np.testing.assert_array_equal(fio.load(path)["fc/kernel"], zeros)
+    with pytest.raises(fio.UnsafeFileError, match=r"bomb.h5: weight 'fc/kernel:0' of layer 'fc' "
+                                                  r"inflates to 1,048,576 bytes.*cap of 100,000 "
+                                                  r"bytes.*max_bytes=N.*FASTCONV_LOAD_MAX_BYTES"):
+        fio.load(path, max_bytes=100_000)
+    monkeypatch.setenv("FASTCONV_LOAD_MAX_BYTES", "100000")
+    with pytest.raises(fio.UnsafeFileError, match="cap of 100,000 bytes"):
+        fio.load(path)
+    assert fio.load(path, max_bytes=1 << 20)["fc/kernel"].shape == zeros.shape
+    monkeypatch.setenv("FASTCONV_LOAD_MAX_BYTES", "lots")
+    with pytest.raises(ValueError, match="FASTCONV_LOAD_MAX_BYTES environment variable must be"):
+        fio.load(path)
+
+
+# A subprocess, so that a crash inside HDF5 fails this test instead of killing pytest.
+_FUZZ = """
+import sys
+import numpy as np
+import fastconv.io as fio
+data, out = open(sys.argv[1], "rb").read(), sys.argv[2]
+rng = np.random.default_rng(int(sys.argv[3]))
+for case in range(int(sys.argv[4])):
+    changed = bytearray(data)
+    for i in rng.integers(len(data), size=rng.integers(1, 4)):
+        changed[i] ^= 1 << rng.integers(8)
+    open(out, "wb").write(changed)
+    try:
+        fio.load(out)
+    except fio.FileFormatError as e:
+        assert "fuzz.h5" in str(e), (case, e)
+"""
+
+
+@pytest.mark.parametrize("layout", ["legacy_model_tf2", "keras3_weights_h5"])
+def test_bit_flipped_h5_raises_only_our_errors(tmp_path, weights, layout):
+    original = LAYOUTS[layout](tmp_path / "model.h5", weights, tmp_path)
+    r = subprocess.run([sys.executable, "-c", _FUZZ, str(original), str(tmp_path / "fuzz.h5"),
+                        "2024", "100"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, f"exit status {r.returncode}: {r.stderr[-3000:]}"
+
+
+def test_h5_parse_hang_and_crash_are_contained(tmp_path, weights, monkeypatch):
+    """HDF5 runs in a forked child: a loop (past H5_TIMEOUT_S) or a crash there is a
+    CorruptFileError here, and the caller lives on."""
+    import os
+    import signal
+    import time
+    from fastconv.io import keras_h5
+    if not hasattr(os, "fork"):
+        pytest.skip("no os.fork: the parse runs in this process")
+    path = write_legacy(tmp_path / "model.h5", weights)
+    monkeypatch.setattr(keras_h5, "H5_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(keras_h5, "_load_h5_here", lambda *args: time.sleep(60))
+    with pytest.raises(fio.CorruptFileError, match=r"model.h5: HDF5 \(h5py\) did not finish "
+                                                   r"reading the file in 0.5 s"):
+        fio.load(path)
+    monkeypatch.setattr(keras_h5, "_load_h5_here",          # a crash, without a core dump
+                        lambda *args: os.kill(os.getpid(), signal.SIGKILL))
+    with pytest.raises(fio.CorruptFileError, match=r"model.h5: HDF5 \(h5py\) crashed \(SIGKILL\)"):
+        fio.load(path)
+
+
+def test_h5_that_made_hdf5_loop_is_corrupt(tmp_path, weights, monkeypatch):
+    """Two bit flips found by fuzzing make HDF5 loop for ever reading the model_config attribute
+    (h5py 3.16 / this writer's layout)."""
+    from fastconv.io import keras_h5
+    data = bytearray(write_legacy(tmp_path / "model.h5", weights).read_bytes())
+    data[1745] ^= 0x10
+    data[2537] ^= 0x02
+    (tmp_path / "loop.h5").write_bytes(data)
+    monkeypatch.setattr(keras_h5, "H5_TIMEOUT_S", 2.0)
+    with pytest.raises(fio.CorruptFileError, match="loop.h5: HDF5 \\(h5py\\) did not finish"):
+        fio.load(tmp_path / "loop.h5")

@@ -312,3 +312,61 @@ def test_changed_pickle_inside_a_valid_zip(tmp_path, sample_files):
                 zf.writestr(record, bytes(changed) if record == pkl_name else data)
         cases.append(buffer.getvalue())
     assert_only_our_errors(tmp_path / "changed.pth", cases)
+
+
+# ---- decompression caps -------------------------------------------------------------------------
+
+def deflated_copy(src, dst):
+    """The zip archive src rewritten with every member deflated."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info))
+    return dst
+
+
+ZEROS = np.zeros(1 << 18, np.float32)          # 1 MiB that deflates to about 1 kB
+
+
+@pytest.mark.parametrize("kind,member", [("npz", "w.npy"), ("pth", "data/0")])
+def test_zip_member_inflation_is_capped(tmp_path, monkeypatch, kind, member):
+    fio.save({"w": ZEROS}, tmp_path / f"plain.{kind}")
+    path = deflated_copy(tmp_path / f"plain.{kind}", tmp_path / f"bomb.{kind}")
+    assert path.stat().st_size < 100_000
+    np.testing.assert_array_equal(fio.load(path)["w"], ZEROS)
+    with pytest.raises(fio.UnsafeFileError, match=rf"bomb.{kind}: zip member \S*{member} "
+                                                  r"inflates to 1,048,\d+ bytes.*cap of "
+                                                  r"100,000 bytes.*max_bytes=N"):
+        fio.load(path, max_bytes=100_000)
+    monkeypatch.setenv("FASTCONV_LOAD_MAX_BYTES", "100000")
+    with pytest.raises(fio.UnsafeFileError, match="FASTCONV_LOAD_MAX_BYTES environment variable"):
+        fio.load(path)
+    np.testing.assert_array_equal(fio.load(path, max_bytes=2 << 20)["w"], ZEROS)   # wins
+
+
+def test_default_inflation_cap_scales_with_the_file(tmp_path, monkeypatch):
+    """Default: max(floor, 100 x the file's size); a stored (uncompressed) member never counts."""
+    from fastconv.io import _limits
+    monkeypatch.setattr(_limits, "DEFAULT_FLOOR", 1 << 19)
+    fio.save({"w": ZEROS}, tmp_path / "plain.npz")
+    np.testing.assert_array_equal(fio.load(tmp_path / "plain.npz")["w"], ZEROS)
+    path = deflated_copy(tmp_path / "plain.npz", tmp_path / "bomb.npz")
+    cap = max(1 << 19, 100 * path.stat().st_size)
+    with pytest.raises(fio.UnsafeFileError, match=f"cap of {cap:,} bytes"):
+        fio.load(path)
+
+
+def test_max_bytes_argument_errors(tmp_path):
+    fio.save({"w": ZEROS[:4]}, tmp_path / "w.npz")
+    with pytest.raises(TypeError, match="load: max_bytes must be an int or None, got 1.5"):
+        fio.load(tmp_path / "w.npz", max_bytes=1.5)
+    with pytest.raises(ValueError, match="load: max_bytes must be >= 0, got -1"):
+        fio.load(tmp_path / "w.npz", max_bytes=-1)
+
+
+def test_ordered_dict_of_a_non_list_is_corrupt(tmp_path):
+    """OrderedDict(5) in a pickle: CorruptFileError, not Python's TypeError."""
+    payload = protocol2(glob("collections", "OrderedDict"), b"(", num(5), b"tR")
+    for container in CONTAINERS.values():
+        with pytest.raises(fio.CorruptFileError, match=r"OrderedDict takes a list of \(key, value\) "
+                                                       r"pairs, got .*int"):
+            fio.load(container(tmp_path / "od.pth", payload))

@@ -116,6 +116,20 @@ def test_max_pool2d_all_minus_inf_window(isa, dtype):
     np.testing.assert_array_equal(idx[0, 0], [[0, 1, 3], [5, 6, 19], [15, 16, 19]])
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_max_pool2d_huge_kernel_is_fast_and_right(isa, rng, dtype):
+    """A huge but valid window: 2**31 - 1 rows (or columns) with padding 2**30 - 1 covers the whole
+    axis for every output. The window start is found in O(1) (a loop over the taps before the
+    input ran 2**30 times per window), in the binding's empty-window check and in the kernels."""
+    x = randn(rng, (1, 2, 5, 6), dtype)
+    y, idx = F.max_pool2d(x, (2**31 - 1, 1), stride=1, padding=(2**30 - 1, 0),
+                          return_indices=True)
+    np.testing.assert_array_equal(y, np.broadcast_to(x.max(axis=2, keepdims=True), y.shape))
+    np.testing.assert_array_equal(idx[0, :, 0], x.argmax(axis=2)[0] * 6 + np.arange(6))
+    y = F.max_pool2d(x, (1, 2**31 - 1), stride=(1, 2**31 - 1), padding=(0, 2**30 - 1))
+    np.testing.assert_array_equal(y, x.max(axis=3, keepdims=True))
+
+
 def test_max_pool2d_nan_index_is_last_nan(isa):
     x = np.zeros((1, 1, 3, 3))
     x[0, 0, 0, 2] = x[0, 0, 2, 0] = np.nan

@@ -313,7 +313,7 @@ BAD = [
     ("max_pool_padding", lambda: nn.MaxPool2d(2, padding=2)(T(1, 1, 4, 4)), ValueError, r"max_pool2d: padding must be at most half the kernel size"),
     ("max_pool_rank", lambda: nn.MaxPool2d(2)(T(4, 4)), ValueError, r"max_pool2d: input must be 3-D"),
     ("max_pool_ceil_mode", lambda: F.max_pool2d(T(1, 1, 4, 4), 2, ceil_mode="yes"), TypeError, r"max_pool2d: ceil_mode must be a bool, got 'yes'"),
-    ("avg_pool_divisor", lambda: nn.AvgPool2d(2, divisor_override=0)(T(1, 1, 4, 4)), ValueError, r"avg_pool2d: divisor_override must be positive, got 0"),
+    ("avg_pool_divisor", lambda: nn.AvgPool2d(2, divisor_override=0)(T(1, 1, 4, 4)), ValueError, r"avg_pool2d: divisor_override must be a non-zero int or None, got 0"),
     ("avg_pool_padding_string", lambda: nn.AvgPool2d(2, padding="full")(T(1, 1, 4, 4)), TypeError, r"avg_pool2d: padding must be an int, a tuple of ints, 'valid' or 'same', got 'full'"),
     ("adaptive_size", lambda: nn.AdaptiveAvgPool2d(0)(T(1, 1, 4, 4)), ValueError, r"adaptive_avg_pool2d: output_size must be positive, got 0"),
     ("dropout_p", lambda: F.dropout(T(3), 1.5), ValueError, r"dropout: p must be in \[0, 1\], got 1.5"),

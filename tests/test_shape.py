@@ -84,3 +84,27 @@ def test_resolve_padding(padding, expected):
 def test_resolve_padding_rejects(padding, exc):
     with pytest.raises(exc, match="op: padding"):
         _shape.resolve_padding("op", padding, (9, 9), (3, 3), (1, 1), (1, 1))
+
+
+def test_first_empty_window_matches_a_loop_over_the_taps():
+    """The O(1)-per-window check equals the literal definition (some tap inside [0, size))."""
+    def literal(size, k, stride, pad_lo, dilation, out):
+        for p in range(out):
+            if not any(0 <= p * stride - pad_lo + i * dilation < size for i in range(k)):
+                return p
+        return None
+    for size, k, stride, pad_lo, dilation in itertools.product(range(1, 6), range(1, 5),
+                                                               range(1, 4), range(3), range(1, 5)):
+        if pad_lo > k // 2:
+            continue
+        out = _shape.output_size(size, k, stride, pad_lo, pad_lo, dilation, False)
+        expected = literal(size, k, stride, pad_lo, dilation, out) if dilation > 1 else None
+        assert _shape.first_empty_window(size, k, stride, pad_lo, dilation, out) == expected
+
+
+def test_geometry_limit():
+    """2**31 - 1 passes, 2**31 is refused (the binding holds the same limit: test_errors C_CASES)."""
+    assert _shape.MAX_GEOMETRY == 2**31 - 1
+    assert _shape.pair("op", "stride", 2**31 - 1) == (2**31 - 1, 2**31 - 1)
+    with pytest.raises(ValueError, match=r"op: stride must be at most 2147483647"):
+        _shape.pair("op", "stride", (1, 2**31))

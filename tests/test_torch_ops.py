@@ -361,7 +361,7 @@ def test_errors_name_the_argument():
          r"conv2d: input must be 3-D \(C, H, W\) or 4-D"),
         (lambda: fct.max_pool2d(x, 3, padding=2), ValueError, r"at most half the kernel size"),
         (lambda: fct.avg_pool2d(x, 2, divisor_override=0), ValueError,
-         r"divisor_override must be positive"),
+         r"divisor_override must be a non-zero int"),
         (lambda: fct.adaptive_avg_pool2d(x, (2, 0)), ValueError, r"output_size must be positive"),
         (lambda: fct.conv2d(x, torch.empty(6, 4, 3, 3, device="meta")), ValueError,
          r"conv2d: weight is on meta but input is on cpu"),

@@ -135,7 +135,6 @@ def test_cli_finetune_on_an_image_folder(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (("finetune", "--model", "nope"), "unknown model"),
     (("finetune", "--data", "missing_dir"), "not a directory"),
-    (("finetune", "--image-size", "8"), "at least 32"),
     (("predict", "missing.jpg"), "no such file"),
     (("summary", "nope"), "unknown model"),
 ])

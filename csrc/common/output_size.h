@@ -11,6 +11,11 @@
 
 namespace fastconv {
 
+// The largest kernel size, stride, padding, dilation or groups the bindings accept (2**31 - 1;
+// Python's twin: fastconv/_shape.py MAX_GEOMETRY). It keeps every sum and product below formed
+// from these values far from int64 overflow.
+constexpr int64_t kMaxGeometry = 2147483647;
+
 inline int64_t output_size(int64_t in, int64_t k, int64_t stride, int64_t pad_lo, int64_t pad_hi,
                            int64_t dilation, bool ceil_mode) {
   const int64_t span = in + pad_lo + pad_hi - dilation * (k - 1) - 1;

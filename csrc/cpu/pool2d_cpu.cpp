@@ -358,6 +358,12 @@ inline void copy_small(T* dst, const T* src, int64_t n) {
   if (i < n) V::load(src + n - V::size).store(dst + n - V::size);  // overlapping last vector
 }
 
+// The first tap start + k * dil (k >= 0) at or past index 0: O(1), not a loop over the taps (a
+// huge kernel with huge padding must not spin here).
+inline int64_t first_tap(int64_t start, int64_t dil) {
+  return start >= 0 ? start : start + (-start + dil - 1) / dil * dil;
+}
+
 template <class T>
 constexpr T neg_inf() {
   return -std::numeric_limits<T>::infinity();
@@ -409,8 +415,8 @@ void max_plane_naive(const Pool2dParams& p, const T* x, T* y, int64_t* ind, int6
       int64_t ih0 = oh * p.stride_h - p.pad_t, iw0 = ow * p.stride_w - p.pad_l;
       const int64_t ih1 = std::min(ih0 + (p.R - 1) * p.dil_h + 1, H);
       const int64_t iw1 = std::min(iw0 + (p.S - 1) * p.dil_w + 1, W);
-      while (ih0 < 0) ih0 += p.dil_h;
-      while (iw0 < 0) iw0 += p.dil_w;
+      ih0 = first_tap(ih0, p.dil_h);
+      iw0 = first_tap(iw0, p.dil_w);
       int64_t mi = ih0 * W + iw0;
       T m = neg_inf<T>();
       for (int64_t ih = ih0; ih < ih1; ih += p.dil_h)
@@ -466,7 +472,7 @@ void max_row(const Pool2dParams& p, const MaxCols<T>& g, const T* xr, T* xb, T* 
     for (int64_t q = 0; q < p.Q; ++q) {
       int64_t w0 = q * sw - pl;
       const int64_t w1 = std::min(w0 + (S - 1) * dw + 1, W);
-      while (w0 < 0) w0 += dw;
+      w0 = first_tap(w0, dw);
       T m = neg_inf<T>();
       int64_t c = w0;
       for (int64_t w = w0; w < w1; w += dw) {
@@ -533,13 +539,13 @@ void max_plane(const Pool2dParams& p, const MaxCols<T>& g, const T* x, T* y, int
   for (int64_t oh = p0; oh < p1; ++oh) {
     int64_t h0 = oh * p.stride_h - p.pad_t;
     const int64_t h1 = std::min(h0 + (p.R - 1) * p.dil_h + 1, H);
-    while (h0 < 0) h0 += p.dil_h;
+    h0 = first_tap(h0, p.dil_h);
     T* yr = y + oh * Q;
     int64_t* ir = IDX ? ind + oh * Q : nullptr;
     if (h0 >= h1) {  // no row of the window is inside the input: -inf, PyTorch's start index
       for (int64_t q = 0; q < Q; ++q) {
         int64_t w0 = q * p.stride_w - p.pad_l;
-        while (w0 < 0) w0 += p.dil_w;
+        w0 = first_tap(w0, p.dil_w);
         yr[q] = neg_inf<T>();
         if (IDX) ir[q] = h0 * W + w0;
       }

@@ -9,41 +9,65 @@ Reports held-out accuracy and saves the fine-tuned weights.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import numpy as np
 
 from fastconv.commands import CLIError
+from fastconv.commands._args import int_at_least, open_fraction, positive_float
+
+RUNS_DIR = "runs"                # default output folder (git-ignored in the repository)
 
 
 def add_arguments(s) -> None:
     s.add_argument("--model", default="efficientnet_lite0",
-                   help="zoo model (fastconv.models.list_models()); default efficientnet_lite0")
+                   help="zoo model to fine-tune (fastconv.models.list_models()) (default: "
+                   "efficientnet_lite0)")
     s.add_argument("--weights", default=None, metavar="PATH",
-                   help="checkpoint to start from (.pth/.safetensors/.npz/.h5); default: the "
-                   "model's bundled pretrained weights; 'none' for random initialisation")
+                   help="checkpoint to start from (.pth/.safetensors/.npz/.h5), or 'none' for "
+                   "random initialisation (default: the model's bundled pretrained weights)")
     s.add_argument("--data", default=None, metavar="DIR",
-                   help="image folder, one sub-folder per class (or DIR/train and DIR/val); "
-                   "default: --dataset")
+                   help="image folder with one sub-folder per class, at least two (or DIR/train "
+                   "and DIR/val) (default: the bundled --dataset)")
     s.add_argument("--dataset", default="lfw", choices=("lfw", "digits"),
                    help="bundled data when --data is not given: lfw (scikit-image lfw_subset, "
-                   "faces vs non-faces) or digits (scikit-learn)")
-    s.add_argument("--image-size", type=int, default=128, help="input resolution (default 128)")
-    s.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
-    s.add_argument("--head-epochs", type=int, default=30,
-                   help="epochs of head training on cached features (default 30)")
-    s.add_argument("--unfreeze", type=int, default=2, help="top blocks to unfreeze (default 2)")
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--lr", type=float, default=1e-4, help="fine-tuning learning rate of the base")
-    s.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the head phase")
-    s.add_argument("--test-size", type=float, default=0.2, help="held-out fraction (default 0.2)")
-    s.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    s.add_argument("--seed", type=int, default=0)
+                   "faces vs non-faces) or digits (scikit-learn) (default: lfw)")
+    s.add_argument("--image-size", type=int_at_least(32), default=128, metavar="N",
+                   help="square input resolution the images are resized to, >= 32 (default: "
+                   "128)")
+    s.add_argument("--epochs", type=int_at_least(0), default=3, metavar="N",
+                   help="epochs of fine-tuning with the top blocks unfrozen; 0 skips that phase "
+                   "(default: 3)")
+    s.add_argument("--head-epochs", type=int_at_least(1), default=30, metavar="N",
+                   help="epochs of head training on the cached features of the frozen base "
+                   "(default: 30)")
+    s.add_argument("--unfreeze", type=int_at_least(0), default=2, metavar="N",
+                   help="top blocks to unfreeze for fine-tuning; 0 skips that phase (default: 2)")
+    s.add_argument("--batch-size", type=int_at_least(1), default=32, metavar="N",
+                   help="images per training batch (default: 32)")
+    s.add_argument("--lr", type=positive_float, default=1e-4, metavar="RATE",
+                   help="Adam learning rate of the unfrozen base when fine-tuning; the head gets "
+                   "10x (default: 0.0001)")
+    s.add_argument("--head-lr", type=positive_float, default=1e-3, metavar="RATE",
+                   help="Adam learning rate of the head phase (default: 0.001)")
+    s.add_argument("--test-size", type=open_fraction, default=0.2, metavar="FRACTION",
+                   help="fraction of the images held out for evaluation, between 0 and 1, when "
+                   "there is no val/ folder (default: 0.2)")
+    s.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where to train (default: cpu)")
+    s.add_argument("--seed", type=int_at_least(0), default=0, metavar="N",
+                   help="seed of the split, the head, shuffling and augmentation (default: 0)")
     s.add_argument("--out", default=None, metavar="PATH",
-                   help="where to save the fine-tuned weights (default: finetuned_MODEL.npz, "
-                   ".safetensors when the safetensors package is installed)")
-    s.add_argument("--plot", default=None, metavar="PNG", help="write training curves here")
-    s.add_argument("--verbose", default="auto", help="0, 1 (progress bars), 2 (lines) or auto")
+                   help="where to save the fine-tuned weights, its folder created if needed "
+                   f"(default: {RUNS_DIR}/finetuned_MODEL.safetensors, .npz without the "
+                   "safetensors package)")
+    s.add_argument("--plot", default=None, metavar="PNG",
+                   help="write the fine-tuning phase's training curves to this PNG (default: no "
+                   "plot)")
+    s.add_argument("--verbose", default="auto", choices=("0", "1", "2", "auto"),
+                   help="0 quiet, 1 progress bars, 2 one line per epoch; every phase ends with a "
+                   "summary line (default: auto = 1 in a terminal, else 2)")
 
 
 def _normalise(x: np.ndarray, cfg: dict) -> np.ndarray:
@@ -52,18 +76,27 @@ def _normalise(x: np.ndarray, cfg: dict) -> np.ndarray:
     return ((x - mean) / std).astype(np.float32)
 
 
-def _folder_arrays(root: str, size: int, grayscale: bool):
+def _folder_arrays(root: str, size: int, grayscale: bool, bar: bool = False):
     from fastconv.data import Compose, ImageFolder, Resize, ToFloat
     ds = ImageFolder(root, transform=Compose([ToFloat(), Resize((size, size))]),
                      grayscale=grayscale)
-    xs, ys = zip(*(ds[i] for i in range(len(ds))))
+    if len(ds.classes) < 2:
+        raise CLIError(f"--data: {root} has {len(ds.classes)} class folder"
+                       f"{'' if len(ds.classes) == 1 else 's'} {list(ds.classes)}; fine-tuning a "
+                       "classifier needs at least two classes (one sub-folder of images each)")
+    items = range(len(ds))
+    if bar:
+        from tqdm.auto import tqdm
+        items = tqdm(items, desc=f"reading {root}", unit="image", dynamic_ncols=True)
+    xs, ys = zip(*(ds[i] for i in items))
     x = np.stack(xs).astype(np.float32)
     return (np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x), np.asarray(ys, np.int64), \
         tuple(ds.classes)
 
 
-def load_data(args, cfg: dict):
-    """(x_train, y_train, x_test, y_test, classes, description), x normalised for the weights."""
+def load_data(args, cfg: dict, bar: bool = False):
+    """(x_train, y_train, x_test, y_test, classes, description), x normalised for the weights;
+    bar: a progress bar while an image folder is read."""
     from fastconv import data
     size = args.image_size
     if args.data is None:
@@ -84,13 +117,13 @@ def load_data(args, cfg: dict):
                 val_dir = os.path.join(args.data, name)
         try:
             if os.path.isdir(train_dir) and val_dir:
-                x_train, y_train, classes = _folder_arrays(train_dir, size, False)
-                x_test, y_test, test_classes = _folder_arrays(val_dir, size, False)
+                x_train, y_train, classes = _folder_arrays(train_dir, size, False, bar)
+                x_test, y_test, test_classes = _folder_arrays(val_dir, size, False, bar)
                 if test_classes != classes:
                     raise CLIError(f"--data: {val_dir} has classes {test_classes} but {train_dir} "
                                    f"has {classes}")
             else:
-                x, y, classes = _folder_arrays(args.data, size, False)
+                x, y, classes = _folder_arrays(args.data, size, False, bar)
                 tr, te = data.stratified_split(y, args.test_size, args.seed)
                 x_train, y_train, x_test, y_test = x[tr], y[tr], x[te], y[te]
         except (ValueError, OSError) as e:
@@ -105,9 +138,9 @@ def load_data(args, cfg: dict):
 def _default_out(model_name: str) -> str:
     try:
         import safetensors  # noqa: F401
-        return f"finetuned_{model_name}.safetensors"
+        return os.path.join(RUNS_DIR, f"finetuned_{model_name}.safetensors")
     except ImportError:
-        return f"finetuned_{model_name}.npz"
+        return os.path.join(RUNS_DIR, f"finetuned_{model_name}.npz")
 
 
 def run(args) -> int:
@@ -116,12 +149,10 @@ def run(args) -> int:
     if args.model not in models.list_models():
         raise CLIError(f"--model: unknown model {args.model!r}; choose one of "
                        f"{', '.join(models.list_models())}")
-    if args.image_size < 32:
-        raise CLIError(f"--image-size must be at least 32, got {args.image_size}")
     if args.device == "cuda" and not fc.cuda_available():
         raise CLIError("--device cuda: fastconv's CUDA kernels are not available in this build "
                        "or no GPU is visible (fastconv info)")
-    verbose = int(args.verbose) if str(args.verbose).isdigit() else args.verbose
+    verbose = int(args.verbose) if args.verbose.isdigit() else 1 if sys.stderr.isatty() else 2
     fc.manual_seed(args.seed)
     start = time.perf_counter()
     if args.weights is None:
@@ -136,11 +167,14 @@ def run(args) -> int:
         raise CLIError(f"cannot build {args.model} with weights "
                        f"{args.weights or 'pretrained=True'}: {e}") from None
     cfg = model.pretrained_cfg
-    x_train, y_train, x_test, y_test, classes, what = load_data(args, cfg)
     print(f"model: {args.model} ({model.num_parameters():,} parameters), weights: "
-          f"{args.weights or cfg.get('checkpoint', 'pretrained')}")
+          f"{args.weights or cfg.get('checkpoint', 'pretrained')}; loaded in "
+          f"{time.perf_counter() - start:.1f} s", flush=True)
+    loaded = time.perf_counter()
+    x_train, y_train, x_test, y_test, classes, what = load_data(args, cfg, bar=verbose == 1)
     print(f"data: {what}: {len(y_train)} training and {len(y_test)} held-out images of "
-          f"{args.image_size}x{args.image_size}, classes {list(classes)}")
+          f"{args.image_size}x{args.image_size}, classes {list(classes)}; read in "
+          f"{time.perf_counter() - loaded:.1f} s", flush=True)
     print(f"phase 1: base frozen, new {len(classes)}-class head trained on cached features "
           f"({args.head_epochs} epochs, Adam lr {args.head_lr:g}); phase 2: top {args.unfreeze} "
           f"blocks unfrozen ({args.epochs} epochs, lr {args.lr:g} base / {args.lr * 10:g} head, "
@@ -160,6 +194,8 @@ def run(args) -> int:
     out = args.out or _default_out(args.model)
     model.cpu()
     try:
+        if os.path.dirname(out):
+            os.makedirs(os.path.dirname(out), exist_ok=True)
         fc.save(model.state_dict(), out)
     except (OSError, ValueError, TypeError) as e:
         raise CLIError(f"--out: cannot save to {out}: {e}") from None

@@ -4,15 +4,18 @@ from __future__ import annotations
 import os
 
 from fastconv.commands import CLIError
+from fastconv.commands._args import int_at_least
 
 
 def add_arguments(s) -> None:
     s.add_argument("image", nargs="?", default=None,
-                   help="image file (default: scikit-image's 'chelsea' cat photo)")
-    s.add_argument("--model", default="efficientnet_lite0")
+                   help="image file to classify (default: scikit-image's 'chelsea' cat photo)")
+    s.add_argument("--model", default="efficientnet_lite0",
+                   help="zoo model (fastconv.models.list_models()) (default: efficientnet_lite0)")
     s.add_argument("--weights", default=None, metavar="PATH",
-                   help="checkpoint (default: the model's bundled pretrained weights)")
-    s.add_argument("--top", type=int, default=5)
+                   help="checkpoint to load (default: the model's bundled pretrained weights)")
+    s.add_argument("--top", type=int_at_least(1), default=5, metavar="K",
+                   help="how many of the most probable classes to print, >= 1 (default: 5)")
 
 
 def run(args) -> int:

@@ -8,8 +8,9 @@ from typing import Optional
 import numpy as np
 
 from fastconv.io._dtypes import TORCH_TO_STORAGE
-from fastconv.io._zip import open_zip, read_member
-from fastconv.io.errors import FileFormatError
+from fastconv.io._limits import InflationBudget, inflation_cap
+from fastconv.io._zip import check_inflation, open_zip, read_member
+from fastconv.io.errors import CorruptFileError, FileFormatError
 from fastconv.io.keras_h5 import load_h5
 from fastconv.io.keras_layout import keras_to_torch_layout
 from fastconv.io.npz_format import load_npz, save_npz
@@ -55,7 +56,7 @@ def _kind(path, source: str) -> str:
 
 
 def load(path, key: Optional[str] = None, map_prefix: bool = True,
-         convert: Optional[str] = None) -> dict:
+         convert: Optional[str] = None, max_bytes: Optional[int] = None) -> dict:
     """Read the weights in the file at `path` as a dict of numpy arrays, without torch and
     without running code from the file.
 
@@ -73,6 +74,10 @@ def load(path, key: Optional[str] = None, map_prefix: bool = True,
         convert: Keras files only: "torch" converts the layouts and names to torch's (see
             keras_to_torch_layout; a Dense layer after Flatten needs that function's
             flatten_shapes). None keeps Keras's arrays keyed "<layer>/<weight>".
+        max_bytes: the most bytes the compressed content of the file (zip members of .pth,
+            .npz and .keras files, compressed HDF5 datasets) may inflate to, in total. None: the
+            FASTCONV_LOAD_MAX_BYTES environment variable, else max(256 MiB, 100 x the file's
+            size). Uncompressed content is bounded by the file itself.
 
     Returns:
         An insertion-ordered dict name -> numpy array (C-contiguous, native byte order,
@@ -82,16 +87,22 @@ def load(path, key: Optional[str] = None, map_prefix: bool = True,
     Raises:
         FileNotFoundError: no file at `path`.
         UnsafeFileError: a pickle in the file asks for code outside the allow-list (nothing
-            from the file is executed).
-        CorruptFileError: the file is truncated or inconsistent.
-        FileFormatError: any other file fastconv cannot read (the base of the two above).
-        ValueError: a bad `key` or `convert`.
+            from the file is executed), a Keras file points at data in other files (external
+            links or storage, virtual datasets), or compressed content inflates past max_bytes.
+        CorruptFileError: the file is truncated, inconsistent, or matches no supported format;
+            or HDF5 crashed or looped on it (Keras .h5 files are parsed in a forked child, given
+            fastconv.io.keras_h5.H5_TIMEOUT_S seconds).
+        FileFormatError: a recognised format fastconv does not read (TorchScript, torch's tar
+            format, a bare .npy, a pickle that is not a checkpoint, an HDF5 file without Keras
+            weights); the base of the two above.
+        ValueError: a bad `key`, `convert` or `max_bytes`.
         ImportError: a .safetensors or .h5 file without the optional package that reads it.
     """
     source = os.fspath(path)
     if convert not in (None, "torch"):
         raise ValueError(f"load: convert must be None or 'torch', got {convert!r}")
     kind = _kind(path, source)
+    budget = InflationBudget(inflation_cap(max_bytes, os.path.getsize(path)), source)
     if key is not None and kind not in _TORCH_KINDS:
         raise ValueError(f"load: key= picks an entry of a torch checkpoint, but {source} is a "
                          f"{kind} file")
@@ -100,25 +111,27 @@ def load(path, key: Optional[str] = None, map_prefix: bool = True,
                          f"{kind} file")
     if kind in ("torch zip", "npz", "keras zip"):
         with open_zip(path, source) as zf:
+            check_inflation(zf, budget)
             if kind == "torch zip":
                 arrays = load_zip(zf, key, source)
             elif kind == "npz":
                 arrays = load_npz(path, zf, source)
             else:
                 member = read_member(zf, zf.getinfo(_KERAS_MEMBER), source)
-                arrays = load_h5(member, f"{source} ({_KERAS_MEMBER})")
+                arrays = load_h5(member, f"{source} ({_KERAS_MEMBER})", budget)
     elif kind == "torch legacy":
         arrays = load_torch_legacy(path, key)
     elif kind == "safetensors":
         arrays = load_safetensors(path)
     elif kind == "h5":
-        arrays = load_h5(path, source)
-    else:
+        arrays = load_h5(path, source, budget)
+    else:               # a recognised format it does not read, or bytes that match none
         size = os.path.getsize(path)
-        raise FileFormatError(f"{source} ({size} bytes) is "
-                              f"{_REFUSED.get(kind, 'not a weight file fastconv can read')}; "
-                              "supported: torch .pth/.pt (zip or legacy), .safetensors, .npz, "
-                              "Keras .h5/.keras")
+        error = FileFormatError if kind in _REFUSED else CorruptFileError
+        raise error(f"{source} ({size} bytes) is "
+                    f"{_REFUSED.get(kind, 'not a weight file: its first bytes match no format')}; "
+                    "supported: torch .pth/.pt (zip or legacy), .safetensors, .npz, "
+                    "Keras .h5/.keras")
     arrays = {k: np.asarray(a, a.dtype.newbyteorder("="), order="C") for k, a in arrays.items()}
     if convert == "torch":
         arrays = keras_to_torch_layout(arrays)

@@ -140,6 +140,9 @@ def _ints(value, what: str) -> tuple:
 
 def _ordered_dict(it, args):
     _nargs(args, 0, 1, "collections.OrderedDict")
+    if args and type(args[0]) not in (list, tuple):
+        raise CorruptFileError(f"collections.OrderedDict takes a list of (key, value) pairs, got "
+                               f"{_describe(args[0])}")
     out = {}
     for pair in (args[0] if args else ()):
         if type(pair) not in (list, tuple) or len(pair) != 2:

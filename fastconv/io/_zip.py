@@ -6,6 +6,7 @@ import struct
 import zipfile
 import zlib
 
+from fastconv.io._limits import InflationBudget
 from fastconv.io.errors import CorruptFileError
 
 # What Python's zipfile raises on a damaged archive (RuntimeError: an "encrypted" flag bit,
@@ -29,3 +30,11 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> byte
         return zf.read(info)
     except ZIP_ERRORS as e:
         raise CorruptFileError(f"{source}: cannot read zip member {info.filename}: {e}") from None
+
+
+def check_inflation(zf: zipfile.ZipFile, budget: InflationBudget) -> None:
+    """Spend `budget` on the declared sizes of every compressed member, before any is read
+    (zipfile inflates a member to at most its declared size and then checks its CRC)."""
+    for info in zf.infolist():
+        if info.compress_type != zipfile.ZIP_STORED:
+            budget.spend(info.file_size, f"zip member {info.filename}")

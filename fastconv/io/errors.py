@@ -14,10 +14,14 @@ class FileFormatError(ValueError):
 
 class CorruptFileError(FileFormatError):
     """The file claims a supported format but its content is inconsistent: truncated, bytes
-    changed, sizes or offsets that do not fit the data it holds."""
+    changed, sizes or offsets that do not fit the data it holds; or its bytes match no format at
+    all (garbage, an empty file)."""
 
 
 class UnsafeFileError(FileFormatError):
     """A pickle in the file asks for something outside the allow-list (an arbitrary global such as
     ``os.system``, a call of a non-allow-listed callable, a forbidden opcode). Nothing in the file
-    was executed: the reader interprets pickles itself and never imports or calls their globals."""
+    was executed: the reader interprets pickles itself and never imports or calls their globals.
+    Also: a Keras HDF5 file that points at other files (external links, external storage, virtual
+    datasets), and compressed content that would inflate past the cap (``fastconv.load``'s
+    ``max_bytes``)."""

@@ -45,6 +45,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         (N, K, P, Q), or (K, P, Q) for an unbatched input.
     """
     op = "conv2d"
+    c.check_required(op, "weight", weight)
     (input, weight, bias), back = c.import_arrays(op, input=input, weight=weight, bias=bias)
     c.check_float(op, "input", input, back.device)
     c.check_same_dtype(op, "input", input, "weight", weight)
@@ -58,7 +59,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if back.device is not None:
         out = _gpu_conv.conv2d(back.device, x, weight, bias, stride, pad, dilation, groups, (P, Q))
         return back(out[0] if unbatched else out)
-    out = np.empty((x.shape[0], K, P, Q), dtype=c.native_dtype(input))
+    out = c.empty_output(op, (x.shape[0], K, P, Q), c.native_dtype(input))
     if x.shape[0] > 0:
         _C.conv2d_forward(c.prepare(x), c.prepare(weight), c.prepare(bias), out, stride, pad,
                           dilation, groups)
@@ -96,8 +97,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         out, indices = _gpu_pool.max_pool2d(back.device, x, kernel, stride, pad, dilation,
                                             ceil_mode, (P, Q), return_indices)
     else:
-        out = np.empty((N, C, P, Q), dtype=c.native_dtype(input))
-        indices = np.empty((N, C, P, Q), dtype=np.int64) if return_indices else None
+        out = c.empty_output(op, (N, C, P, Q), c.native_dtype(input))
+        indices = c.empty_output(op, (N, C, P, Q), np.int64) if return_indices else None
     if N > 0 and back.device is None:
         _C.max_pool2d_forward(c.prepare(x), out, indices, kernel, stride, pad, dilation, ceil_mode)
     if unbatched:
@@ -119,7 +120,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
         count_include_pad: divide by the window size including padding (but not the part of a
             ceil_mode window past the bottom/right padding); False: by the in-input count only
             (Keras 'same' pooling semantics).
-        divisor_override: a positive int to divide by instead.
+        divisor_override: a non-zero int to divide by instead (negative included, as in torch).
     Returns:
         (N, C, P, Q), or (C, P, Q) for an unbatched input.
     """
@@ -137,7 +138,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
         out = _gpu_pool.avg_pool2d(back.device, x, kernel, stride, pad, ceil_mode,
                                    count_include_pad, divisor, (P, Q))
         return back(out[0] if unbatched else out)
-    out = np.empty((N, C, P, Q), dtype=c.native_dtype(input))
+    out = c.empty_output(op, (N, C, P, Q), c.native_dtype(input))
     if N > 0:
         _C.avg_pool2d_forward(c.prepare(x), out, kernel, stride, pad, ceil_mode, count_include_pad,
                               divisor)
@@ -163,7 +164,7 @@ def adaptive_avg_pool2d(input, output_size):
     if back.device is not None:
         out = _gpu_pool.adaptive_avg_pool2d(back.device, x, (P, Q))
         return back(out[0] if unbatched else out)
-    out = np.empty((N, C, P, Q), dtype=c.native_dtype(input))
+    out = c.empty_output(op, (N, C, P, Q), c.native_dtype(input))
     if N > 0:
         _C.adaptive_avg_pool2d_forward(c.prepare(x), out)
     return back(out[0] if unbatched else out)

@@ -50,6 +50,12 @@ def _on_gpu(op: str, name: str, a) -> bool:
                     f"array)")
 
 
+def check_required(op: str, name: str, a) -> None:
+    """TypeError when a required array argument is None."""
+    if a is None:
+        raise TypeError(f"{op}: {name} is required (an array or a fastconv Tensor), got None")
+
+
 def _where(a, gpu: bool) -> str:
     lib = _library(a)
     if lib in ("numpy", "cupy"):
@@ -252,12 +258,13 @@ def conv_geometry(op: str, xshape: Sequence[int], wshape: Sequence[int], stride,
                          f"got shape {shape_str(wshape)}")
     stride = _shape.pair(op, "stride", stride, minimum=1)
     dilation = _shape.pair(op, "dilation", dilation, minimum=1)
-    groups = _shape.check_int(op, "groups", groups, minimum=1)
+    groups = _shape.check_int(op, "groups", groups, minimum=1, maximum=_shape.MAX_GEOMETRY)
     _, C, H, W = xshape
     K, Cg, R, S = wshape
     if min(K, Cg, R, S) < 1:
         raise ValueError(f"{op}: weight must have non-zero sizes (out_channels, in_channels/groups, "
                          f"kH, kW), got shape {shape_str(wshape)}")
+    _shape.check_geometry(op, "the kernel size (weight.shape[2:])", (R, S), (R, S))
     if C % groups:
         raise ValueError(f"{op}: input has {C} channels, which is not divisible by groups={groups}")
     if K % groups:
@@ -291,8 +298,14 @@ def avg_pool_flags(op: str, ceil_mode, count_include_pad, divisor_override) -> T
     count_include_pad = check_bool(op, "count_include_pad", count_include_pad)
     if divisor_override is None:
         return ceil_mode, count_include_pad, 0
-    return ceil_mode, count_include_pad, _shape.check_int(op, "divisor_override", divisor_override,
-                                                          minimum=1)
+    # Any non-zero int, negative included, as in torch; 0 is the kernels' "no override".
+    divisor = _shape.check_int(op, "divisor_override", divisor_override)
+    if divisor == 0:
+        raise ValueError(f"{op}: divisor_override must be a non-zero int or None, got 0")
+    if abs(divisor) > _shape.MAX_GEOMETRY:
+        raise ValueError(f"{op}: divisor_override must be at most {_shape.MAX_GEOMETRY} (2**31 - 1) "
+                         f"in magnitude, got {divisor}")
+    return ceil_mode, count_include_pad, divisor
 
 
 def adaptive_size(op: str, output_size, H: int, W: int) -> Pair:
@@ -318,4 +331,18 @@ def adaptive_size(op: str, output_size, H: int, W: int) -> Pair:
             raise ValueError(f"{op}: output_size must be positive, got {output_size!r}")
         else:
             out.append(int(item))
+    _shape.check_geometry(op, "output_size", out, output_size)
     return out[0], out[1]
+
+
+def empty_output(op: str, shape: Sequence[int], dtype) -> np.ndarray:
+    """np.empty(shape, dtype) for an op's result; an output too large to allocate raises
+    MemoryError naming the op and the shape (numpy's own message does neither)."""
+    try:
+        return np.empty(tuple(shape), dtype=dtype)
+    except (ValueError, MemoryError) as e:   # numpy: "array is too big" / "Unable to allocate"
+        nbytes = np.dtype(dtype).itemsize
+        for s in shape:
+            nbytes *= int(s)
+        raise MemoryError(f"{op}: cannot allocate the output of shape {shape_str(shape)} "
+                          f"({nbytes:,} bytes): {e}") from None

@@ -15,6 +15,7 @@ import numpy as np
 from fastconv import _random, amp
 from fastconv.autograd import Tensor, array_module, no_grad
 from fastconv.nn import _array as A
+from fastconv.nn import _common as c
 from fastconv.nn import _functions as fn
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "linear", "relu", "relu6",
@@ -48,6 +49,7 @@ def _reduction(op: str, reduction: str) -> str:
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution; see fastconv.nn._array.conv2d for shapes and padding forms. Inside
     fastconv.autocast, float32 device arrays are cast to the autocast dtype first."""
+    c.check_required("conv2d", "weight", weight)
     input, weight, bias = amp.cast_inputs(input, weight, bias)
     if not any(isinstance(t, Tensor) for t in (input, weight, bias)):
         return A.conv2d(input, weight, bias, stride, padding, dilation, groups)

@@ -56,7 +56,7 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
         dx = _gpu_conv.conv2d_backward_input(back.device, dy, weight, size4, stride, pad, dilation,
                                              groups)
         return back(dx[0] if len(size) == 3 else dx)
-    dx = np.empty(size4, dtype=c.native_dtype(grad_output))
+    dx = c.empty_output(op, size4, c.native_dtype(grad_output))
     if size4[0] > 0:
         _C.conv2d_backward_input(c.prepare(dy), c.prepare(weight), dx, stride, pad, dilation, groups)
     return back(dx[0] if len(size) == 3 else dx)
@@ -90,7 +90,7 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     dtype = c.native_dtype(input)
     if x.shape[0] == 0:
         return back(np.zeros(wsize, dtype=dtype))
-    dw = np.empty(wsize, dtype=dtype)
+    dw = c.empty_output(op, wsize, dtype)
     _C.conv2d_backward_weight(c.prepare(dy), c.prepare(x), dw, stride, pad, dilation, groups)
     return back(dw)
 
@@ -147,7 +147,7 @@ def max_pool2d_input(input_size, grad_output, indices):
         idx = indices[None] if len(size) == 3 else indices
         dx = _gpu_pool.max_pool2d_backward(back.device, dy, idx, size4)
         return back(dx[0] if len(size) == 3 else dx)
-    dx = np.empty(size4, dtype=c.native_dtype(grad_output))
+    dx = c.empty_output(op, size4, c.native_dtype(grad_output))
     if size4[0] > 0:
         idx = c.prepare(indices[None] if len(size) == 3 else indices).astype(np.int64, copy=False)
         # The kernel counts out-of-range indices during its scatter (skipping them), so the range
@@ -185,7 +185,7 @@ def avg_pool2d_input(input_size, grad_output, kernel_size, stride=None, padding=
         dx = _gpu_pool.avg_pool2d_backward(back.device, dy, size4, kernel, stride, pad, ceil_mode,
                                            count_include_pad, divisor)
         return back(dx[0] if len(size) == 3 else dx)
-    dx = np.empty(size4, dtype=c.native_dtype(grad_output))
+    dx = c.empty_output(op, size4, c.native_dtype(grad_output))
     if N > 0:
         _C.avg_pool2d_backward(c.prepare(dy), dx, kernel, stride, pad, ceil_mode, count_include_pad,
                                divisor)
@@ -211,7 +211,7 @@ def adaptive_avg_pool2d_input(input_size, grad_output):
     if back.device is not None:
         dx = _gpu_pool.adaptive_avg_pool2d_backward(back.device, dy, size4)
         return back(dx[0] if len(size) == 3 else dx)
-    dx = np.empty(size4, dtype=c.native_dtype(grad_output))
+    dx = c.empty_output(op, size4, c.native_dtype(grad_output))
     if size4[0] > 0:
         _C.adaptive_avg_pool2d_backward(c.prepare(dy), dx)
     return back(dx[0] if len(size) == 3 else dx)

@@ -221,7 +221,7 @@ def test_fastconv_torch_ops_take_the_cuda_path(rng, torch):
         torch.testing.assert_close(z, z_ref)
         torch.testing.assert_close(gx, x.grad)
         torch.testing.assert_close(gw, w.grad)
-        dense = fct.Conv2d(4, 6, 3)
+        dense = fct.Conv2d(4, 6, 3).double()
         with pytest.warns(RuntimeWarning, match="dense and grouped convolution"):
             dense(x.detach())
 

@@ -68,7 +68,7 @@ class MaxPool2d(Function):
     """Saves the argmax indices, not the input; computes them only when they are needed (for
     backward, or asked for through `sink`, a dict that receives them)."""
     def forward(self, x, *, sink=None, **options):
-        self.shape = x.shape
+        self.shape, self.options = x.shape, options
         if not self.tracking and sink is None:
             return A.max_pool2d(x, **options)
         out, self.indices = A.max_pool2d(x, return_indices=True, **options)
@@ -77,7 +77,10 @@ class MaxPool2d(Function):
         return out
 
     def backward(self, g):
-        return G.max_pool2d_input(self.shape, g, self.indices)
+        o = self.options  # the geometry makes the GPU backward a parallel gather
+        return G.max_pool2d_input(self.shape, g, self.indices, kernel_size=o["kernel_size"],
+                                  stride=o.get("stride"), padding=o.get("padding", 0),
+                                  dilation=o.get("dilation", 1))
 
 
 class AvgPool2d(Function):

@@ -115,7 +115,8 @@ def conv2d_bias(grad_output):
     return back(db)
 
 
-def max_pool2d_input(input_size, grad_output, indices):
+def max_pool2d_input(input_size, grad_output, indices, *, kernel_size=None, stride=None,
+                     padding=0, dilation=1):
     """Gradient of max_pool2d with respect to its input: each grad_output element is added at
     the position its index names (indices as returned by max_pool2d(..., return_indices=True)).
 
@@ -123,6 +124,10 @@ def max_pool2d_input(input_size, grad_output, indices):
         input_size: the input's shape, (N, C, H, W) or (C, H, W).
         grad_output: (N, C, P, Q) (or (C, P, Q)).
         indices: integer array of grad_output's shape, values in [0, H * W).
+        kernel_size, stride, padding, dilation: optionally, the forward's geometry. On the GPU
+            it turns the backward into a parallel gather (one thread per input element, as fast
+            as the forward); without it the GPU kernel scatters plane by plane. The CPU kernel
+            needs only the indices. autograd passes it.
     Returns:
         an array of shape input_size.
     """
@@ -143,9 +148,14 @@ def max_pool2d_input(input_size, grad_output, indices):
                          f"{c.shape_str(indices.shape)}")
     dy, _ = c.batched(op, "grad_output", grad_output)
     HW = size4[2] * size4[3]
+    geometry = {}
+    if kernel_size is not None:
+        kernel, stride, dil = c.pool_args(op, kernel_size, stride, dilation)
+        pad = _shape.resolve_padding(op, padding, size4[2:], kernel, stride, dil)
+        geometry = dict(kernel=kernel, stride=stride, pad=pad, dilation=dil)
     if back.device is not None:
         idx = indices[None] if len(size) == 3 else indices
-        dx = _gpu_pool.max_pool2d_backward(back.device, dy, idx, size4)
+        dx = _gpu_pool.max_pool2d_backward(back.device, dy, idx, size4, **geometry)
         return back(dx[0] if len(size) == 3 else dx)
     dx = c.empty_output(op, size4, c.native_dtype(grad_output))
     if size4[0] > 0:

@@ -215,12 +215,20 @@ def _(input, kernel_size, stride, padding, dilation, ceil_mode):
 
 
 @torch.library.custom_op("fastconv::max_pool2d_backward", mutates_args=())
-def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: Sequence[int]) -> Tensor:
-    """Each grad_output element added at the input position its index names."""
+def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: Sequence[int],
+                        kernel_size: Optional[Sequence[int]] = None,
+                        stride: Optional[Sequence[int]] = None,
+                        padding: Optional[Sequence[int]] = None,
+                        dilation: Optional[Sequence[int]] = None) -> Tensor:
+    """Each grad_output element added at the input position its index names. The forward's
+    geometry (optional; autograd passes it) makes the CUDA kernel a parallel gather."""
     be = device_backend(grad_output)
     if be is not None and input_size[0] > 0:
+        geometry = {} if kernel_size is None else dict(
+            kernel=tuple(kernel_size), stride=tuple(stride), pad=tuple(padding),
+            dilation=tuple(dilation))
         return _gpu_pool.max_pool2d_backward(be, grad_output.contiguous(), indices.contiguous(),
-                                             tuple(input_size))
+                                             tuple(input_size), **geometry)
     grad_input = grad_output.new_empty(input_size)
     if input_size[0] > 0:
         launch("max_pool2d_backward", grad_output.contiguous(), indices.contiguous(), grad_input)
@@ -228,18 +236,21 @@ def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: Sequen
 
 
 @max_pool2d_backward.register_fake
-def _(grad_output, indices, input_size):
+def _(grad_output, indices, input_size, kernel_size=None, stride=None, padding=None,
+      dilation=None):
     return grad_output.new_empty(input_size)
 
 
 def _max_pool2d_setup(ctx, inputs, output):
     ctx.save_for_backward(output[1])
     ctx.input_size = inputs[0].shape
+    ctx.geometry = inputs[1:5]  # kernel_size, stride, padding, dilation
 
 
 def _max_pool2d_backward(ctx, grad, grad_indices):
     (indices,) = ctx.saved_tensors
-    return max_pool2d_backward(grad, indices, ctx.input_size), None, None, None, None, None
+    return (max_pool2d_backward(grad, indices, ctx.input_size, *ctx.geometry),
+            None, None, None, None, None)
 
 
 max_pool2d_with_indices.register_autograd(_max_pool2d_backward, setup_context=_max_pool2d_setup)

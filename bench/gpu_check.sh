@@ -111,5 +111,20 @@ for t in 16 1 4 8 2; do
     | tee '$OUT/cpu_bench_${t}threads.md'" || failed=1
 done
 
+# The GPU rows in one glance (the full tables are in gpu_bench*.md).
+python3 - "$OUT"/gpu_bench.json "$OUT"/gpu_bench_half.json >>"$summary" 2>&1 <<'PY'
+import json, sys
+for path in sys.argv[1:]:
+    try:
+        rows = json.load(open(path))["rows"]
+    except (OSError, ValueError):
+        continue
+    print(f"{path}: case dir dtype fastconv_us baseline_us ratio fastconv_GB/s %peak status")
+    for r in rows:
+        f = lambda v: "-" if v is None else f"{v:.3g}"
+        print(f"  {r['case']} {r['direction']} {r['dtype']} {f(r.get('fastconv_us'))} "
+              f"{f(r.get('baseline_us'))} {f(r.get('ratio'))} {f(r.get('fastconv_rate'))} "
+              f"{f(r.get('fastconv_pct_peak'))} {r['status']}")
+PY
 echo "gpu_check: $( [ $failed -eq 0 ] && echo 'all steps passed' || echo 'some steps FAILED' ) in $(($(date +%s) - start)) s; results in $OUT" | tee -a "$summary"
 exit $failed

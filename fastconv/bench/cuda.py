@@ -14,8 +14,9 @@ floor per dtype), then time fastconv, torch NCHW and torch channels_last side by
 
 Timing: every call is one sample between two CUDA events on one dedicated stream (fastconv runs
 on the same stream: CuPy's current stream is set to it). Before each sample a buffer larger than
-twice the L2 cache is written, so no call finds its inputs in L2, and a short device-side sleep
-lets the host queue the timed call before the device reaches it (no launch gap is timed). The
+twice the L2 cache is written, so no call finds its inputs in L2, and a device-side sleep lets
+the host queue the timed call before the device reaches it (no launch gap is timed: these are
+device times, like the CUDA-graph figures of bench/ANCHORS.md, not host overhead). The
 median of the samples is reported; samples of the implementations are interleaved.
 
 Units: GB/s of the least DRAM traffic (harness.bytes_of: pooling reads x and writes y, plus
@@ -59,7 +60,10 @@ BASELINE_JSON = os.path.join(harness.HERE, "baselines", "h200_cudnn_torch2.11.js
 H200_MODES = {"float32": ("fp32", "fp32_cl"), "float16": (None, None),
               "bfloat16": (None, "bf16_cl")}
 
-SLEEP_CYCLES = 50_000    # ~25 us at 2 GHz: the host queues the timed call meanwhile
+# A device-side sleep before each sample, ~200 us at 2 GHz: meanwhile the host queues the start
+# event and the whole timed call, so the sample is device time only (no Python or launch overhead
+# of either library, as in the CUDA-graph figures of bench/ANCHORS.md).
+SLEEP_CYCLES = 400_000
 MIN_FLUSH_BYTES = 128 << 20
 
 

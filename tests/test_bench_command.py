@@ -181,7 +181,8 @@ def test_cuda_runner_checks_on_the_cpu(torch, monkeypatch):
     real = F.conv2d
     monkeypatch.setattr(F, "conv2d", lambda *a, **k: real(*a, **k) * np.float32(1.001))
     ctx = cuda.Ctx(torch, None, "float32", 0, device="cpu")
-    check, _ = cuda.conv_impls(ctx, cases["tiny_dw"], harness.case_dims(cases["tiny_dw"], "n"))["fwd"]
+    dims = harness.case_dims(cases["tiny_dw"], "n")
+    check, _ = cuda.conv_impls(ctx, cases["tiny_dw"], dims)["fwd"]
     with pytest.raises(cuda.CheckFailed, match="tiny_dw fwd float32: max error"):
         check()
 

@@ -36,11 +36,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import traceback
 from typing import Callable, Dict, List, Optional, Sequence
 
 from fastconv.bench import harness
-from fastconv.bench.cpu import CHECK_FACTOR, CheckFailed, is_nyi, shape_str
+from fastconv.bench.cpu import CHECK_FACTOR, CheckFailed, fill_times, is_nyi, shape_str
 
 DTYPES = ("float32", "float16", "bfloat16")
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -370,7 +371,6 @@ def run_case(ctx: Ctx, timer: EventTimer, case: dict, cfg: harness.TimingConfig,
              copy_gbps: float, h200: Dict[tuple, dict], skip: Optional[str],
              on_row: Optional[Callable[[dict], None]] = None) -> List[dict]:
     """Check, then time, every direction of one case in ctx's dtype; one row per direction."""
-    from fastconv.bench.cpu import fill_times
     d = harness.case_dims(case, "n")
     make = conv_impls if case["op"] == "conv2d" else pool_impls
     rows = []
@@ -393,7 +393,7 @@ def run_case(ctx: Ctx, timer: EventTimer, case: dict, cfg: harness.TimingConfig,
                 row["status"] = "ok"
             except CheckFailed as e:
                 row["status"] = "CHECK FAILED"
-                print(f"\nCHECK FAILED: {e}\n", flush=True)
+                print(f"\nCHECK FAILED: {e}\n", file=sys.stderr, flush=True)
                 del timed["fastconv"]
             except Exception as e:  # noqa: BLE001 - a kernel not landed yet, or a crash to report
                 row["status"] = "nyi" if is_nyi(e) else f"error: {type(e).__name__}: {e}"

@@ -156,6 +156,8 @@ def test_bad_suites_and_dtypes_are_clear_errors(tiny, tmp_path, capsys):
     assert "'stride' must be an int >= 1, got 0" in capsys.readouterr().err
     assert main(["bench", "--suite", tiny, "--dtype", "float16"]) == 1
     assert "CPU kernels are float32 only" in capsys.readouterr().err
+    assert main(["bench", "--device", "cuda", "--threads", "4"]) == 1
+    assert "no effect with --device cuda" in capsys.readouterr().err
     assert main(["bench", "--suite", tiny, "--ops", "conv", "--cases", "pool"]) == 1
     assert "matches no case" in capsys.readouterr().err
 

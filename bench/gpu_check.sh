@@ -95,21 +95,36 @@ fi
 # Run from $OUT so that the source tree's fastconv/ (which has no built modules) is not imported.
 cd "$OUT" || exit 1
 export PYTHONPATH="$site"
-fc() { python3 -m fastconv.cli "$@"; }
-export -f fc
+fastconv_cli() { python3 -m fastconv.cli "$@"; }
+export -f fastconv_cli
 
 step pytest_gpu 150 python3 -m pytest -q -m gpu -p no:cacheprovider "$root/tests" || failed=1
-step bench_gpu_fp32 100 bash -c "set -o pipefail; fc bench --device cuda --ops pool,depthwise \
+step bench_gpu_fp32 100 bash -c "set -o pipefail; fastconv_cli bench --device cuda --ops pool,depthwise \
   --json '$OUT/gpu_bench.json' --csv '$OUT/gpu_bench.csv' --plot '$OUT/gpu_bench.png' \
   | tee '$OUT/gpu_bench.md'" || failed=1
-step bench_gpu_half 80 bash -c "set -o pipefail; fc bench --device cuda --ops pool,depthwise --quick \
+step bench_gpu_half 80 bash -c "set -o pipefail; fastconv_cli bench --device cuda --ops pool,depthwise --quick \
   --dtype float16,bfloat16 --json '$OUT/gpu_bench_half.json' --csv '$OUT/gpu_bench_half.csv' \
   | tee '$OUT/gpu_bench_half.md'" || failed=1
 for t in 16 1 4 8 2; do
-  step "bench_cpu_${t}threads" 90 bash -c "set -o pipefail; fc bench --device cpu --quick --threads $t \
+  step "bench_cpu_${t}threads" 90 bash -c "set -o pipefail; fastconv_cli bench --device cpu --quick --threads $t \
     --json '$OUT/cpu_bench_${t}threads.json' --csv '$OUT/cpu_bench_${t}threads.csv' \
     | tee '$OUT/cpu_bench_${t}threads.md'" || failed=1
 done
 
+# The GPU rows in one glance (the full tables are in gpu_bench*.md).
+python3 - "$OUT"/gpu_bench.json "$OUT"/gpu_bench_half.json >>"$summary" 2>&1 <<'PY'
+import json, sys
+for path in sys.argv[1:]:
+    try:
+        rows = json.load(open(path))["rows"]
+    except (OSError, ValueError):
+        continue
+    print(f"{path}: case dir dtype fastconv_us baseline_us ratio fastconv_GB/s %peak status")
+    for r in rows:
+        f = lambda v: "-" if v is None else f"{v:.3g}"
+        print(f"  {r['case']} {r['direction']} {r['dtype']} {f(r.get('fastconv_us'))} "
+              f"{f(r.get('baseline_us'))} {f(r.get('ratio'))} {f(r.get('fastconv_rate'))} "
+              f"{f(r.get('fastconv_pct_peak'))} {r['status']}")
+PY
 echo "gpu_check: $( [ $failed -eq 0 ] && echo 'all steps passed' || echo 'some steps FAILED' ) in $(($(date +%s) - start)) s; results in $OUT" | tee -a "$summary"
 exit $failed

@@ -156,6 +156,8 @@ def test_bad_suites_and_dtypes_are_clear_errors(tiny, tmp_path, capsys):
     assert "'stride' must be an int >= 1, got 0" in capsys.readouterr().err
     assert main(["bench", "--suite", tiny, "--dtype", "float16"]) == 1
     assert "CPU kernels are float32 only" in capsys.readouterr().err
+    assert main(["bench", "--device", "cuda", "--threads", "4"]) == 1
+    assert "no effect with --device cuda" in capsys.readouterr().err
     assert main(["bench", "--suite", tiny, "--ops", "conv", "--cases", "pool"]) == 1
     assert "matches no case" in capsys.readouterr().err
 
@@ -181,7 +183,8 @@ def test_cuda_runner_checks_on_the_cpu(torch, monkeypatch):
     real = F.conv2d
     monkeypatch.setattr(F, "conv2d", lambda *a, **k: real(*a, **k) * np.float32(1.001))
     ctx = cuda.Ctx(torch, None, "float32", 0, device="cpu")
-    check, _ = cuda.conv_impls(ctx, cases["tiny_dw"], harness.case_dims(cases["tiny_dw"], "n"))["fwd"]
+    dims = harness.case_dims(cases["tiny_dw"], "n")
+    check, _ = cuda.conv_impls(ctx, cases["tiny_dw"], dims)["fwd"]
     with pytest.raises(cuda.CheckFailed, match="tiny_dw fwd float32: max error"):
         check()
 

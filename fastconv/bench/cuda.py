@@ -14,8 +14,9 @@ floor per dtype), then time fastconv, torch NCHW and torch channels_last side by
 
 Timing: every call is one sample between two CUDA events on one dedicated stream (fastconv runs
 on the same stream: CuPy's current stream is set to it). Before each sample a buffer larger than
-twice the L2 cache is written, so no call finds its inputs in L2, and a short device-side sleep
-lets the host queue the timed call before the device reaches it (no launch gap is timed). The
+twice the L2 cache is written, so no call finds its inputs in L2, and a device-side sleep lets
+the host queue the timed call before the device reaches it (no launch gap is timed: these are
+device times, like the CUDA-graph figures of bench/ANCHORS.md, not host overhead). The
 median of the samples is reported; samples of the implementations are interleaved.
 
 Units: GB/s of the least DRAM traffic (harness.bytes_of: pooling reads x and writes y, plus
@@ -35,11 +36,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import traceback
 from typing import Callable, Dict, List, Optional, Sequence
 
 from fastconv.bench import harness
-from fastconv.bench.cpu import CHECK_FACTOR, CheckFailed, is_nyi, shape_str
+from fastconv.bench.cpu import CHECK_FACTOR, CheckFailed, fill_times, is_nyi, shape_str
 
 DTYPES = ("float32", "float16", "bfloat16")
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -59,7 +61,10 @@ BASELINE_JSON = os.path.join(harness.HERE, "baselines", "h200_cudnn_torch2.11.js
 H200_MODES = {"float32": ("fp32", "fp32_cl"), "float16": (None, None),
               "bfloat16": (None, "bf16_cl")}
 
-SLEEP_CYCLES = 50_000    # ~25 us at 2 GHz: the host queues the timed call meanwhile
+# A device-side sleep before each sample, ~200 us at 2 GHz: meanwhile the host queues the start
+# event and the whole timed call, so the sample is device time only (no Python or launch overhead
+# of either library, as in the CUDA-graph figures of bench/ANCHORS.md).
+SLEEP_CYCLES = 400_000
 MIN_FLUSH_BYTES = 128 << 20
 
 
@@ -366,7 +371,6 @@ def run_case(ctx: Ctx, timer: EventTimer, case: dict, cfg: harness.TimingConfig,
              copy_gbps: float, h200: Dict[tuple, dict], skip: Optional[str],
              on_row: Optional[Callable[[dict], None]] = None) -> List[dict]:
     """Check, then time, every direction of one case in ctx's dtype; one row per direction."""
-    from fastconv.bench.cpu import fill_times
     d = harness.case_dims(case, "n")
     make = conv_impls if case["op"] == "conv2d" else pool_impls
     rows = []
@@ -389,7 +393,7 @@ def run_case(ctx: Ctx, timer: EventTimer, case: dict, cfg: harness.TimingConfig,
                 row["status"] = "ok"
             except CheckFailed as e:
                 row["status"] = "CHECK FAILED"
-                print(f"\nCHECK FAILED: {e}\n", flush=True)
+                print(f"\nCHECK FAILED: {e}\n", file=sys.stderr, flush=True)
                 del timed["fastconv"]
             except Exception as e:  # noqa: BLE001 - a kernel not landed yet, or a crash to report
                 row["status"] = "nyi" if is_nyi(e) else f"error: {type(e).__name__}: {e}"

@@ -94,9 +94,9 @@ def header_lines(meta: dict) -> List[str]:
                             if harness.busy(meta["load_start"]) else ""))
     elif meta.get("copy_gbps"):
         lines.append(f"- cuDNN with torch.backends.cudnn.benchmark=True, TF32 off; one call per "
-                     f"sample between CUDA events, L2 flushed before each ({fmt(meta['flush_mib'])} "
-                     f"MiB written), median of {s['repeat']} samples after {s['warmup']} warm-up "
-                     "calls; baseline = the faster of torch NCHW and channels_last (cl); ratio = "
+                     f"sample between CUDA events, L2 flushed before each "
+                     f"({fmt(meta['flush_mib'])} MiB written), median of {s['repeat']} samples "
+                     f"after {s['warmup']} warm-up calls; baseline = the faster of torch NCHW and channels_last (cl); ratio = "
                      "fastconv time / baseline time (lower is better); times in microseconds")
         lines.append(f"- GB/s = least DRAM traffic / time; % peak = share of the device-to-device "
                      f"copy bandwidth measured in this run, {fmt(meta['copy_gbps'])} GB/s")

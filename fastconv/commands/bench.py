@@ -227,6 +227,8 @@ def run_cuda(args, suite, cases) -> int:
     from fastconv.bench import cuda, machine, report
     if args.plot:
         _need_matplotlib()
+    if args.threads:
+        raise CLIError("--threads sets the CPU threads; it has no effect with --device cuda")
     reason = cuda.gpu_unavailable_reason()
     cfg = _config(args, gpu=True)
     if reason is not None:

@@ -156,6 +156,59 @@ FC_GEMM_INLINE void store_interleaved(T* d, const Vec<T>* v) {
     for (int j = 0; j < S; ++j) d[l * S + j] = buf[j][l];
 }
 
+// Lanes [0, l1) of a, lanes [l1, L) of b.
+template <class T>
+FC_GEMM_INLINE Vec<T> blend_from(Vec<T> a, Vec<T> b, int l1) {
+#if defined(FC_ISA_avx512)
+  if constexpr (std::is_same<T, float>::value)
+    return {_mm512_mask_blend_ps(static_cast<__mmask16>(0xFFFFu << l1), a.v, b.v)};
+#elif defined(FC_ISA_avx2)
+  if constexpr (std::is_same<T, float>::value) {
+    const __m256 iota = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
+    return {_mm256_blendv_ps(a.v, b.v, _mm256_cmp_ps(iota, _mm256_set1_ps(float(l1)), _CMP_GE_OQ))};
+  }
+#endif
+  alignas(64) T x[Vec<T>::size], z[Vec<T>::size];
+  a.store(x);
+  b.store(z);
+  for (int l = l1; l < Vec<T>::size; ++l) x[l] = z[l];
+  return Vec<T>::load(x);
+}
+
+#if defined(FC_ISA_avx512)
+// Stores floats [lo, hi) of the S*16-float interleaved sequence of v (store_interleaved's order)
+// at d[lo, hi); masked, so d may point before or after the bounds outside [lo, hi).
+template <int S>
+FC_GEMM_INLINE void store_interleaved_range(float* d, const __m512* iv, int lo, int hi) {
+  FC_GEMM_UNROLL for (int q = 0; q < S; ++q) {
+    const int a = lo > 16 * q ? lo - 16 * q : 0, b = hi < 16 * q + 16 ? hi - 16 * q : 16;
+    if (a < b) {
+      const __mmask16 m = static_cast<__mmask16>(((1u << b) - 1) & ~((1u << a) - 1));
+      _mm512_mask_storeu_ps(d + 16 * q, m, iv[q]);
+    }
+  }
+}
+// iv[q] = floats [16q, 16q + 16) of the interleaved sequence v[0][0], v[1][0], .., v[S-1][0], v[0][1] ..
+template <int S>
+FC_GEMM_INLINE void interleave_ps(const Vec<float>* v, __m512* iv) {
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  if constexpr (S == 2) {
+    iv[0] = _mm512_permutex2var_ps(v[0].v, lo, v[1].v);
+    iv[1] = _mm512_permutex2var_ps(v[0].v, hi, v[1].v);
+  } else {
+    const __m512 ac0 = _mm512_permutex2var_ps(v[0].v, lo, v[2].v);
+    const __m512 ac1 = _mm512_permutex2var_ps(v[0].v, hi, v[2].v);
+    const __m512 bd0 = _mm512_permutex2var_ps(v[1].v, lo, v[3].v);
+    const __m512 bd1 = _mm512_permutex2var_ps(v[1].v, hi, v[3].v);
+    iv[0] = _mm512_permutex2var_ps(ac0, lo, bd0);
+    iv[1] = _mm512_permutex2var_ps(ac0, hi, bd0);
+    iv[2] = _mm512_permutex2var_ps(ac1, lo, bd1);
+    iv[3] = _mm512_permutex2var_ps(ac1, hi, bd1);
+  }
+}
+#endif
+
 // Tile geometry of F(TM x TM, 3x3): TM x TM outputs per tile from an A x A input patch, A*A
 // transform points.
 template <int TM>
@@ -242,6 +295,7 @@ struct Plan {
   int64_t mc, nmb;        // rows per task block, blocks per group
   int64_t np, ntb;        // tile panels per task block, blocks
   int64_t apstride;       // elements per packed A panel (MR x kc, rounded to whole vectors)
+  bool fused;             // each task transforms its own tiles' input (one row block per group)
 };
 
 template <class T, int TM>
@@ -258,15 +312,26 @@ Plan<T, TM> make_plan(const Conv2dParams& p, int64_t nthreads) {
   pl.kc = gemm::kc_for<T>(pl.Cg);
   pl.ncb = ceil_div(pl.Cg, pl.kc);
   pl.apstride = round_up(MR * pl.kc, L);
-  // Task blocks: at most 64 rows, and M[points][rows][tiles] of under 1 MiB; then split
-  // further until every thread has a few tasks.
-  const int64_t Mpad = round_up(pl.M, MR);
-  int64_t mc = Mpad < 64 ? Mpad : 64;
-  int64_t np = (884736 / (kPts * int64_t(sizeof(T)))) / (mc * NR);
-  if (np < 1) np = 1;
-  if (np > pl.ntp) np = pl.ntp;
+  // Task blocks: M[points][rows][tiles] of under 1 MiB. With all rows of a group in one block
+  // (up to 128) and enough blocks of tiles to go round, each task transforms its own tiles'
+  // input (fused: the transformed block stays in cache, nothing is transformed twice); else
+  // blocks of at most 64 rows, the input transformed once beforehand, split further until every
+  // thread has a few tasks.
+  const int64_t Mpad = round_up(pl.M, MR), budget = 884736 / (kPts * int64_t(sizeof(T)));
   auto tasks = [&](int64_t m, int64_t n) { return pl.G * ceil_div(pl.M, m) * ceil_div(pl.ntp, n); };
-  while (tasks(mc, np) < 3 * nthreads && np > 1) --np;
+  auto panels_for = [&](int64_t m) {
+    int64_t n = budget / (m * NR);
+    if (n < 1) n = 1;
+    if (n > pl.ntp) n = pl.ntp;
+    while (tasks(m, n) < 3 * nthreads && n > 1) --n;
+    return n;
+  };
+  int64_t mc = Mpad, np = panels_for(Mpad);
+  pl.fused = Mpad <= 128 && tasks(mc, np) >= 2 * nthreads;
+  if (!pl.fused) {
+    mc = Mpad < 64 ? Mpad : 64;
+    np = panels_for(mc);
+  }
   while (tasks(mc, np) < 2 * nthreads && mc > MR) mc = round_up(mc / 2, MR);
   const int64_t nmb = ceil_div(pl.M, mc);
   pl.mc = round_up(ceil_div(pl.M, nmb), MR);
@@ -322,63 +387,87 @@ void pad_input(const Conv2dParams& p, const Plan<T, TM>& pl, const T* x, T* xp) 
   });
 }
 
-// Step 2: Vp[g][tp][xi][c][NR] = (B^T d B)[xi] of tile tp*NR + lane, channel c of group g.
-// Work items: (group, tile panel, run of up to 16 channels).
+// Step 2: the input transform of tile panel tp (tiles tp*NR + lane) of group g, channels
+// [c0, c1): out[xi][c][NR] = (B^T d B)[xi] (point stride Cg*NR).
+// Panel tp of group g, channels [c0, c1): out[xi][c][NR] (point stride Cg*NR).
+template <class T, int TM>
+void transform_tiles(const Plan<T, TM>& pl, const T* xp, int64_t g, int64_t tp, int64_t c0,
+                     int64_t c1, T* out) {
+  using V = Vec<T>;
+  constexpr int NR = Blk<T>::NR, L = V::size, NV = NR / L, A = Tile<TM>::A;
+  const int64_t Wp = pl.Wp, xs = pl.Cg * NR;
+  alignas(64) int32_t idx[NR];
+  for (int l = 0; l < NR; ++l) {
+    const int64_t t = tp * NR + l;
+    if (t < pl.ntiles) {
+      const int64_t n = t / pl.TI, r = t - n * pl.TI, th = r / pl.TW, tw = r - th * pl.TW;
+      idx[l] = static_cast<int32_t>(n * pl.Ctot * pl.plane + TM * th * Wp + TM * tw);
+    } else {
+      idx[l] = 0;  // a real element: the column is computed and dropped
+    }
+  }
+  // Chunks of L tiles that lie in one tile row, or in two (split at lane split[v]), read
+  // with strided loads; others (tiny rows, the end of the batch) with gathers.
+  bool row[NV];
+  int split[NV];
+  for (int v = 0; v < NV; ++v) {
+    const int64_t t = tp * NR + v * L, tw = (t % pl.TI) % pl.TW;
+    const int64_t first = pl.TW - tw;  // lanes left in the first tile row
+    split[v] = static_cast<int>(first < L ? first : L);
+    row[v] = has_strided_load<TM, T>() && t + L <= pl.ntiles && (first >= L || L - first <= pl.TW);
+  }
+  for (int64_t c = c0; c < c1; ++c) {
+    const T* base = xp + (g * pl.Cg + c) * pl.plane;
+    for (int v = 0; v < NV; ++v) {
+      V t[A][A];
+      if (row[v] && split[v] == L) {  // L consecutive tiles of one tile row
+        const T* pv = base + idx[v * L];
+        FC_GEMM_UNROLL for (int i = 0; i < A; ++i) {
+          V d[A];
+          FC_GEMM_UNROLL for (int j = 0; j < A; ++j) d[j] = load_strided<TM>(pv + i * Wp + j);
+          input_1d<TM>(d, t[i]);
+        }
+      } else if (row[v]) {  // two runs: lanes [0, sp) and [sp, L), the second shifted down
+        const int sp = split[v];
+        const T* pa = base + idx[v * L];
+        const T* pb = base + idx[v * L + sp] - TM * sp;  // after pa: reads stay in xp
+        FC_GEMM_UNROLL for (int i = 0; i < A; ++i) {
+          V d[A];
+          FC_GEMM_UNROLL for (int j = 0; j < A; ++j)
+            d[j] = blend_from(load_strided<TM>(pa + i * Wp + j), load_strided<TM>(pb + i * Wp + j), sp);
+          input_1d<TM>(d, t[i]);
+        }
+      } else {
+        FC_GEMM_UNROLL for (int i = 0; i < A; ++i) {
+          V d[A];
+          FC_GEMM_UNROLL for (int j = 0; j < A; ++j) d[j] = gather(base + i * Wp + j, idx + v * L);
+          input_1d<TM>(d, t[i]);
+        }
+      }
+      T* o = out + c * NR + v * L;
+      FC_GEMM_UNROLL for (int j = 0; j < A; ++j) {
+        V col[A], r[A];
+        FC_GEMM_UNROLL for (int i = 0; i < A; ++i) col[i] = t[i][j];
+        input_1d<TM>(col, r);
+        FC_GEMM_UNROLL for (int i = 0; i < A; ++i) r[i].store(o + (i * A + j) * xs);
+      }
+    }
+  }
+}
+
+// Step 2 (not fused): all panels beforehand, Vp[g][tp][xi][c][NR]. Work items: (group, tile
+// panel, run of up to 16 channels).
 template <class T, int TM>
 void input_transform(const Plan<T, TM>& pl, const T* xp, T* Vp) {
-  using V = Vec<T>;
-  constexpr int NR = Blk<T>::NR, L = V::size, NV = NR / L, A = Tile<TM>::A, kPts = Tile<TM>::Pts;
+  constexpr int NR = Blk<T>::NR, kPts = Tile<TM>::Pts;
   constexpr int64_t kCh = 16;
-  const int64_t ncc = ceil_div(pl.Cg, kCh);
-  const int64_t Wp = pl.Wp, xs = pl.Cg * NR;
+  const int64_t ncc = ceil_div(pl.Cg, kCh), xs = pl.Cg * NR;
   parallel_for(pl.G * pl.ntp * ncc, 1, [&](int64_t b, int64_t e) {
-    alignas(64) int32_t idx[NR];
     for (int64_t u = b; u < e; ++u) {
       const int64_t g = u / (pl.ntp * ncc), rem = u - g * pl.ntp * ncc;
       const int64_t tp = rem / ncc, cc = rem - tp * ncc;
-      for (int l = 0; l < NR; ++l) {
-        const int64_t t = tp * NR + l;
-        if (t < pl.ntiles) {
-          const int64_t n = t / pl.TI, r = t - n * pl.TI, th = r / pl.TW, tw = r - th * pl.TW;
-          idx[l] = static_cast<int32_t>(n * pl.Ctot * pl.plane + TM * th * Wp + TM * tw);
-        } else {
-          idx[l] = 0;  // a real element: the column is computed and dropped
-        }
-      }
-      bool row[NV];
-      for (int v = 0; v < NV; ++v) {
-        const int64_t t = tp * NR + v * L, tw = (t % pl.TI) % pl.TW;
-        row[v] = has_strided_load<TM, T>() && t + L <= pl.ntiles && tw + L <= pl.TW;
-      }
       const int64_t c0 = cc * kCh, c1 = c0 + kCh < pl.Cg ? c0 + kCh : pl.Cg;
-      T* out = Vp + (g * pl.ntp + tp) * kPts * xs;
-      for (int64_t c = c0; c < c1; ++c) {
-        const T* base = xp + (g * pl.Cg + c) * pl.plane;
-        for (int v = 0; v < NV; ++v) {
-          V t[A][A];
-          if (row[v]) {  // L consecutive tiles of one tile row: strided loads
-            const T* pv = base + idx[v * L];
-            FC_GEMM_UNROLL for (int i = 0; i < A; ++i) {
-              V d[A];
-              FC_GEMM_UNROLL for (int j = 0; j < A; ++j) d[j] = load_strided<TM>(pv + i * Wp + j);
-              input_1d<TM>(d, t[i]);
-            }
-          } else {
-            FC_GEMM_UNROLL for (int i = 0; i < A; ++i) {
-              V d[A];
-              FC_GEMM_UNROLL for (int j = 0; j < A; ++j) d[j] = gather(base + i * Wp + j, idx + v * L);
-              input_1d<TM>(d, t[i]);
-            }
-          }
-          T* o = out + c * NR + v * L;
-          FC_GEMM_UNROLL for (int j = 0; j < A; ++j) {
-            V col[A], r[A];
-            FC_GEMM_UNROLL for (int i = 0; i < A; ++i) col[i] = t[i][j];
-            input_1d<TM>(col, r);
-            FC_GEMM_UNROLL for (int i = 0; i < A; ++i) r[i].store(o + (i * A + j) * xs);
-          }
-        }
-      }
+      transform_tiles(pl, xp, g, tp, c0, c1, Vp + (g * pl.ntp + tp) * kPts * xs);
     }
   });
 }
@@ -473,6 +562,30 @@ FC_WINO_NOINLINE bool output_transform(const Plan<T, TM>& pl, const T* Mb, int64
         }
       }
       const int64_t nl = nt - tl < L ? nt - tl : L;
+#if defined(FC_ISA_avx512)
+      if constexpr (std::is_same<T, float>::value) {
+        // Runs of lanes within one tile row, each written with masked interleaved stores.
+        __m512 iv[TM][TM];
+        FC_GEMM_UNROLL for (int i = 0; i < TM; ++i) {
+          V rowv[TM];
+          FC_GEMM_UNROLL for (int j = 0; j < TM; ++j) rowv[j] = V::load(ob[i * TM + j]);
+          interleave_ps<TM>(rowv, iv[i]);
+        }
+        for (int64_t l = 0; l < nl;) {
+          const int64_t t = t0 + tl + l;
+          const int64_t n = t / pl.TI, r = t - n * pl.TI, th = r / pl.TW, tw = r - th * pl.TW;
+          const int64_t l1 = nl - l < pl.TW - tw ? nl : l + (pl.TW - tw);
+          const int64_t vh = pl.P - TM * th < TM ? pl.P - TM * th : TM;
+          const int64_t cols = pl.Q - TM * tw < TM * (l1 - l) ? pl.Q - TM * tw : TM * (l1 - l);
+          float* d = y + (n * pl.K + k) * PQ + TM * th * pl.Q + TM * (tw - l);
+          for (int64_t i = 0; i < vh; ++i)
+            store_interleaved_range<TM>(d + i * pl.Q, iv[i], static_cast<int>(TM * l),
+                                        static_cast<int>(TM * l + cols));
+          l = l1;
+        }
+        continue;
+      }
+#endif
       {
         const int64_t t = t0 + tl, n = t / pl.TI, r = t - n * pl.TI, th = r / pl.TW, tw = r - th * pl.TW;
         if (nl == L && tw + L <= pl.TW && TM * (tw + L) <= pl.Q) {
@@ -516,32 +629,39 @@ bool winograd_impl(const Conv2dParams& p, const T* x, const T* w, const WeightVi
   const int64_t nbpad = pl.np * NR;                     // columns of a task's M block
   const int64_t us = (pl.mc / MR) * pl.apstride;         // one transform point's A panels
   const size_t xp_bytes = gemm::Arena::bytes<T>(p.N * p.C * pl.plane + 4 * Vec<T>::size + 8);
-  const size_t vp_bytes = gemm::Arena::bytes<T>(pl.G * pl.ntp * kPts * pl.Cg * NR);
+  const int64_t panel = kPts * pl.Cg * NR;              // one transformed tile panel
+  // Transformed input: all of it (not fused), or per thread its task's panels (fused).
+  const size_t vp_bytes = gemm::Arena::bytes<T>(pl.fused ? 0 : pl.G * pl.ntp * panel);
+  const size_t vt_bytes = gemm::Arena::bytes<T>(pl.fused ? pl.np * panel : 0);
   const size_t up_bytes = gemm::Arena::bytes<T>(kPts * us);
   const size_t mb_bytes = gemm::Arena::bytes<T>(kPts * pl.mc * nbpad);
-  char* base = static_cast<char*>(
-      call_scratch().get(xp_bytes + vp_bytes + nthr * (up_bytes + mb_bytes)));
+  const size_t per_thread = up_bytes + mb_bytes + vt_bytes;
+  char* base = static_cast<char*>(call_scratch().get(xp_bytes + vp_bytes + nthr * per_thread));
   T* xp = reinterpret_cast<T*>(base);
   T* Vp = reinterpret_cast<T*>(base + xp_bytes);
   pad_input(p, pl, x, xp);
-  input_transform(pl, xp, Vp);
+  if (!pl.fused) input_transform(pl, xp, Vp);
 
   int finite = 1;
-  run_tasks(ntasks, nthr, base + xp_bytes + vp_bytes, up_bytes + mb_bytes, [&](int64_t t, char* mine) {
+  run_tasks(ntasks, nthr, base + xp_bytes + vp_bytes, per_thread, [&](int64_t t, char* mine) {
     T* Up = reinterpret_cast<T*>(mine);
     T* Mb = reinterpret_cast<T*>(mine + up_bytes);
+    T* Vt = reinterpret_cast<T*>(mine + up_bytes + mb_bytes);
     const int64_t g = t / (pl.nmb * pl.ntb), rem = t - g * pl.nmb * pl.ntb;
     const int64_t tb = rem / pl.nmb, mb = rem - tb * pl.nmb;
     const int64_t m0 = mb * pl.mc, mr = pl.M - m0 < pl.mc ? pl.M - m0 : pl.mc;
     const int64_t mpan = ceil_div(mr, MR);
     const int64_t tp0 = tb * pl.np, tp1 = tp0 + pl.np < pl.ntp ? tp0 + pl.np : pl.ntp;
-    const T* Vg = Vp + g * pl.ntp * kPts * pl.Cg * NR;
+    // Bpanel(tp) = transformed panel tp of group g.
+    const T* Vg = pl.fused ? Vt : Vp + (g * pl.ntp + tp0) * panel;
+    if (pl.fused)
+      for (int64_t tp = tp0; tp < tp1; ++tp) transform_tiles(pl, xp, g, tp, 0, pl.Cg, Vt + (tp - tp0) * panel);
     for (int64_t cb = 0; cb < pl.ncb; ++cb) {
       const int64_t c0 = cb * pl.kc, kcl = pl.Cg - c0 < pl.kc ? pl.Cg - c0 : pl.kc;
       weight_transform(pl, w, wv, g, m0, c0, kcl, Up, us);
       for (int xi = 0; xi < kPts; ++xi) {
         for (int64_t tp = tp0; tp < tp1; ++tp) {
-          const T* Bpan = Vg + (tp * kPts + xi) * pl.Cg * NR + c0 * NR;
+          const T* Bpan = Vg + (tp - tp0) * panel + xi * pl.Cg * NR + c0 * NR;
           T* Cblk = Mb + xi * pl.mc * nbpad + (tp - tp0) * NR;
           for (int64_t mp = 0; mp < mpan; ++mp)
             gemm::ukernel<T>(kcl, Up + xi * us + mp * pl.apstride, Bpan, nullptr,

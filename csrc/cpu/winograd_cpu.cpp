@@ -635,18 +635,36 @@ bool winograd_impl(const Conv2dParams& p, const T* x, const T* w, const WeightVi
   const size_t vt_bytes = gemm::Arena::bytes<T>(pl.fused ? pl.np * panel : 0);
   const size_t up_bytes = gemm::Arena::bytes<T>(kPts * us);
   const size_t mb_bytes = gemm::Arena::bytes<T>(kPts * pl.mc * nbpad);
-  const size_t per_thread = up_bytes + mb_bytes + vt_bytes;
-  char* base = static_cast<char*>(call_scratch().get(xp_bytes + vp_bytes + nthr * per_thread));
+  // Transformed weights: per task, or, when several blocks of tiles share them and they fit in
+  // L2 (measured: 1 MiB shared took r50_res3_3x3 4.7 -> 4.3 ms, 4 MiB r50_res4_3x3 8.6 -> 11),
+  // all of them once beforehand: Ug[g][mb][cb] of up_bytes each.
+  const int64_t nub = pl.G * pl.nmb * pl.ncb, ustride = kPts * us;
+  const bool shared_u = pl.ntb > 1 && nub * ustride * int64_t(sizeof(T)) <= (int64_t(3) << 19);
+  const size_t ug_bytes = shared_u ? gemm::Arena::bytes<T>(nub * ustride) : 0;
+  const size_t per_thread = (shared_u ? 0 : up_bytes) + mb_bytes + vt_bytes;
+  char* base = static_cast<char*>(
+      call_scratch().get(xp_bytes + vp_bytes + ug_bytes + nthr * per_thread));
   T* xp = reinterpret_cast<T*>(base);
   T* Vp = reinterpret_cast<T*>(base + xp_bytes);
+  T* Ug = reinterpret_cast<T*>(base + xp_bytes + vp_bytes);
   pad_input(p, pl, x, xp);
   if (!pl.fused) input_transform(pl, xp, Vp);
+  if (shared_u) {
+    parallel_for(nub, 1, [&](int64_t b, int64_t e) {
+      for (int64_t u = b; u < e; ++u) {
+        const int64_t g = u / (pl.nmb * pl.ncb), rem = u - g * pl.nmb * pl.ncb;
+        const int64_t mb = rem / pl.ncb, cb = rem - mb * pl.ncb;
+        const int64_t c0 = cb * pl.kc, kcl = pl.Cg - c0 < pl.kc ? pl.Cg - c0 : pl.kc;
+        weight_transform(pl, w, wv, g, mb * pl.mc, c0, kcl, Ug + u * ustride, us);
+      }
+    });
+  }
 
   int finite = 1;
-  run_tasks(ntasks, nthr, base + xp_bytes + vp_bytes, per_thread, [&](int64_t t, char* mine) {
+  run_tasks(ntasks, nthr, base + xp_bytes + vp_bytes + ug_bytes, per_thread, [&](int64_t t, char* mine) {
     T* Up = reinterpret_cast<T*>(mine);
-    T* Mb = reinterpret_cast<T*>(mine + up_bytes);
-    T* Vt = reinterpret_cast<T*>(mine + up_bytes + mb_bytes);
+    T* Mb = reinterpret_cast<T*>(mine + (shared_u ? 0 : up_bytes));
+    T* Vt = reinterpret_cast<T*>(mine + (shared_u ? 0 : up_bytes) + mb_bytes);
     const int64_t g = t / (pl.nmb * pl.ntb), rem = t - g * pl.nmb * pl.ntb;
     const int64_t tb = rem / pl.nmb, mb = rem - tb * pl.nmb;
     const int64_t m0 = mb * pl.mc, mr = pl.M - m0 < pl.mc ? pl.M - m0 : pl.mc;
@@ -658,7 +676,10 @@ bool winograd_impl(const Conv2dParams& p, const T* x, const T* w, const WeightVi
       for (int64_t tp = tp0; tp < tp1; ++tp) transform_tiles(pl, xp, g, tp, 0, pl.Cg, Vt + (tp - tp0) * panel);
     for (int64_t cb = 0; cb < pl.ncb; ++cb) {
       const int64_t c0 = cb * pl.kc, kcl = pl.Cg - c0 < pl.kc ? pl.Cg - c0 : pl.kc;
-      weight_transform(pl, w, wv, g, m0, c0, kcl, Up, us);
+      if (shared_u)
+        Up = Ug + ((g * pl.nmb + mb) * pl.ncb + cb) * ustride;
+      else
+        weight_transform(pl, w, wv, g, m0, c0, kcl, Up, us);
       for (int xi = 0; xi < kPts; ++xi) {
         for (int64_t tp = tp0; tp < tp1; ++tp) {
           const T* Bpan = Vg + (tp - tp0) * panel + xi * pl.Cg * NR + c0 * NR;

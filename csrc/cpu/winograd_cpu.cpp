@@ -1,34 +1,53 @@
-// Dense and grouped 3x3 stride-1 convolution on the CPU by Winograd F(4x4, 3x3) (Lavin & Gray,
-// "Fast Algorithms for Convolutional Neural Networks", 2016): forward, and the input gradient as
-// the forward convolution of dY with the flipped, transposed weights (padding 2 - pad).
+// Dense and grouped 3x3 stride-1 convolution on the CPU by Winograd F(m x m, 3x3), m = 2 or 4
+// (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016): forward, and the
+// input gradient as the forward convolution of dY with the flipped, transposed weights
+// (padding 2 - pad).
 //
-// Algorithm. The output is cut into 4x4 tiles (tiles past the edge are computed and dropped);
-// tile t of image n reads the 6x6 input patch at (4*th - pad_t, 4*tw - pad_l). Per tile,
-//   Y = A^T [ U (.) V ] A,   U = G g G^T (6x6 per (k, c)),   V = B^T d B (6x6 per (c, tile)),
-// and the sum over input channels turns the 36 elementwise products into 36 GEMMs:
-//   M[xi][k][t] = sum_c U[xi][k][c] * V[xi][c][t]      (xi = one of the 6x6 transform points)
-// i.e. 36 multiplies per 16 outputs where the direct convolution needs 144 (4x fewer), at the
-// price of the transforms and of the tile padding.
+// Algorithm. The output is cut into m x m tiles (tiles past the edge are computed and dropped);
+// tile (th, tw) of image n reads the a x a input patch (a = m + 2) at (m*th - pad_t, m*tw - pad_l).
+// Per tile, Y = A^T [ U (.) V ] A with U = G g G^T (per (k, c)) and V = B^T d B (per (c, tile)),
+// and the sum over input channels turns the a*a elementwise products into a*a GEMMs:
+//   M[xi][k][t] = sum_c U[xi][k][c] * V[xi][c][t]      (xi = one of the a x a transform points)
+// F(2x2): 16 multiplies per 4 outputs where the direct convolution needs 36 (2.25x fewer);
+// F(4x4): 36 per 16 (4x fewer); less the tile padding and the transforms.
 //
-// Steps (per group; all on the GEMM machinery of gemm_cpu.h):
-//   1. the input is copied once, zero-padded to cover every tile (xp[n][c][4*TH+2][4*TW+2]);
-//   2. input transform fused with the B packing: every (tile panel of NR tiles, channel) is
-//      gathered from xp with 32-bit index vectors (AVX-512 / AVX2 gathers), transformed in
-//      registers and written straight into the NR-column panels the micro-kernel reads:
-//      Vp[panel][xi][c][NR];
+// Steps (per group; the GEMMs on the micro-kernel of gemm_cpu.h):
+//   1. the input is copied once, zero-padded to cover every tile (xp[n][c][m*TH+2][m*TW+2]);
+//   2. input transform fused with the B packing: each (panel of NR tiles, channel) is read from
+//      xp with strided vector loads where L consecutive tiles lie in one or two tile rows, with
+//      32-bit gathers otherwise, transformed in registers and written straight into the
+//      NR-column panels the micro-kernel reads ([xi][c][NR] per panel). When one block of rows
+//      covers a group's output channels (Kg <= 128) each task transforms its own panels into
+//      per-thread scratch that stays in L2 ("fused"); else all panels are transformed first;
 //   3. tasks (group, block of output channels, block of tile panels), taken by free threads:
-//      for each block of kc input channels, the weight transform is fused with the A packing
-//      (U for the task's rows and the kc channels, 36 MR-row panel sets, in per-thread scratch,
-//      never in memory as a whole), then 36 x (row panels x tile panels) micro-kernel calls
-//      accumulate M[36][rows][tiles] in per-thread scratch; at the end the output transform reads
-//      M and writes the valid pixels of the tiles (plus bias) into y.
-// Rounding: the transforms scale values by at most ~10 per 1-D pass (B^T rows sum to <= 10 in
-// magnitude, A^T's last row to 18), so errors grow about an order of magnitude over the direct
-// convolution's; the tests check it against the float64 reference on the whole case list.
+//      per block of kc input channels, the weight transform is fused with the A packing (U of
+//      the task's rows, a*a MR-row panel sets, gathered from w in its row order), done per task,
+//      or once beforehand when several tile blocks share it and it fits in L2; then a*a x (row
+//      panels x tile panels) micro-kernel calls accumulate M[a*a][rows][tiles] in per-thread
+//      scratch; at the end the output transform reads M and writes the valid pixels (plus bias)
+//      with interleaved (AVX-512: masked) vector stores, scalar stores elsewhere.
+// Non-finite values: a NaN or inf spreads over whole tile patches in the transforms, so when a
+// transformed output is not finite the caller recomputes on the GEMM path (identical results).
 //
-// Variants: compiled for baseline (SSE2, scalar gathers), avx2 and avx512 from the same
-// templates. Assumptions: winograd_applies(p) (winograd_cpu.h); contiguous, non-overlapping
-// arrays; any padding (asymmetric, negative, larger than the kernel); outputs fully overwritten.
+// Rounding (float32, max |error| against float64, relative to the elementwise table bound
+// atol 1e-4 + rtol 2e-5 |y| of fastconv/testing.py, inputs of order 1, numpy emulation of
+// the same arithmetic and the kernel agree): direct GEMM 0.1 / 0.25 / 0.6 of the bound at
+// C = 64 / 150 / 512; F(2x2) 0.2 / 0.5 / 1.5; F(4x4) 2.4 / 5 / 9 (and ~40x torch's error at
+// C = 512). Points 0, +-1, +-1/2 or 0, +-1, 1/2, -2 for F(4x4) were no better at 512. Hence
+// 'auto' and 'winograd' use F(2x2); F(4x4) is 'winograd4', for measurement only. Relative to
+// max |y|: F(2x2) ~1e-6, F(4x4) ~2e-5.
+//
+// Measured (single-thread CPU time, Xeon with AVX-512, float32, avx512 path, machine busy;
+// gemm -> F(2x2)): r50_res2_3x3 fwd 4.9 -> 2.1 ms, res3 8.4 -> 4.2, res4 17.2 -> 9.5, res5
+// 25.7 -> 10.5, vgg_conv1_2 31.5 -> 19.0; input gradients the same within 10%. Heuristic
+// sweep (fwd, wino/gemm time): C=K=8 at 56x56 1.75, 16/16 1.14, 32/32 0.91, C16/K64 0.85,
+// C64/K16 1.28, 7x7 with 64..256 channels 0.39-0.47, groups 32 (8 channels per group) 2.77,
+// groups 8 (32) 1.14, groups 4 (64) 0.85 (winograd_preferred in winograd_cpu.h).
+//
+// Variants: compiled for baseline (SSE2: scalar gathers and stores), avx2 and avx512 from the
+// same templates. Assumptions: winograd_applies(p) (winograd_cpu.h); contiguous,
+// non-overlapping arrays; any padding (asymmetric, negative, larger than the kernel); outputs
+// fully overwritten.
 #include "cpu/winograd_cpu.h"
 
 #include <cstring>

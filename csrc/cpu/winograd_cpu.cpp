@@ -138,43 +138,6 @@ FC_GEMM_INLINE Vec<T> load_strided(const T* p) {
   return Vec<T>::load(buf);
 }
 
-// d[l*S + j] = v[j][l]: the S outputs of one pixel row of L consecutive tiles (S = 2 or 4).
-template <int S, class T>
-FC_GEMM_INLINE void store_interleaved(T* d, const Vec<T>* v) {
-#if defined(FC_ISA_avx512)
-  if constexpr (std::is_same<T, float>::value) {
-    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    if constexpr (S == 2) {
-      _mm512_storeu_ps(d, _mm512_permutex2var_ps(v[0].v, lo, v[1].v));
-      _mm512_storeu_ps(d + 16, _mm512_permutex2var_ps(v[0].v, hi, v[1].v));
-    } else {
-      const __m512 ac0 = _mm512_permutex2var_ps(v[0].v, lo, v[2].v);
-      const __m512 ac1 = _mm512_permutex2var_ps(v[0].v, hi, v[2].v);
-      const __m512 bd0 = _mm512_permutex2var_ps(v[1].v, lo, v[3].v);
-      const __m512 bd1 = _mm512_permutex2var_ps(v[1].v, hi, v[3].v);
-      _mm512_storeu_ps(d, _mm512_permutex2var_ps(ac0, lo, bd0));
-      _mm512_storeu_ps(d + 16, _mm512_permutex2var_ps(ac0, hi, bd0));
-      _mm512_storeu_ps(d + 32, _mm512_permutex2var_ps(ac1, lo, bd1));
-      _mm512_storeu_ps(d + 48, _mm512_permutex2var_ps(ac1, hi, bd1));
-    }
-    return;
-  }
-#elif defined(FC_ISA_avx2)
-  if constexpr (std::is_same<T, float>::value && S == 2) {
-    const __m256 ul = _mm256_unpacklo_ps(v[0].v, v[1].v), uh = _mm256_unpackhi_ps(v[0].v, v[1].v);
-    _mm256_storeu_ps(d, _mm256_permute2f128_ps(ul, uh, 0x20));
-    _mm256_storeu_ps(d + 8, _mm256_permute2f128_ps(ul, uh, 0x31));
-    return;
-  }
-#endif
-  constexpr int L = Vec<T>::size;
-  alignas(64) T buf[S][L];
-  for (int j = 0; j < S; ++j) v[j].store(buf[j]);
-  for (int l = 0; l < L; ++l)
-    for (int j = 0; j < S; ++j) d[l * S + j] = buf[j][l];
-}
-
 // Lanes [0, l1) of a, lanes [l1, L) of b.
 template <class T>
 FC_GEMM_INLINE Vec<T> blend_from(Vec<T> a, Vec<T> b, int l1) {
@@ -194,39 +157,105 @@ FC_GEMM_INLINE Vec<T> blend_from(Vec<T> a, Vec<T> b, int l1) {
   return Vec<T>::load(x);
 }
 
+// lo, hi = the two halves of the interleaved sequence a[0], b[0], a[1], b[1], ... (2L values).
+template <class T>
+FC_GEMM_INLINE void interleave2(Vec<T> a, Vec<T> b, Vec<T>& lo, Vec<T>& hi) {
 #if defined(FC_ISA_avx512)
-// Stores floats [lo, hi) of the S*16-float interleaved sequence of v (store_interleaved's order)
-// at d[lo, hi); masked, so d may point before or after the bounds outside [lo, hi).
-template <int S>
-FC_GEMM_INLINE void store_interleaved_range(float* d, const __m512* iv, int lo, int hi) {
-  FC_GEMM_UNROLL for (int q = 0; q < S; ++q) {
-    const int a = lo > 16 * q ? lo - 16 * q : 0, b = hi < 16 * q + 16 ? hi - 16 * q : 16;
-    if (a < b) {
-      const __mmask16 m = static_cast<__mmask16>(((1u << b) - 1) & ~((1u << a) - 1));
-      _mm512_mask_storeu_ps(d + 16 * q, m, iv[q]);
-    }
-  }
-}
-// iv[q] = floats [16q, 16q + 16) of the interleaved sequence v[0][0], v[1][0], .., v[S-1][0], v[0][1] ..
-template <int S>
-FC_GEMM_INLINE void interleave_ps(const Vec<float>* v, __m512* iv) {
-  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-  const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-  if constexpr (S == 2) {
-    iv[0] = _mm512_permutex2var_ps(v[0].v, lo, v[1].v);
-    iv[1] = _mm512_permutex2var_ps(v[0].v, hi, v[1].v);
+  if constexpr (std::is_same<T, float>::value) {
+    const __m512i il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    lo = {_mm512_permutex2var_ps(a.v, il, b.v)};
+    hi = {_mm512_permutex2var_ps(a.v, ih, b.v)};
+    return;
   } else {
-    const __m512 ac0 = _mm512_permutex2var_ps(v[0].v, lo, v[2].v);
-    const __m512 ac1 = _mm512_permutex2var_ps(v[0].v, hi, v[2].v);
-    const __m512 bd0 = _mm512_permutex2var_ps(v[1].v, lo, v[3].v);
-    const __m512 bd1 = _mm512_permutex2var_ps(v[1].v, hi, v[3].v);
-    iv[0] = _mm512_permutex2var_ps(ac0, lo, bd0);
-    iv[1] = _mm512_permutex2var_ps(ac0, hi, bd0);
-    iv[2] = _mm512_permutex2var_ps(ac1, lo, bd1);
-    iv[3] = _mm512_permutex2var_ps(ac1, hi, bd1);
+    const __m512i il = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+    const __m512i ih = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+    lo = {_mm512_permutex2var_pd(a.v, il, b.v)};
+    hi = {_mm512_permutex2var_pd(a.v, ih, b.v)};
+    return;
+  }
+#elif defined(FC_ISA_avx2)
+  if constexpr (std::is_same<T, float>::value) {
+    const __m256 ul = _mm256_unpacklo_ps(a.v, b.v), uh = _mm256_unpackhi_ps(a.v, b.v);
+    lo = {_mm256_permute2f128_ps(ul, uh, 0x20)};
+    hi = {_mm256_permute2f128_ps(ul, uh, 0x31)};
+    return;
+  } else {
+    const __m256d ul = _mm256_unpacklo_pd(a.v, b.v), uh = _mm256_unpackhi_pd(a.v, b.v);
+    lo = {_mm256_permute2f128_pd(ul, uh, 0x20)};
+    hi = {_mm256_permute2f128_pd(ul, uh, 0x31)};
+    return;
+  }
+#else
+  constexpr int L = Vec<T>::size;
+  alignas(64) T x[L], z[L], s[2 * L];
+  a.store(x);
+  b.store(z);
+  for (int l = 0; l < L; ++l) {
+    s[2 * l] = x[l];
+    s[2 * l + 1] = z[l];
+  }
+  lo = Vec<T>::load(s);
+  hi = Vec<T>::load(s + L);
+#endif
+}
+
+// iv[0..S) = the S*L-value sequence v[0][0], v[1][0], .., v[S-1][0], v[0][1], .. (S = 2 or 4):
+// one pixel row of L consecutive tiles, from the S column vectors of that row.
+template <int S, class T>
+FC_GEMM_INLINE void interleave(const Vec<T>* v, Vec<T>* iv) {
+  if constexpr (S == 2) {
+    interleave2(v[0], v[1], iv[0], iv[1]);
+  } else {
+    Vec<T> ac0, ac1, bd0, bd1;
+    interleave2(v[0], v[2], ac0, ac1);
+    interleave2(v[1], v[3], bd0, bd1);
+    interleave2(ac0, bd0, iv[0], iv[1]);
+    interleave2(ac1, bd1, iv[2], iv[3]);
   }
 }
+
+// d[l] = v[l] for lanes [a, b) (0 <= a < b <= L); the other lanes' addresses are not touched
+// (masked stores), so they may lie outside the array.
+template <class T>
+FC_GEMM_INLINE void store_lanes(T* d, Vec<T> v, int a, int b) {
+#if defined(FC_ISA_avx512)
+  const unsigned m = ((1u << b) - 1) & ~((1u << a) - 1);
+  if constexpr (std::is_same<T, float>::value)
+    _mm512_mask_storeu_ps(d, static_cast<__mmask16>(m), v.v);
+  else
+    _mm512_mask_storeu_pd(d, static_cast<__mmask8>(m), v.v);
+#elif defined(FC_ISA_avx2)
+  if constexpr (std::is_same<T, float>::value) {
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i m = _mm256_and_si256(_mm256_cmpgt_epi32(iota, _mm256_set1_epi32(a - 1)),
+                                       _mm256_cmpgt_epi32(_mm256_set1_epi32(b), iota));
+    _mm256_maskstore_ps(d, m, v.v);
+  } else {
+    const __m256i iota = _mm256_setr_epi64x(0, 1, 2, 3);
+    const __m256i m = _mm256_and_si256(_mm256_cmpgt_epi64(iota, _mm256_set1_epi64x(a - 1)),
+                                       _mm256_cmpgt_epi64(_mm256_set1_epi64x(b), iota));
+    _mm256_maskstore_pd(d, m, v.v);
+  }
+#else
+  alignas(64) T x[Vec<T>::size];
+  v.store(x);
+  for (int l = a; l < b; ++l) d[l] = x[l];
 #endif
+}
+
+// Values [lo, hi) of the S*L-value sequence iv at d[lo, hi).
+template <int S, class T>
+FC_GEMM_INLINE void store_range(T* d, const Vec<T>* iv, int lo, int hi) {
+  constexpr int L = Vec<T>::size;
+  FC_GEMM_UNROLL for (int q = 0; q < S; ++q) {
+    const int a = lo > q * L ? lo - q * L : 0, b = hi < q * L + L ? hi - q * L : L;
+    if (a == 0 && b == L)
+      iv[q].store(d + q * L);
+    else if (a < b)
+      store_lanes(d + q * L, iv[q], a, b);
+  }
+}
 
 // Tile geometry of F(TM x TM, 3x3): TM x TM outputs per tile from an A x A input patch, A*A
 // transform points.
@@ -581,52 +610,24 @@ FC_WINO_NOINLINE bool output_transform(const Plan<T, TM>& pl, const T* Mb, int64
         }
       }
       const int64_t nl = nt - tl < L ? nt - tl : L;
-#if defined(FC_ISA_avx512)
-      if constexpr (std::is_same<T, float>::value) {
-        // Runs of lanes within one tile row, each written with masked interleaved stores.
-        __m512 iv[TM][TM];
-        FC_GEMM_UNROLL for (int i = 0; i < TM; ++i) {
-          V rowv[TM];
-          FC_GEMM_UNROLL for (int j = 0; j < TM; ++j) rowv[j] = V::load(ob[i * TM + j]);
-          interleave_ps<TM>(rowv, iv[i]);
-        }
-        for (int64_t l = 0; l < nl;) {
-          const int64_t t = t0 + tl + l;
-          const int64_t n = t / pl.TI, r = t - n * pl.TI, th = r / pl.TW, tw = r - th * pl.TW;
-          const int64_t l1 = nl - l < pl.TW - tw ? nl : l + (pl.TW - tw);
-          const int64_t vh = pl.P - TM * th < TM ? pl.P - TM * th : TM;
-          const int64_t cols = pl.Q - TM * tw < TM * (l1 - l) ? pl.Q - TM * tw : TM * (l1 - l);
-          float* d = y + (n * pl.K + k) * PQ + TM * th * pl.Q + TM * (tw - l);
-          for (int64_t i = 0; i < vh; ++i)
-            store_interleaved_range<TM>(d + i * pl.Q, iv[i], static_cast<int>(TM * l),
-                                        static_cast<int>(TM * l + cols));
-          l = l1;
-        }
-        continue;
+      // Runs of lanes within one tile row: per pixel row, the values of the run's tiles are
+      // contiguous in y: interleaved, then stored with (masked) vector stores.
+      V iv[TM][TM];
+      FC_GEMM_UNROLL for (int i = 0; i < TM; ++i) {
+        V rowv[TM];
+        FC_GEMM_UNROLL for (int j = 0; j < TM; ++j) rowv[j] = V::load(ob[i * TM + j]);
+        interleave<TM>(rowv, iv[i]);
       }
-#endif
-      {
-        const int64_t t = t0 + tl, n = t / pl.TI, r = t - n * pl.TI, th = r / pl.TW, tw = r - th * pl.TW;
-        if (nl == L && tw + L <= pl.TW && TM * (tw + L) <= pl.Q) {
-          // L consecutive tiles of one tile row, all columns valid: one interleaved store per row.
-          const int64_t vh = pl.P - TM * th < TM ? pl.P - TM * th : TM;
-          T* d = y + (n * pl.K + k) * PQ + TM * th * pl.Q + TM * tw;
-          for (int64_t i = 0; i < vh; ++i) {
-            V rowv[TM];
-            FC_GEMM_UNROLL for (int j = 0; j < TM; ++j) rowv[j] = V::load(ob[i * TM + j]);
-            store_interleaved<TM>(d + i * pl.Q, rowv);
-          }
-          continue;
-        }
-      }
-      for (int64_t l = 0; l < nl; ++l) {
+      for (int64_t l = 0; l < nl;) {
         const int64_t t = t0 + tl + l;
         const int64_t n = t / pl.TI, r = t - n * pl.TI, th = r / pl.TW, tw = r - th * pl.TW;
+        const int64_t l1 = nl - l < pl.TW - tw ? nl : l + (pl.TW - tw);
         const int64_t vh = pl.P - TM * th < TM ? pl.P - TM * th : TM;
-        const int64_t vw = pl.Q - TM * tw < TM ? pl.Q - TM * tw : TM;
-        T* d = y + (n * pl.K + k) * PQ + TM * th * pl.Q + TM * tw;
+        const int64_t cols = pl.Q - TM * tw < TM * (l1 - l) ? pl.Q - TM * tw : TM * (l1 - l);
+        T* d = y + (n * pl.K + k) * PQ + TM * th * pl.Q + TM * (tw - l);  // sequence value 0
         for (int64_t i = 0; i < vh; ++i)
-          for (int64_t j = 0; j < vw; ++j) d[i * pl.Q + j] = ob[i * TM + j][l];
+          store_range<TM>(d + i * pl.Q, iv[i], static_cast<int>(TM * l), static_cast<int>(TM * l + cols));
+        l = l1;
       }
     }
   }

@@ -29,11 +29,11 @@
 // Non-finite values: a NaN or inf spreads over whole tile patches in the transforms, so when a
 // transformed output is not finite the caller recomputes on the GEMM path (identical results).
 //
-// Rounding (float32, max |error| against float64, relative to the elementwise table bound
-// atol 1e-4 + rtol 2e-5 |y| of fastconv/testing.py, inputs of order 1, numpy emulation of
-// the same arithmetic and the kernel agree): direct GEMM 0.1 / 0.25 / 0.6 of the bound at
-// C = 64 / 150 / 512; F(2x2) 0.2 / 0.5 / 1.5; F(4x4) 2.4 / 5 / 9 (and ~40x torch's error at
-// C = 512). Points 0, +-1, +-1/2 or 0, +-1, 1/2, -2 for F(4x4) were no better at 512. Hence
+// Rounding (float32, max |error| against float64 relative to the elementwise table bound
+// atol 1e-4 + rtol 2e-5 |y| of fastconv/testing.py, inputs of order 1; numpy emulation at
+// C = 64 / 150 / 512, kernel at 64 / 256 / 512): direct GEMM 0.1 / 0.25 / 0.6, kernel 0.13 /
+// 0.25 / 0.32; F(2x2) 0.2 / 0.5 / 1.5, kernel 0.2 / 0.5 / 0.45 (1.4 seen once, an input gradient
+// over K = 512); F(4x4) 2.4 / 5 / 9, kernel 2.1 / 4.8 / 4.4 (and ~40x torch's error at 512). Points 0, +-1, +-1/2 or 0, +-1, 1/2, -2 for F(4x4) were no better at 512. Hence
 // 'auto' and 'winograd' use F(2x2); F(4x4) is 'winograd4', for measurement only. Relative to
 // max |y|: F(2x2) ~1e-6, F(4x4) ~2e-5.
 //
@@ -437,7 +437,6 @@ void pad_input(const Conv2dParams& p, const Plan<T, TM>& pl, const T* x, T* xp) 
 
 // Step 2: the input transform of tile panel tp (tiles tp*NR + lane) of group g, channels
 // [c0, c1): out[xi][c][NR] = (B^T d B)[xi] (point stride Cg*NR).
-// Panel tp of group g, channels [c0, c1): out[xi][c][NR] (point stride Cg*NR).
 template <class T, int TM>
 void transform_tiles(const Plan<T, TM>& pl, const T* xp, int64_t g, int64_t tp, int64_t c0,
                      int64_t c1, T* out) {
@@ -520,7 +519,7 @@ void input_transform(const Plan<T, TM>& pl, const T* xp, T* Vp) {
   });
 }
 
-// Step 3a: U for rows [m0, m0 + mc) (m < M) and channels [c0, c0 + kcl) of group g, as 36 sets
+// Step 3a: U for rows [m0, m0 + mc) (m < M) and channels [c0, c0 + kcl) of group g, as A*A sets
 // of MR-row A panels: Up[xi][panel][kk][MR] with panel stride apstride, set stride us.
 template <class T, int TM>
 FC_WINO_NOINLINE void weight_transform(const Plan<T, TM>& pl, const T* w, const WeightView& wv, int64_t g, int64_t m0,

@@ -1,34 +1,53 @@
-// Dense and grouped 3x3 stride-1 convolution on the CPU by Winograd F(4x4, 3x3) (Lavin & Gray,
-// "Fast Algorithms for Convolutional Neural Networks", 2016): forward, and the input gradient as
-// the forward convolution of dY with the flipped, transposed weights (padding 2 - pad).
+// Dense and grouped 3x3 stride-1 convolution on the CPU by Winograd F(m x m, 3x3), m = 2 or 4
+// (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016): forward, and the
+// input gradient as the forward convolution of dY with the flipped, transposed weights
+// (padding 2 - pad).
 //
-// Algorithm. The output is cut into 4x4 tiles (tiles past the edge are computed and dropped);
-// tile t of image n reads the 6x6 input patch at (4*th - pad_t, 4*tw - pad_l). Per tile,
-//   Y = A^T [ U (.) V ] A,   U = G g G^T (6x6 per (k, c)),   V = B^T d B (6x6 per (c, tile)),
-// and the sum over input channels turns the 36 elementwise products into 36 GEMMs:
-//   M[xi][k][t] = sum_c U[xi][k][c] * V[xi][c][t]      (xi = one of the 6x6 transform points)
-// i.e. 36 multiplies per 16 outputs where the direct convolution needs 144 (4x fewer), at the
-// price of the transforms and of the tile padding.
+// Algorithm. The output is cut into m x m tiles (tiles past the edge are computed and dropped);
+// tile (th, tw) of image n reads the a x a input patch (a = m + 2) at (m*th - pad_t, m*tw - pad_l).
+// Per tile, Y = A^T [ U (.) V ] A with U = G g G^T (per (k, c)) and V = B^T d B (per (c, tile)),
+// and the sum over input channels turns the a*a elementwise products into a*a GEMMs:
+//   M[xi][k][t] = sum_c U[xi][k][c] * V[xi][c][t]      (xi = one of the a x a transform points)
+// F(2x2): 16 multiplies per 4 outputs where the direct convolution needs 36 (2.25x fewer);
+// F(4x4): 36 per 16 (4x fewer); less the tile padding and the transforms.
 //
-// Steps (per group; all on the GEMM machinery of gemm_cpu.h):
-//   1. the input is copied once, zero-padded to cover every tile (xp[n][c][4*TH+2][4*TW+2]);
-//   2. input transform fused with the B packing: every (tile panel of NR tiles, channel) is
-//      gathered from xp with 32-bit index vectors (AVX-512 / AVX2 gathers), transformed in
-//      registers and written straight into the NR-column panels the micro-kernel reads:
-//      Vp[panel][xi][c][NR];
+// Steps (per group; the GEMMs on the micro-kernel of gemm_cpu.h):
+//   1. the input is copied once, zero-padded to cover every tile (xp[n][c][m*TH+2][m*TW+2]);
+//   2. input transform fused with the B packing: each (panel of NR tiles, channel) is read from
+//      xp with strided vector loads where L consecutive tiles lie in one or two tile rows, with
+//      32-bit gathers otherwise, transformed in registers and written straight into the
+//      NR-column panels the micro-kernel reads ([xi][c][NR] per panel). When one block of rows
+//      covers a group's output channels (Kg <= 128) each task transforms its own panels into
+//      per-thread scratch that stays in L2 ("fused"); else all panels are transformed first;
 //   3. tasks (group, block of output channels, block of tile panels), taken by free threads:
-//      for each block of kc input channels, the weight transform is fused with the A packing
-//      (U for the task's rows and the kc channels, 36 MR-row panel sets, in per-thread scratch,
-//      never in memory as a whole), then 36 x (row panels x tile panels) micro-kernel calls
-//      accumulate M[36][rows][tiles] in per-thread scratch; at the end the output transform reads
-//      M and writes the valid pixels of the tiles (plus bias) into y.
-// Rounding: the transforms scale values by at most ~10 per 1-D pass (B^T rows sum to <= 10 in
-// magnitude, A^T's last row to 18), so errors grow about an order of magnitude over the direct
-// convolution's; the tests check it against the float64 reference on the whole case list.
+//      per block of kc input channels, the weight transform is fused with the A packing (U of
+//      the task's rows, a*a MR-row panel sets, gathered from w in its row order), done per task,
+//      or once beforehand when several tile blocks share it and it fits in L2; then a*a x (row
+//      panels x tile panels) micro-kernel calls accumulate M[a*a][rows][tiles] in per-thread
+//      scratch; at the end the output transform reads M and writes the valid pixels (plus bias)
+//      with interleaved (AVX-512: masked) vector stores, scalar stores elsewhere.
+// Non-finite values: a NaN or inf spreads over whole tile patches in the transforms, so when a
+// transformed output is not finite the caller recomputes on the GEMM path (identical results).
 //
-// Variants: compiled for baseline (SSE2, scalar gathers), avx2 and avx512 from the same
-// templates. Assumptions: winograd_applies(p) (winograd_cpu.h); contiguous, non-overlapping
-// arrays; any padding (asymmetric, negative, larger than the kernel); outputs fully overwritten.
+// Rounding (float32, max |error| against float64 relative to the elementwise table bound
+// atol 1e-4 + rtol 2e-5 |y| of fastconv/testing.py, inputs of order 1; numpy emulation at
+// C = 64 / 150 / 512, kernel at 64 / 256 / 512): direct GEMM 0.1 / 0.25 / 0.6, kernel 0.13 /
+// 0.25 / 0.32; F(2x2) 0.2 / 0.5 / 1.5, kernel 0.2 / 0.5 / 0.45 (1.4 seen once, an input gradient
+// over K = 512); F(4x4) 2.4 / 5 / 9, kernel 2.1 / 4.8 / 4.4 (and ~40x torch's error at 512). Points 0, +-1, +-1/2 or 0, +-1, 1/2, -2 for F(4x4) were no better at 512. Hence
+// 'auto' and 'winograd' use F(2x2); F(4x4) is 'winograd4', for measurement only. Relative to
+// max |y|: F(2x2) ~1e-6, F(4x4) ~2e-5.
+//
+// Measured (single-thread CPU time, Xeon with AVX-512, float32, avx512 path, machine busy;
+// gemm -> F(2x2)): r50_res2_3x3 fwd 4.9 -> 2.1 ms, res3 8.4 -> 4.2, res4 17.2 -> 9.5, res5
+// 25.7 -> 10.5, vgg_conv1_2 31.5 -> 19.0; input gradients the same within 10%. Heuristic
+// sweep (fwd, wino/gemm time): C=K=8 at 56x56 1.75, 16/16 1.14, 32/32 0.91, C16/K64 0.85,
+// C64/K16 1.28, 7x7 with 64..256 channels 0.39-0.47, groups 32 (8 channels per group) 2.77,
+// groups 8 (32) 1.14, groups 4 (64) 0.85 (winograd_preferred in winograd_cpu.h).
+//
+// Variants: compiled for baseline (SSE2: scalar gathers and stores), avx2 and avx512 from the
+// same templates. Assumptions: winograd_applies(p) (winograd_cpu.h); contiguous,
+// non-overlapping arrays; any padding (asymmetric, negative, larger than the kernel); outputs
+// fully overwritten.
 #include "cpu/winograd_cpu.h"
 
 #include <cstring>
@@ -119,41 +138,123 @@ FC_GEMM_INLINE Vec<T> load_strided(const T* p) {
   return Vec<T>::load(buf);
 }
 
-// d[l*S + j] = v[j][l]: the S outputs of one pixel row of L consecutive tiles (S = 2 or 4).
-template <int S, class T>
-FC_GEMM_INLINE void store_interleaved(T* d, const Vec<T>* v) {
+// Lanes [0, l1) of a, lanes [l1, L) of b.
+template <class T>
+FC_GEMM_INLINE Vec<T> blend_from(Vec<T> a, Vec<T> b, int l1) {
+#if defined(FC_ISA_avx512)
+  if constexpr (std::is_same<T, float>::value)
+    return {_mm512_mask_blend_ps(static_cast<__mmask16>(0xFFFFu << l1), a.v, b.v)};
+#elif defined(FC_ISA_avx2)
+  if constexpr (std::is_same<T, float>::value) {
+    const __m256 iota = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
+    return {_mm256_blendv_ps(a.v, b.v, _mm256_cmp_ps(iota, _mm256_set1_ps(float(l1)), _CMP_GE_OQ))};
+  }
+#endif
+  alignas(64) T x[Vec<T>::size], z[Vec<T>::size];
+  a.store(x);
+  b.store(z);
+  for (int l = l1; l < Vec<T>::size; ++l) x[l] = z[l];
+  return Vec<T>::load(x);
+}
+
+// lo, hi = the two halves of the interleaved sequence a[0], b[0], a[1], b[1], ... (2L values).
+template <class T>
+FC_GEMM_INLINE void interleave2(Vec<T> a, Vec<T> b, Vec<T>& lo, Vec<T>& hi) {
 #if defined(FC_ISA_avx512)
   if constexpr (std::is_same<T, float>::value) {
-    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    if constexpr (S == 2) {
-      _mm512_storeu_ps(d, _mm512_permutex2var_ps(v[0].v, lo, v[1].v));
-      _mm512_storeu_ps(d + 16, _mm512_permutex2var_ps(v[0].v, hi, v[1].v));
-    } else {
-      const __m512 ac0 = _mm512_permutex2var_ps(v[0].v, lo, v[2].v);
-      const __m512 ac1 = _mm512_permutex2var_ps(v[0].v, hi, v[2].v);
-      const __m512 bd0 = _mm512_permutex2var_ps(v[1].v, lo, v[3].v);
-      const __m512 bd1 = _mm512_permutex2var_ps(v[1].v, hi, v[3].v);
-      _mm512_storeu_ps(d, _mm512_permutex2var_ps(ac0, lo, bd0));
-      _mm512_storeu_ps(d + 16, _mm512_permutex2var_ps(ac0, hi, bd0));
-      _mm512_storeu_ps(d + 32, _mm512_permutex2var_ps(ac1, lo, bd1));
-      _mm512_storeu_ps(d + 48, _mm512_permutex2var_ps(ac1, hi, bd1));
-    }
+    const __m512i il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    lo = {_mm512_permutex2var_ps(a.v, il, b.v)};
+    hi = {_mm512_permutex2var_ps(a.v, ih, b.v)};
+    return;
+  } else {
+    const __m512i il = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+    const __m512i ih = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+    lo = {_mm512_permutex2var_pd(a.v, il, b.v)};
+    hi = {_mm512_permutex2var_pd(a.v, ih, b.v)};
     return;
   }
 #elif defined(FC_ISA_avx2)
-  if constexpr (std::is_same<T, float>::value && S == 2) {
-    const __m256 ul = _mm256_unpacklo_ps(v[0].v, v[1].v), uh = _mm256_unpackhi_ps(v[0].v, v[1].v);
-    _mm256_storeu_ps(d, _mm256_permute2f128_ps(ul, uh, 0x20));
-    _mm256_storeu_ps(d + 8, _mm256_permute2f128_ps(ul, uh, 0x31));
+  if constexpr (std::is_same<T, float>::value) {
+    const __m256 ul = _mm256_unpacklo_ps(a.v, b.v), uh = _mm256_unpackhi_ps(a.v, b.v);
+    lo = {_mm256_permute2f128_ps(ul, uh, 0x20)};
+    hi = {_mm256_permute2f128_ps(ul, uh, 0x31)};
+    return;
+  } else {
+    const __m256d ul = _mm256_unpacklo_pd(a.v, b.v), uh = _mm256_unpackhi_pd(a.v, b.v);
+    lo = {_mm256_permute2f128_pd(ul, uh, 0x20)};
+    hi = {_mm256_permute2f128_pd(ul, uh, 0x31)};
     return;
   }
-#endif
+#else
   constexpr int L = Vec<T>::size;
-  alignas(64) T buf[S][L];
-  for (int j = 0; j < S; ++j) v[j].store(buf[j]);
-  for (int l = 0; l < L; ++l)
-    for (int j = 0; j < S; ++j) d[l * S + j] = buf[j][l];
+  alignas(64) T x[L], z[L], s[2 * L];
+  a.store(x);
+  b.store(z);
+  for (int l = 0; l < L; ++l) {
+    s[2 * l] = x[l];
+    s[2 * l + 1] = z[l];
+  }
+  lo = Vec<T>::load(s);
+  hi = Vec<T>::load(s + L);
+#endif
+}
+
+// iv[0..S) = the S*L-value sequence v[0][0], v[1][0], .., v[S-1][0], v[0][1], .. (S = 2 or 4):
+// one pixel row of L consecutive tiles, from the S column vectors of that row.
+template <int S, class T>
+FC_GEMM_INLINE void interleave(const Vec<T>* v, Vec<T>* iv) {
+  if constexpr (S == 2) {
+    interleave2(v[0], v[1], iv[0], iv[1]);
+  } else {
+    Vec<T> ac0, ac1, bd0, bd1;
+    interleave2(v[0], v[2], ac0, ac1);
+    interleave2(v[1], v[3], bd0, bd1);
+    interleave2(ac0, bd0, iv[0], iv[1]);
+    interleave2(ac1, bd1, iv[2], iv[3]);
+  }
+}
+
+// d[l] = v[l] for lanes [a, b) (0 <= a < b <= L); the other lanes' addresses are not touched
+// (masked stores), so they may lie outside the array.
+template <class T>
+FC_GEMM_INLINE void store_lanes(T* d, Vec<T> v, int a, int b) {
+#if defined(FC_ISA_avx512)
+  const unsigned m = ((1u << b) - 1) & ~((1u << a) - 1);
+  if constexpr (std::is_same<T, float>::value)
+    _mm512_mask_storeu_ps(d, static_cast<__mmask16>(m), v.v);
+  else
+    _mm512_mask_storeu_pd(d, static_cast<__mmask8>(m), v.v);
+#elif defined(FC_ISA_avx2)
+  if constexpr (std::is_same<T, float>::value) {
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i m = _mm256_and_si256(_mm256_cmpgt_epi32(iota, _mm256_set1_epi32(a - 1)),
+                                       _mm256_cmpgt_epi32(_mm256_set1_epi32(b), iota));
+    _mm256_maskstore_ps(d, m, v.v);
+  } else {
+    const __m256i iota = _mm256_setr_epi64x(0, 1, 2, 3);
+    const __m256i m = _mm256_and_si256(_mm256_cmpgt_epi64(iota, _mm256_set1_epi64x(a - 1)),
+                                       _mm256_cmpgt_epi64(_mm256_set1_epi64x(b), iota));
+    _mm256_maskstore_pd(d, m, v.v);
+  }
+#else
+  alignas(64) T x[Vec<T>::size];
+  v.store(x);
+  for (int l = a; l < b; ++l) d[l] = x[l];
+#endif
+}
+
+// Values [lo, hi) of the S*L-value sequence iv at d[lo, hi).
+template <int S, class T>
+FC_GEMM_INLINE void store_range(T* d, const Vec<T>* iv, int lo, int hi) {
+  constexpr int L = Vec<T>::size;
+  FC_GEMM_UNROLL for (int q = 0; q < S; ++q) {
+    const int a = lo > q * L ? lo - q * L : 0, b = hi < q * L + L ? hi - q * L : L;
+    if (a == 0 && b == L)
+      iv[q].store(d + q * L);
+    else if (a < b)
+      store_lanes(d + q * L, iv[q], a, b);
+  }
 }
 
 // Tile geometry of F(TM x TM, 3x3): TM x TM outputs per tile from an A x A input patch, A*A
@@ -242,6 +343,7 @@ struct Plan {
   int64_t mc, nmb;        // rows per task block, blocks per group
   int64_t np, ntb;        // tile panels per task block, blocks
   int64_t apstride;       // elements per packed A panel (MR x kc, rounded to whole vectors)
+  bool fused;             // each task transforms its own tiles' input (one row block per group)
 };
 
 template <class T, int TM>
@@ -258,15 +360,26 @@ Plan<T, TM> make_plan(const Conv2dParams& p, int64_t nthreads) {
   pl.kc = gemm::kc_for<T>(pl.Cg);
   pl.ncb = ceil_div(pl.Cg, pl.kc);
   pl.apstride = round_up(MR * pl.kc, L);
-  // Task blocks: at most 64 rows, and M[points][rows][tiles] of under 1 MiB; then split
-  // further until every thread has a few tasks.
-  const int64_t Mpad = round_up(pl.M, MR);
-  int64_t mc = Mpad < 64 ? Mpad : 64;
-  int64_t np = (884736 / (kPts * int64_t(sizeof(T)))) / (mc * NR);
-  if (np < 1) np = 1;
-  if (np > pl.ntp) np = pl.ntp;
+  // Task blocks: M[points][rows][tiles] of under 1 MiB. With all rows of a group in one block
+  // (up to 128) and enough blocks of tiles to go round, each task transforms its own tiles'
+  // input (fused: the transformed block stays in cache, nothing is transformed twice); else
+  // blocks of at most 64 rows, the input transformed once beforehand, split further until every
+  // thread has a few tasks.
+  const int64_t Mpad = round_up(pl.M, MR), budget = 884736 / (kPts * int64_t(sizeof(T)));
   auto tasks = [&](int64_t m, int64_t n) { return pl.G * ceil_div(pl.M, m) * ceil_div(pl.ntp, n); };
-  while (tasks(mc, np) < 3 * nthreads && np > 1) --np;
+  auto panels_for = [&](int64_t m) {
+    int64_t n = budget / (m * NR);
+    if (n < 1) n = 1;
+    if (n > pl.ntp) n = pl.ntp;
+    while (tasks(m, n) < 3 * nthreads && n > 1) --n;
+    return n;
+  };
+  int64_t mc = Mpad, np = panels_for(Mpad);
+  pl.fused = Mpad <= 128 && tasks(mc, np) >= 2 * nthreads;
+  if (!pl.fused) {
+    mc = Mpad < 64 ? Mpad : 64;
+    np = panels_for(mc);
+  }
   while (tasks(mc, np) < 2 * nthreads && mc > MR) mc = round_up(mc / 2, MR);
   const int64_t nmb = ceil_div(pl.M, mc);
   pl.mc = round_up(ceil_div(pl.M, nmb), MR);
@@ -322,68 +435,91 @@ void pad_input(const Conv2dParams& p, const Plan<T, TM>& pl, const T* x, T* xp) 
   });
 }
 
-// Step 2: Vp[g][tp][xi][c][NR] = (B^T d B)[xi] of tile tp*NR + lane, channel c of group g.
-// Work items: (group, tile panel, run of up to 16 channels).
+// Step 2: the input transform of tile panel tp (tiles tp*NR + lane) of group g, channels
+// [c0, c1): out[xi][c][NR] = (B^T d B)[xi] (point stride Cg*NR).
+template <class T, int TM>
+void transform_tiles(const Plan<T, TM>& pl, const T* xp, int64_t g, int64_t tp, int64_t c0,
+                     int64_t c1, T* out) {
+  using V = Vec<T>;
+  constexpr int NR = Blk<T>::NR, L = V::size, NV = NR / L, A = Tile<TM>::A;
+  const int64_t Wp = pl.Wp, xs = pl.Cg * NR;
+  alignas(64) int32_t idx[NR];
+  for (int l = 0; l < NR; ++l) {
+    const int64_t t = tp * NR + l;
+    if (t < pl.ntiles) {
+      const int64_t n = t / pl.TI, r = t - n * pl.TI, th = r / pl.TW, tw = r - th * pl.TW;
+      idx[l] = static_cast<int32_t>(n * pl.Ctot * pl.plane + TM * th * Wp + TM * tw);
+    } else {
+      idx[l] = 0;  // a real element: the column is computed and dropped
+    }
+  }
+  // Chunks of L tiles that lie in one tile row, or in two (split at lane split[v]), read
+  // with strided loads; others (tiny rows, the end of the batch) with gathers.
+  bool row[NV];
+  int split[NV];
+  for (int v = 0; v < NV; ++v) {
+    const int64_t t = tp * NR + v * L, tw = (t % pl.TI) % pl.TW;
+    const int64_t first = pl.TW - tw;  // lanes left in the first tile row
+    split[v] = static_cast<int>(first < L ? first : L);
+    row[v] = has_strided_load<TM, T>() && t + L <= pl.ntiles && (first >= L || L - first <= pl.TW);
+  }
+  for (int64_t c = c0; c < c1; ++c) {
+    const T* base = xp + (g * pl.Cg + c) * pl.plane;
+    for (int v = 0; v < NV; ++v) {
+      V t[A][A];
+      if (row[v] && split[v] == L) {  // L consecutive tiles of one tile row
+        const T* pv = base + idx[v * L];
+        FC_GEMM_UNROLL for (int i = 0; i < A; ++i) {
+          V d[A];
+          FC_GEMM_UNROLL for (int j = 0; j < A; ++j) d[j] = load_strided<TM>(pv + i * Wp + j);
+          input_1d<TM>(d, t[i]);
+        }
+      } else if (row[v]) {  // two runs: lanes [0, sp) and [sp, L), the second shifted down
+        const int sp = split[v];
+        const T* pa = base + idx[v * L];
+        const T* pb = base + idx[v * L + sp] - TM * sp;  // after pa: reads stay in xp
+        FC_GEMM_UNROLL for (int i = 0; i < A; ++i) {
+          V d[A];
+          FC_GEMM_UNROLL for (int j = 0; j < A; ++j)
+            d[j] = blend_from(load_strided<TM>(pa + i * Wp + j), load_strided<TM>(pb + i * Wp + j), sp);
+          input_1d<TM>(d, t[i]);
+        }
+      } else {
+        FC_GEMM_UNROLL for (int i = 0; i < A; ++i) {
+          V d[A];
+          FC_GEMM_UNROLL for (int j = 0; j < A; ++j) d[j] = gather(base + i * Wp + j, idx + v * L);
+          input_1d<TM>(d, t[i]);
+        }
+      }
+      T* o = out + c * NR + v * L;
+      FC_GEMM_UNROLL for (int j = 0; j < A; ++j) {
+        V col[A], r[A];
+        FC_GEMM_UNROLL for (int i = 0; i < A; ++i) col[i] = t[i][j];
+        input_1d<TM>(col, r);
+        FC_GEMM_UNROLL for (int i = 0; i < A; ++i) r[i].store(o + (i * A + j) * xs);
+      }
+    }
+  }
+}
+
+// Step 2 (not fused): all panels beforehand, Vp[g][tp][xi][c][NR]. Work items: (group, tile
+// panel, run of up to 16 channels).
 template <class T, int TM>
 void input_transform(const Plan<T, TM>& pl, const T* xp, T* Vp) {
-  using V = Vec<T>;
-  constexpr int NR = Blk<T>::NR, L = V::size, NV = NR / L, A = Tile<TM>::A, kPts = Tile<TM>::Pts;
+  constexpr int NR = Blk<T>::NR, kPts = Tile<TM>::Pts;
   constexpr int64_t kCh = 16;
-  const int64_t ncc = ceil_div(pl.Cg, kCh);
-  const int64_t Wp = pl.Wp, xs = pl.Cg * NR;
+  const int64_t ncc = ceil_div(pl.Cg, kCh), xs = pl.Cg * NR;
   parallel_for(pl.G * pl.ntp * ncc, 1, [&](int64_t b, int64_t e) {
-    alignas(64) int32_t idx[NR];
     for (int64_t u = b; u < e; ++u) {
       const int64_t g = u / (pl.ntp * ncc), rem = u - g * pl.ntp * ncc;
       const int64_t tp = rem / ncc, cc = rem - tp * ncc;
-      for (int l = 0; l < NR; ++l) {
-        const int64_t t = tp * NR + l;
-        if (t < pl.ntiles) {
-          const int64_t n = t / pl.TI, r = t - n * pl.TI, th = r / pl.TW, tw = r - th * pl.TW;
-          idx[l] = static_cast<int32_t>(n * pl.Ctot * pl.plane + TM * th * Wp + TM * tw);
-        } else {
-          idx[l] = 0;  // a real element: the column is computed and dropped
-        }
-      }
-      bool row[NV];
-      for (int v = 0; v < NV; ++v) {
-        const int64_t t = tp * NR + v * L, tw = (t % pl.TI) % pl.TW;
-        row[v] = has_strided_load<TM, T>() && t + L <= pl.ntiles && tw + L <= pl.TW;
-      }
       const int64_t c0 = cc * kCh, c1 = c0 + kCh < pl.Cg ? c0 + kCh : pl.Cg;
-      T* out = Vp + (g * pl.ntp + tp) * kPts * xs;
-      for (int64_t c = c0; c < c1; ++c) {
-        const T* base = xp + (g * pl.Cg + c) * pl.plane;
-        for (int v = 0; v < NV; ++v) {
-          V t[A][A];
-          if (row[v]) {  // L consecutive tiles of one tile row: strided loads
-            const T* pv = base + idx[v * L];
-            FC_GEMM_UNROLL for (int i = 0; i < A; ++i) {
-              V d[A];
-              FC_GEMM_UNROLL for (int j = 0; j < A; ++j) d[j] = load_strided<TM>(pv + i * Wp + j);
-              input_1d<TM>(d, t[i]);
-            }
-          } else {
-            FC_GEMM_UNROLL for (int i = 0; i < A; ++i) {
-              V d[A];
-              FC_GEMM_UNROLL for (int j = 0; j < A; ++j) d[j] = gather(base + i * Wp + j, idx + v * L);
-              input_1d<TM>(d, t[i]);
-            }
-          }
-          T* o = out + c * NR + v * L;
-          FC_GEMM_UNROLL for (int j = 0; j < A; ++j) {
-            V col[A], r[A];
-            FC_GEMM_UNROLL for (int i = 0; i < A; ++i) col[i] = t[i][j];
-            input_1d<TM>(col, r);
-            FC_GEMM_UNROLL for (int i = 0; i < A; ++i) r[i].store(o + (i * A + j) * xs);
-          }
-        }
-      }
+      transform_tiles(pl, xp, g, tp, c0, c1, Vp + (g * pl.ntp + tp) * kPts * xs);
     }
   });
 }
 
-// Step 3a: U for rows [m0, m0 + mc) (m < M) and channels [c0, c0 + kcl) of group g, as 36 sets
+// Step 3a: U for rows [m0, m0 + mc) (m < M) and channels [c0, c0 + kcl) of group g, as A*A sets
 // of MR-row A panels: Up[xi][panel][kk][MR] with panel stride apstride, set stride us.
 template <class T, int TM>
 FC_WINO_NOINLINE void weight_transform(const Plan<T, TM>& pl, const T* w, const WeightView& wv, int64_t g, int64_t m0,
@@ -473,28 +609,24 @@ FC_WINO_NOINLINE bool output_transform(const Plan<T, TM>& pl, const T* Mb, int64
         }
       }
       const int64_t nl = nt - tl < L ? nt - tl : L;
-      {
-        const int64_t t = t0 + tl, n = t / pl.TI, r = t - n * pl.TI, th = r / pl.TW, tw = r - th * pl.TW;
-        if (nl == L && tw + L <= pl.TW && TM * (tw + L) <= pl.Q) {
-          // L consecutive tiles of one tile row, all columns valid: one interleaved store per row.
-          const int64_t vh = pl.P - TM * th < TM ? pl.P - TM * th : TM;
-          T* d = y + (n * pl.K + k) * PQ + TM * th * pl.Q + TM * tw;
-          for (int64_t i = 0; i < vh; ++i) {
-            V rowv[TM];
-            FC_GEMM_UNROLL for (int j = 0; j < TM; ++j) rowv[j] = V::load(ob[i * TM + j]);
-            store_interleaved<TM>(d + i * pl.Q, rowv);
-          }
-          continue;
-        }
+      // Runs of lanes within one tile row: per pixel row, the values of the run's tiles are
+      // contiguous in y: interleaved, then stored with (masked) vector stores.
+      V iv[TM][TM];
+      FC_GEMM_UNROLL for (int i = 0; i < TM; ++i) {
+        V rowv[TM];
+        FC_GEMM_UNROLL for (int j = 0; j < TM; ++j) rowv[j] = V::load(ob[i * TM + j]);
+        interleave<TM>(rowv, iv[i]);
       }
-      for (int64_t l = 0; l < nl; ++l) {
+      for (int64_t l = 0; l < nl;) {
         const int64_t t = t0 + tl + l;
         const int64_t n = t / pl.TI, r = t - n * pl.TI, th = r / pl.TW, tw = r - th * pl.TW;
+        const int64_t l1 = nl - l < pl.TW - tw ? nl : l + (pl.TW - tw);
         const int64_t vh = pl.P - TM * th < TM ? pl.P - TM * th : TM;
-        const int64_t vw = pl.Q - TM * tw < TM ? pl.Q - TM * tw : TM;
-        T* d = y + (n * pl.K + k) * PQ + TM * th * pl.Q + TM * tw;
+        const int64_t cols = pl.Q - TM * tw < TM * (l1 - l) ? pl.Q - TM * tw : TM * (l1 - l);
+        T* d = y + (n * pl.K + k) * PQ + TM * th * pl.Q + TM * (tw - l);  // sequence value 0
         for (int64_t i = 0; i < vh; ++i)
-          for (int64_t j = 0; j < vw; ++j) d[i * pl.Q + j] = ob[i * TM + j][l];
+          store_range<TM>(d + i * pl.Q, iv[i], static_cast<int>(TM * l), static_cast<int>(TM * l + cols));
+        l = l1;
       }
     }
   }
@@ -516,32 +648,60 @@ bool winograd_impl(const Conv2dParams& p, const T* x, const T* w, const WeightVi
   const int64_t nbpad = pl.np * NR;                     // columns of a task's M block
   const int64_t us = (pl.mc / MR) * pl.apstride;         // one transform point's A panels
   const size_t xp_bytes = gemm::Arena::bytes<T>(p.N * p.C * pl.plane + 4 * Vec<T>::size + 8);
-  const size_t vp_bytes = gemm::Arena::bytes<T>(pl.G * pl.ntp * kPts * pl.Cg * NR);
+  const int64_t panel = kPts * pl.Cg * NR;              // one transformed tile panel
+  // Transformed input: all of it (not fused), or per thread its task's panels (fused).
+  const size_t vp_bytes = gemm::Arena::bytes<T>(pl.fused ? 0 : pl.G * pl.ntp * panel);
+  const size_t vt_bytes = gemm::Arena::bytes<T>(pl.fused ? pl.np * panel : 0);
   const size_t up_bytes = gemm::Arena::bytes<T>(kPts * us);
   const size_t mb_bytes = gemm::Arena::bytes<T>(kPts * pl.mc * nbpad);
+  // Transformed weights: per task, or, when several blocks of tiles share them and they fit in
+  // L2 (measured: 1 MiB shared took r50_res3_3x3 4.7 -> 4.3 ms, 4 MiB r50_res4_3x3 8.6 -> 11),
+  // all of them once beforehand: Ug[g][mb][cb] of up_bytes each.
+  const int64_t nub = pl.G * pl.nmb * pl.ncb, ustride = kPts * us;
+  const bool shared_u = pl.ntb > 1 && nub * ustride * int64_t(sizeof(T)) <= (int64_t(3) << 19);
+  const size_t ug_bytes = shared_u ? gemm::Arena::bytes<T>(nub * ustride) : 0;
+  const size_t per_thread = (shared_u ? 0 : up_bytes) + mb_bytes + vt_bytes;
   char* base = static_cast<char*>(
-      call_scratch().get(xp_bytes + vp_bytes + nthr * (up_bytes + mb_bytes)));
+      call_scratch().get(xp_bytes + vp_bytes + ug_bytes + nthr * per_thread));
   T* xp = reinterpret_cast<T*>(base);
   T* Vp = reinterpret_cast<T*>(base + xp_bytes);
+  T* Ug = reinterpret_cast<T*>(base + xp_bytes + vp_bytes);
   pad_input(p, pl, x, xp);
-  input_transform(pl, xp, Vp);
+  if (!pl.fused) input_transform(pl, xp, Vp);
+  if (shared_u) {
+    parallel_for(nub, 1, [&](int64_t b, int64_t e) {
+      for (int64_t u = b; u < e; ++u) {
+        const int64_t g = u / (pl.nmb * pl.ncb), rem = u - g * pl.nmb * pl.ncb;
+        const int64_t mb = rem / pl.ncb, cb = rem - mb * pl.ncb;
+        const int64_t c0 = cb * pl.kc, kcl = pl.Cg - c0 < pl.kc ? pl.Cg - c0 : pl.kc;
+        weight_transform(pl, w, wv, g, mb * pl.mc, c0, kcl, Ug + u * ustride, us);
+      }
+    });
+  }
 
   int finite = 1;
-  run_tasks(ntasks, nthr, base + xp_bytes + vp_bytes, up_bytes + mb_bytes, [&](int64_t t, char* mine) {
+  run_tasks(ntasks, nthr, base + xp_bytes + vp_bytes + ug_bytes, per_thread, [&](int64_t t, char* mine) {
     T* Up = reinterpret_cast<T*>(mine);
-    T* Mb = reinterpret_cast<T*>(mine + up_bytes);
+    T* Mb = reinterpret_cast<T*>(mine + (shared_u ? 0 : up_bytes));
+    T* Vt = reinterpret_cast<T*>(mine + (shared_u ? 0 : up_bytes) + mb_bytes);
     const int64_t g = t / (pl.nmb * pl.ntb), rem = t - g * pl.nmb * pl.ntb;
     const int64_t tb = rem / pl.nmb, mb = rem - tb * pl.nmb;
     const int64_t m0 = mb * pl.mc, mr = pl.M - m0 < pl.mc ? pl.M - m0 : pl.mc;
     const int64_t mpan = ceil_div(mr, MR);
     const int64_t tp0 = tb * pl.np, tp1 = tp0 + pl.np < pl.ntp ? tp0 + pl.np : pl.ntp;
-    const T* Vg = Vp + g * pl.ntp * kPts * pl.Cg * NR;
+    // Bpanel(tp) = transformed panel tp of group g.
+    const T* Vg = pl.fused ? Vt : Vp + (g * pl.ntp + tp0) * panel;
+    if (pl.fused)
+      for (int64_t tp = tp0; tp < tp1; ++tp) transform_tiles(pl, xp, g, tp, 0, pl.Cg, Vt + (tp - tp0) * panel);
     for (int64_t cb = 0; cb < pl.ncb; ++cb) {
       const int64_t c0 = cb * pl.kc, kcl = pl.Cg - c0 < pl.kc ? pl.Cg - c0 : pl.kc;
-      weight_transform(pl, w, wv, g, m0, c0, kcl, Up, us);
+      if (shared_u)
+        Up = Ug + ((g * pl.nmb + mb) * pl.ncb + cb) * ustride;
+      else
+        weight_transform(pl, w, wv, g, m0, c0, kcl, Up, us);
       for (int xi = 0; xi < kPts; ++xi) {
         for (int64_t tp = tp0; tp < tp1; ++tp) {
-          const T* Bpan = Vg + (tp * kPts + xi) * pl.Cg * NR + c0 * NR;
+          const T* Bpan = Vg + (tp - tp0) * panel + xi * pl.Cg * NR + c0 * NR;
           T* Cblk = Mb + xi * pl.mc * nbpad + (tp - tp0) * NR;
           for (int64_t mp = 0; mp < mpan; ++mp)
             gemm::ukernel<T>(kcl, Up + xi * us + mp * pl.apstride, Bpan, nullptr,

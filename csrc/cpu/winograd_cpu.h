@@ -1,8 +1,9 @@
-// Dense and grouped 3x3 stride-1 convolution on the CPU by Winograd F(4x4, 3x3): forward and
-// input gradient (float32 / float64, NCHW, weights (K, C/groups, 3, 3)). See winograd_cpu.cpp.
+// Dense and grouped 3x3 stride-1 convolution on the CPU by Winograd F(2x2, 3x3) or F(4x4, 3x3):
+// forward and input gradient (float32 / float64, NCHW, weights (K, C/groups, 3, 3)). See
+// winograd_cpu.cpp.
 //
 // Same params struct and contract as conv2d_cpu.h. The kernels require winograd_applies(p); the
-// dispatcher (dispatch.cpp) calls them instead of conv2d_cpu's when use_winograd(p) says so.
+// dispatcher (dispatch.cpp) calls them instead of conv2d_cpu's when winograd_tile(p) says so.
 #pragma once
 #include <cstdint>
 #include <limits>

@@ -119,10 +119,11 @@ def test_channel_affine_cuda_bfloat16(be, rng, shape, activation):
 
 
 ERRORS = [
-    ("dtype", lambda be, x, s: affine.channel_affine(be, x.astype(np.int32), s, s, None, None, None),
-     TypeError, "x must be float32"),
+    ("dtype", lambda be, x, s: affine.channel_affine(be, x.astype(np.int32), s, s, None, None,
+                                                     None), TypeError, "x must be float32"),
     ("scale_dtype", lambda be, x, s: affine.channel_affine(be, x, s.astype(np.float64), s, None,
-                                                           None, None), TypeError, "scale must have"),
+                                                           None, None),
+     TypeError, "scale must have"),
     ("scale_shape", lambda be, x, s: affine.channel_affine(be, x, s[:2], s, None, None, None),
      ValueError, r"scale must have shape \(3,\)"),
     ("out_shape", lambda be, x, s: affine.channel_affine(be, x, s, s, None, None, x[:1]),
@@ -170,3 +171,11 @@ def test_channel_affine_gpu(rng, dtype, activation, layout):
         ye = affine.channel_affine(EmulationBackend(), x.cpu().numpy(), s.cpu().numpy(),
                                    b.cpu().numpy(), lo, hi, None)
         assert_close(y.cpu().numpy(), ye, np.dtype(dtype), name="GPU vs emulation")
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (2, 4, 200)], ids=["flat", "rows"])
+def test_channel_affine_cuda_int64_kernels(be, rng, monkeypatch, shape):
+    monkeypatch.setenv("FASTCONV_EMU_INT64", "1")
+    x, s, b = inputs(rng, shape, np.float64)
+    y = affine.channel_affine(be, x, s, b, 0.0, 6.0, None)
+    assert_close(y, reference(x, s, b, "relu6"), np.float64)

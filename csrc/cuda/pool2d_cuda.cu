@@ -23,12 +23,13 @@
 // max_pool2d_backward_serial, for callers that have only the indices, is the CPU kernel's loop with
 // one thread per plane (zero the plane, scatter in output order): deterministic and exact, slow;
 // it adds in the storage type, so 16-bit sums round once per contribution.
-// Average windows of >= kWarpWindow elements in NCHW (global average pooling) take one warp per
-// output instead (lanes split the window, shuffle reduction), so a long window is not one
-// thread's serial loop. Flat indices are split into (n, c, h, w) with precomputed multiply-shift
+// Average windows of >= kWarpWindow elements (global average pooling) split the window across
+// threads instead, so a long window is not one thread's serial loop: in NCHW one warp per output
+// (shuffle reduction), in NHWC a block per 32 channels of an output position, its 8 warps
+// splitting the window (shared-memory reduction). Flat indices are split into (n, c, h, w) with precomputed multiply-shift
 // dividers in the int32 kernels.
-// Not done yet (no GPU to measure on): vector loads, several outputs per thread along a row, a
-// tiled NHWC global-pooling kernel.
+// Not done yet (no GPU to measure on): vector loads, several outputs per thread along a row,
+// wider NHWC accesses for the 16-bit types.
 //
 // Variants: template on the storage type (float, __half, __nv_bfloat16 with float accumulation;
 // double), the layout (NCHW / NHWC) and the index type (int32 when every flat index and product
@@ -263,6 +264,30 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
+// The window of output (oh, ow) of average (ADAPTIVE = false) or adaptive average pooling, and
+// its divisor as kh * kw (adaptive: divided by each in turn, as the CPU kernel does).
+template <bool ADAPTIVE, class I, class A>
+__device__ __forceinline__ void avg_window(const Pool2dParams& p, I oh, I ow, I& h0, I& h1, I& w0,
+                                           I& w1, A& kh, A& kw) {
+  const I H = I(p.H), W = I(p.W), P = I(p.P), Q = I(p.Q);
+  if (ADAPTIVE) {
+    h0 = oh * H / P, h1 = ((oh + 1) * H + P - 1) / P;
+    w0 = ow * W / Q, w1 = ((ow + 1) * W + Q - 1) / Q;
+    kh = A(h1 - h0), kw = A(w1 - w0);
+  } else {
+    kh = A(avg_extent(oh, I(p.stride_h), I(p.pad_t), I(p.R), H, I(p.pad_b), p.count_include_pad,
+                      h0, h1));
+    kw = A(avg_extent(ow, I(p.stride_w), I(p.pad_l), I(p.S), W, I(p.pad_r), p.count_include_pad,
+                      w0, w1));
+    if (p.divisor_override) kh = A(p.divisor_override), kw = A(1);
+  }
+}
+
+template <bool ADAPTIVE, class A>
+__device__ __forceinline__ A avg_result(A s, A kh, A kw, bool empty) {
+  return empty ? A(0) : ADAPTIVE ? s / kh / kw : s / (kh * kw);
+}
+
 // One warp per output element (grid-stride over the outputs by warps), NCHW, for windows of at
 // least kWarpWindow elements (global average pooling): the lanes split the window's elements in
 // row-major order (coalesced along a row), then a shuffle reduction; lane 0 stores. ADAPTIVE
@@ -276,19 +301,9 @@ __global__ void __launch_bounds__(kBlock)
   const I lane = I(threadIdx.x) & 31;
   for (I i = first_thread<I>() / 32; i < total; i += thread_stride<I>() / 32) {
     I n, c, oh, ow, h0, h1, w0, w1;
+    A kh, kw;
     locate<false>(i, d, n, c, oh, ow);
-    A kh, kw;  // the divisor is kh * kw (adaptive: divided by each in turn, as the CPU kernel)
-    if (ADAPTIVE) {
-      h0 = oh * H / P, h1 = ((oh + 1) * H + P - 1) / P;
-      w0 = ow * W / Q, w1 = ((ow + 1) * W + Q - 1) / Q;
-      kh = A(h1 - h0), kw = A(w1 - w0);
-    } else {
-      kh = A(avg_extent(oh, I(p.stride_h), I(p.pad_t), I(p.R), H, I(p.pad_b), p.count_include_pad,
-                        h0, h1));
-      kw = A(avg_extent(ow, I(p.stride_w), I(p.pad_l), I(p.S), W, I(p.pad_r), p.count_include_pad,
-                        w0, w1));
-      if (p.divisor_override) kh = A(p.divisor_override), kw = A(1);
-    }
+    avg_window<ADAPTIVE>(p, oh, ow, h0, h1, w0, w1, kh, kw);
     const gptr<const T> xp = x + (n * C + c) * H * W;
     const I cols = imax(w1 - w0, I(0)), count = imax(h1 - h0, I(0)) * cols;
     A s = A(0);
@@ -297,7 +312,46 @@ __global__ void __launch_bounds__(kBlock)
       s += to_acc(__ldg(xp + (h0 + r) * W + w0 + (e - r * cols)));
     }
     for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-    if (lane == 0) y[i] = from_acc<T>(count > 0 ? (ADAPTIVE ? s / kh / kw : s / (kh * kw)) : A(0));
+    if (lane == 0) y[i] = from_acc<T>(avg_result<ADAPTIVE>(s, kh, kw, count == 0));
+  }
+}
+
+// NHWC twin of the warp kernel: a block of 32 x kSplit threads takes 32 consecutive channels of
+// one output position (grid-stride over N*P*Q*ceil(C/32) such tiles); threadIdx.x is the channel
+// (coalesced loads), threadIdx.y splits the window's elements; the kSplit partial sums meet in
+// shared memory and row 0 adds them in order and stores.
+constexpr int kSplit = kBlock / 32;
+template <class T, bool ADAPTIVE, class I>
+__global__ void __launch_bounds__(kBlock)
+    avg_pool2d_forward_nhwc_split_kernel(Pool2dParams p, gptr<const T> x, gptr<T> y) {
+  using A = acc_t<T>;
+  FC_SHARED(A, part, [kSplit][32]);
+  const I C = I(p.C), H = I(p.H), W = I(p.W), P = I(p.P), Q = I(p.Q);
+  const I cb = (C + 31) / 32, tiles = I(p.N) * P * Q * cb;
+  const I tx = I(threadIdx.x), ty = I(threadIdx.y);
+  for (I t = I(blockIdx.x); t < tiles; t += I(gridDim.x)) {
+    const I c = (t % cb) * 32 + tx, o = t / cb;  // o = (n * P + oh) * Q + ow
+    const I ow = o % Q, oh = o / Q % P, n = o / (P * Q);
+    I h0, h1, w0, w1;
+    A kh, kw;
+    avg_window<ADAPTIVE>(p, oh, ow, h0, h1, w0, w1, kh, kw);
+    const I cols = imax(w1 - w0, I(0)), count = imax(h1 - h0, I(0)) * cols;
+    A s = A(0);
+    if (c < C) {
+      const gptr<const T> xp = x + n * H * W * C + c;
+      for (I e = ty; e < count; e += kSplit) {
+        const I r = e / cols;
+        s += to_acc(__ldg(xp + ((h0 + r) * W + w0 + (e - r * cols)) * C));
+      }
+    }
+    part[ty][tx] = s;
+    __syncthreads();
+    if (ty == 0 && c < C) {
+      A sum = part[0][tx];
+      for (int j = 1; j < kSplit; ++j) sum += part[j][tx];
+      y[o * C + c] = from_acc<T>(avg_result<ADAPTIVE>(sum, kh, kw, count == 0));
+    }
+    __syncthreads();  // part is rewritten by the next tile
   }
 }
 
@@ -381,6 +435,11 @@ __global__ void __launch_bounds__(kBlock)
 
 unsigned grid_for(int64_t work) {
   return unsigned(std::min<int64_t>(ceil_div(work, kBlock), kMaxBlocks));
+}
+
+// Blocks of the NHWC split kernel: one per tile of 32 channels of an output position, capped.
+unsigned split_grid(const Pool2dParams& p) {
+  return unsigned(std::min<int64_t>(p.N * p.P * p.Q * ceil_div(p.C, 32), kMaxBlocks));
 }
 
 // Whether every flat index and every product of sizes the kernels form fits in int32.
@@ -479,6 +538,9 @@ void avg_pool2d_forward(const Pool2dParams& p, DType dt, const void* x, void* y,
     if (!CL && p.R * p.S >= kWarpWindow) {
       auto k = avg_pool2d_forward_warp_kernel<T, false, I>;
       FC_LAUNCH(k, grid_for(ny * 32), kBlock, 0, stream, p, Dims<I>(p.C, p.P, p.Q), xg, yg);
+    } else if (CL && p.R * p.S >= kWarpWindow) {
+      auto k = avg_pool2d_forward_nhwc_split_kernel<T, false, I>;
+      FC_LAUNCH(k, split_grid(p), dim3(32, kSplit), 0, stream, p, xg, yg);
     } else {
       auto k = avg_pool2d_forward_kernel<T, CL, I>;
       FC_LAUNCH(k, grid_for(ny), kBlock, 0, stream, p, Dims<I>(p.C, p.P, p.Q), xg, yg);
@@ -513,9 +575,13 @@ void adaptive_avg_pool2d_forward(const Pool2dParams& p, DType dt, const void* x,
     constexpr bool CL = decltype(cl)::value;
     const auto xg = global(static_cast<const T*>(x), nx);
     const auto yg = global(static_cast<T*>(y), ny);
-    if (!CL && ceil_div(p.H, p.P) * ceil_div(p.W, p.Q) >= kWarpWindow) {
+    const bool large = ceil_div(p.H, p.P) * ceil_div(p.W, p.Q) >= kWarpWindow;
+    if (!CL && large) {
       auto k = avg_pool2d_forward_warp_kernel<T, true, I>;
       FC_LAUNCH(k, grid_for(ny * 32), kBlock, 0, stream, p, Dims<I>(p.C, p.P, p.Q), xg, yg);
+    } else if (CL && large) {
+      auto k = avg_pool2d_forward_nhwc_split_kernel<T, true, I>;
+      FC_LAUNCH(k, split_grid(p), dim3(32, kSplit), 0, stream, p, xg, yg);
     } else {
       auto k = adaptive_avg_pool2d_forward_kernel<T, CL, I>;
       FC_LAUNCH(k, grid_for(ny), kBlock, 0, stream, p, Dims<I>(p.C, p.P, p.Q), xg, yg);

@@ -8,12 +8,15 @@
 // The 16-bit types compute in float32 and round once at the store; the bounds are first rounded
 // to the storage type (as the CPU kernel converts them to its dtype).
 //
-// Algorithm: a streaming pass, one element per thread per grid-stride step, memory-bound.
+// Algorithm: a streaming pass, memory-bound; each thread moves V elements per grid-stride step:
+// one 16-byte vector (V = 16 / sizeof(T)) where sizes and alignment allow, else V = 1.
 //   rows kernel (L >= kRowMin): blockIdx.y walks the N*C rows (scale and shift loaded once per
 //                row, uniform across the block), blockIdx.x / threadIdx.x the L contiguous
-//                elements of a row: coalesced, no integer division per element.
+//                elements of a row: coalesced, no integer division per element. Vectors when
+//                L % V == 0 and x, y are 16-byte aligned.
 //   flat kernel (small L, e.g. channels-last with L = 1): a grid-stride loop over all N*C*L
-//                elements, channel = (i / L) % C (i % C when L = 1).
+//                elements, channel = (i / L) % C (i % C when L = 1). Vectors when L == 1,
+//                C % V == 0 and all four pointers are aligned (V consecutive channels).
 // Which bounds apply is a template choice (BOOL_SWITCH), as is the index type (int32 when the
 // element count fits). In place (y == x) is safe: each element is read, then written, by one
 // thread (plain loads, not __ldg, since x may be y).

@@ -95,8 +95,8 @@ void pool_max_forward(int dtype, uintptr_t x, uintptr_t y, uintptr_t indices, Di
   check_out_hw(op, p, out_hw, "out");
   p.channels_last = channels_last;
   py::gil_scoped_release nogil;
-  cuda::max_pool2d_forward(p, dt, as_ptr(x), as_ptr(y), indices ? as_ptr<int64_t>(indices) : nullptr,
-                           as_stream(stream));
+  int64_t* ind = indices ? as_ptr<int64_t>(indices) : nullptr;
+  cuda::max_pool2d_forward(p, dt, as_ptr(x), as_ptr(y), ind, as_stream(stream));
 }
 
 // kernel[0] == 0: geometry unknown (only the indices): the serial per-plane scatter.
@@ -136,7 +136,8 @@ void pool_max_backward(int dtype, uintptr_t dy, uintptr_t indices, uintptr_t dx,
 }
 
 Pool2dParams avg_params(const char* op, const Dims4& xs, Pair kernel, Pair stride, Quad pad,
-                        bool ceil_mode, bool count_include_pad, int64_t divisor, bool channels_last) {
+                        bool ceil_mode, bool count_include_pad, int64_t divisor,
+                        bool channels_last) {
   check_dims(op, xs, "input");
   Pool2dParams p = make_pool_params(op, xs, kernel, stride, pad, {1, 1}, ceil_mode);
   p.count_include_pad = count_include_pad;
@@ -146,8 +147,8 @@ Pool2dParams avg_params(const char* op, const Dims4& xs, Pair kernel, Pair strid
 }
 
 void pool_avg_forward(int dtype, uintptr_t x, uintptr_t y, Dims4 xs, Pair out_hw, Pair kernel,
-                      Pair stride, Quad pad, bool ceil_mode, bool count_include_pad, int64_t divisor,
-                      bool channels_last, uintptr_t stream) {
+                      Pair stride, Quad pad, bool ceil_mode, bool count_include_pad,
+                      int64_t divisor, bool channels_last, uintptr_t stream) {
   const char* op = "avg_pool2d";
   const cuda::DType dt = as_dtype(dtype, op);
   Pool2dParams p = avg_params(op, xs, kernel, stride, pad, ceil_mode, count_include_pad, divisor,

@@ -119,10 +119,11 @@ def test_channel_affine_cuda_bfloat16(be, rng, shape, activation):
 
 
 ERRORS = [
-    ("dtype", lambda be, x, s: affine.channel_affine(be, x.astype(np.int32), s, s, None, None, None),
-     TypeError, "x must be float32"),
+    ("dtype", lambda be, x, s: affine.channel_affine(be, x.astype(np.int32), s, s, None, None,
+                                                     None), TypeError, "x must be float32"),
     ("scale_dtype", lambda be, x, s: affine.channel_affine(be, x, s.astype(np.float64), s, None,
-                                                           None, None), TypeError, "scale must have"),
+                                                           None, None),
+     TypeError, "scale must have"),
     ("scale_shape", lambda be, x, s: affine.channel_affine(be, x, s[:2], s, None, None, None),
      ValueError, r"scale must have shape \(3,\)"),
     ("out_shape", lambda be, x, s: affine.channel_affine(be, x, s, s, None, None, x[:1]),
@@ -170,3 +171,44 @@ def test_channel_affine_gpu(rng, dtype, activation, layout):
         ye = affine.channel_affine(EmulationBackend(), x.cpu().numpy(), s.cpu().numpy(),
                                    b.cpu().numpy(), lo, hi, None)
         assert_close(y.cpu().numpy(), ye, np.dtype(dtype), name="GPU vs emulation")
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (2, 4, 200)], ids=["flat", "rows"])
+def test_channel_affine_cuda_int64_kernels(be, rng, monkeypatch, shape):
+    monkeypatch.setenv("FASTCONV_EMU_INT64", "1")
+    x, s, b = inputs(rng, shape, np.float64)
+    y = affine.channel_affine(be, x, s, b, 0.0, 6.0, None)
+    assert_close(y, reference(x, s, b, "relu6"), np.float64)
+
+
+def _misaligned(a):
+    """a's values in an array whose address is off 16-byte alignment by one element."""
+    buf = np.empty(a.size + 1, a.dtype)
+    off = buf[1:] if buf.ctypes.data % 16 == 0 else buf[:-1]
+    out = off.reshape(a.shape)
+    out[...] = a
+    assert out.ctypes.data % 16 != 0
+    return out
+
+
+@pytest.mark.parametrize("layout", ["rows", "nhwc"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_channel_affine_cuda_vector_paths(be, rng, dtype, layout):
+    """16-byte vector accesses where sizes and alignment allow (rows with L % V == 0; channels-last
+    with C % V == 0), scalar ones otherwise: same results (the emulation checks the alignment)."""
+    shape = (2, 3, 256) if layout == "rows" else (2, 16, 3, 5)
+    x, s, b = inputs(rng, shape, dtype)
+    expected = reference(x, s, b, "relu6")
+    if layout == "nhwc":
+        xa = nhwc(x)
+        xm = _misaligned(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    else:
+        xa, xm = np.ascontiguousarray(x), _misaligned(x)
+    assert xa.ctypes.data % 16 == 0
+    for arr in (xa, xm):
+        y = affine.channel_affine(be, arr, s, b, 0.0, 6.0, None)
+        assert_close(y, expected, dtype, name=f"{layout} vector path")
+    ym = _misaligned(np.zeros_like(x)) if layout == "rows" else None
+    if ym is not None:
+        assert affine.channel_affine(be, xa, s, b, 0.0, 6.0, ym) is ym
+        assert_close(ym, expected, dtype, name="misaligned out")

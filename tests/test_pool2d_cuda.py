@@ -224,7 +224,8 @@ def test_max_pool2d_cuda_bfloat16(be, rng, case, layout):
     gl, il = in_layout(gb, layout), in_layout(idx, layout)  # kept alive across the calls
     for kernel_arg in (k, (0, 0)):
         dx = in_layout(bf16_poisoned(xshape), layout)
-        be.mod.max_pool2d_backward(BF16, ptr(gl), ptr(il), ptr(dx), xshape, (P, Q), kernel_arg, s, pad, d, layout == NHWC, 0)
+        be.mod.max_pool2d_backward(BF16, ptr(gl), ptr(il), ptr(dx), xshape, (P, Q), kernel_arg, s,
+                                   pad, d, layout == NHWC, 0)
         if kernel_arg == k:  # the gather: float32 sums, one rounding
             assert_close(from_bf16_bits(dx), dx_ref, np.float32, *BF16_TOL, name="bf16 backward")
         else:
@@ -278,7 +279,8 @@ def test_avg_pool2d_cuda_nan_inf_propagate(be):
     x = np.zeros((1, 1, 4, 4), np.float32)
     x[0, 0, 0, 0], x[0, 0, 3, 3] = np.nan, np.inf
     y = pool.avg_pool2d(be, x, (2, 2), (2, 2), (0, 0, 0, 0), False, True, 0, (2, 2))
-    assert np.isnan(y[0, 0, 0, 0]) and y[0, 0, 1, 1] == np.inf and (y[0, 0, [0, 1], [1, 0]] == 0).all()
+    assert np.isnan(y[0, 0, 0, 0]) and y[0, 0, 1, 1] == np.inf
+    assert (y[0, 0, [0, 1], [1, 0]] == 0).all()
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -357,7 +359,8 @@ def test_pool_cuda_empty_batch(be):
     y, idx = pool.max_pool2d(be, x, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False, (3, 3), True)
     assert y.shape == idx.shape == (0, 3, 3, 3)
     assert pool.max_pool2d_backward(be, y, idx, x.shape).shape == x.shape
-    assert pool.avg_pool2d(be, x, (2, 2), (2, 2), (0, 0, 0, 0), False, True, 0, (3, 3)).shape == y.shape
+    y2 = pool.avg_pool2d(be, x, (2, 2), (2, 2), (0, 0, 0, 0), False, True, 0, (3, 3))
+    assert y2.shape == y.shape
     assert pool.adaptive_avg_pool2d_backward(be, y, x.shape).shape == x.shape
 
 
@@ -427,7 +430,8 @@ def test_max_pool2d_gpu(rng, case, dtype, layout):
     if not (pad[0] == pad[1] and pad[2] == pad[3]):
         pytest.skip("padding torch cannot express")
     tdt = getattr(torch, dtype)
-    x = _torch_in_layout(torch, torch.tensor(random(rng, xshape, np.float32)).to("cuda", tdt), layout)
+    x = _torch_in_layout(torch, torch.tensor(random(rng, xshape, np.float32)).to("cuda", tdt),
+                         layout)
     y, idx = pool.max_pool2d(gbe, x, k, s, pad, d, ceil_mode, out_hw, True)
     xt = x.clone().requires_grad_(True)
     yt, it = TF.max_pool2d(xt, k, s, (pad[0], pad[2]), d, ceil_mode, return_indices=True)
@@ -460,7 +464,8 @@ def test_avg_pool2d_gpu(rng, geometry, flags, dtype, layout):
         pytest.skip("padding torch cannot express")
     P, Q = _shape.pool_output_hw("t", xshape[2:], k, s, pad, (1, 1), ceil_mode)
     tdt = getattr(torch, dtype)
-    x = _torch_in_layout(torch, torch.tensor(random(rng, xshape, np.float32)).to("cuda", tdt), layout)
+    x = _torch_in_layout(torch, torch.tensor(random(rng, xshape, np.float32)).to("cuda", tdt),
+                         layout)
     y = pool.avg_pool2d(gbe, x, k, s, pad, ceil_mode, count_include_pad, divisor or 0, (P, Q))
     xt = x.clone().requires_grad_(True)
     yt = TF.avg_pool2d(xt, k, s, (pad[0], pad[2]), ceil_mode, count_include_pad, divisor)
@@ -487,7 +492,8 @@ def test_adaptive_avg_pool2d_gpu(rng, case, dtype, layout):
     xshape, output_size = case
     P, Q = _resolved(xshape, output_size)
     tdt = getattr(torch, dtype)
-    x = _torch_in_layout(torch, torch.tensor(random(rng, xshape, np.float32)).to("cuda", tdt), layout)
+    x = _torch_in_layout(torch, torch.tensor(random(rng, xshape, np.float32)).to("cuda", tdt),
+                         layout)
     y = pool.adaptive_avg_pool2d(gbe, x, (P, Q))
     xt = x.clone().requires_grad_(True)
     yt = TF.adaptive_avg_pool2d(xt, (P, Q))
@@ -515,3 +521,26 @@ def test_max_pool2d_gpu_cupy(rng):
     y_ref, idx_ref = ref.max_pool2d(x, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), True)
     np.testing.assert_array_equal(cupy.asnumpy(y), y_ref.astype(np.float32))
     np.testing.assert_array_equal(cupy.asnumpy(idx), idx_ref)
+
+
+# ---- the int64-index kernels (chosen for huge arrays; forced here on small ones) ----------------
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", (np.float64, np.float16), ids=lambda d: np.dtype(d).name)
+def test_pool_cuda_int64_kernels(be, rng, monkeypatch, dtype, layout):
+    monkeypatch.setenv("FASTCONV_EMU_INT64", "1")
+    for name in ("3x3_stride2_pad1_ceil", "dilation_per_axis_ceil", "many_planes", "global"):
+        check_max(be, rng, MAX_CASES[name], dtype, layout)
+    for name in ("ceil_window_past_padding", "global_large", "pad4_asymmetric_ceil"):
+        for flags in AVG_FLAGS.values():
+            check_avg(be, rng, GEOMETRIES[name], flags, dtype, layout)
+    for name in ("overlapping", "global", "larger_than_input"):
+        xshape, output_size = ADAPTIVE_CASES[name]
+        P, Q = _resolved(xshape, output_size)
+        x = random(rng, xshape, dtype)
+        y = pool.adaptive_avg_pool2d(be, in_layout(x, layout), (P, Q))
+        assert_close(y, ref.adaptive_avg_pool2d(x, (P, Q)), dtype, name="adaptive int64")
+        gy = random(rng, y.shape, dtype)
+        dx = pool.adaptive_avg_pool2d_backward(be, in_layout(gy, layout), xshape)
+        assert_close(dx, ref.adaptive_avg_pool2d_input(gy, xshape), dtype,
+                     name="adaptive int64 bwd")

@@ -21,7 +21,15 @@
 // geometry in O(1): for max pooling the outputs whose dilated window extent contains (h, w)
 // (PyTorch's CUDA kernel does the same); those whose index is not h * W + w are skipped.
 // max_pool2d_backward_serial, for callers that have only the indices, is the CPU kernel's loop with
-// one thread per plane (zero the plane, scatter in output order): deterministic and exact, slow.
+// one thread per plane (zero the plane, scatter in output order): deterministic and exact, slow;
+// it adds in the storage type, so 16-bit sums round once per contribution.
+// Average windows of >= kWarpWindow elements (global average pooling) split the window across
+// threads instead, so a long window is not one thread's serial loop: in NCHW one warp per output
+// (shuffle reduction), in NHWC a block per 32 channels of an output position, its 8 warps
+// splitting the window (shared-memory reduction). Flat indices are split into (n, c, h, w) with precomputed multiply-shift
+// dividers in the int32 kernels.
+// Not done yet (no GPU to measure on): vector loads, several outputs per thread along a row,
+// wider NHWC accesses for the 16-bit types.
 //
 // Variants: template on the storage type (float, __half, __nv_bfloat16 with float accumulation;
 // double), the layout (NCHW / NHWC) and the index type (int32 when every flat index and product
@@ -33,6 +41,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <type_traits>
 
 #include "common/geometry.h"
@@ -43,7 +52,8 @@ namespace fastconv {
 namespace cuda {
 namespace {
 
-constexpr int kBlock = 256;
+constexpr int kBlock = 256;       // threads per block (a multiple of the warp size)
+constexpr int64_t kWarpWindow = 32;  // NCHW average windows this large take a warp per output
 #if FC_EMULATION
 constexpr int64_t kMaxBlocks = 2;  // small grids, so the tests run the grid-stride loops
 #else
@@ -57,23 +67,55 @@ __device__ __forceinline__ I imin(I a, I b) { return a < b ? a : b; }
 template <class I>
 __device__ __forceinline__ I imax(I a, I b) { return a > b ? a : b; }
 
+// Division by a run-time constant: int64 divides; int32 (operands below 2^31) takes a
+// multiply-high and a shift (Granlund-Montgomery, as PyTorch's IntDivider), a few instructions
+// instead of a ~20-instruction integer division. Built on the host, passed to the kernels.
+template <class I>
+struct Divider {
+  I d = 1;
+  Divider() = default;
+  explicit Divider(int64_t v) : d(I(v)) {}
+  __device__ __forceinline__ I div(I n) const { return n / d; }
+};
+template <>
+struct Divider<int32_t> {
+  uint32_t m = 0, s = 0;
+  Divider() = default;
+  explicit Divider(int64_t v) {
+    const uint64_t d = uint64_t(v);
+    while ((uint64_t(1) << s) < d) ++s;
+    m = uint32_t((uint64_t(1) << 32) * ((uint64_t(1) << s) - d) / d + 1);
+  }
+  __device__ __forceinline__ int32_t div(int32_t n) const {
+    const uint32_t u = uint32_t(n), hi = uint32_t((uint64_t(u) * m) >> 32);
+    return int32_t((hi + u) >> s);
+  }
+};
+
+// The sizes of an (N, C, A, B) array that flat indices are split by.
+template <class I>
+struct Dims {
+  I C, A, B;
+  Divider<I> dc, da, db;
+  Dims(int64_t c, int64_t a, int64_t b)
+      : C(I(c)), A(I(a)), B(I(b)), dc(c), da(a), db(b) {}
+};
+
 // Coordinates of flat element i of an (N, C, A, B) array stored NCHW (CL = false) or NHWC.
 template <bool CL, class I>
-__device__ __forceinline__ void locate(I i, I C, I A, I B, I& n, I& c, I& a, I& b) {
+__device__ __forceinline__ void locate(I i, const Dims<I>& d, I& n, I& c, I& a, I& b) {
   if (CL) {
-    c = i % C;
-    I t = i / C;
-    b = t % B;
-    t /= B;
-    a = t % A;
-    n = t / A;
+    const I t = d.dc.div(i), u = d.db.div(t);
+    c = i - t * d.C;
+    b = t - u * d.B;
+    n = d.da.div(u);
+    a = u - n * d.A;
   } else {
-    b = i % B;
-    I t = i / B;
-    a = t % A;
-    t /= A;
-    c = t % C;
-    n = t / C;
+    const I t = d.db.div(i), u = d.da.div(t);
+    b = i - t * d.B;
+    a = t - u * d.A;
+    n = d.dc.div(u);
+    c = u - n * d.C;
   }
 }
 
@@ -105,7 +147,8 @@ __device__ __forceinline__ I first_cover(I i, I pad, I extent, I s) {
 // One thread per output element (grid-stride), consecutive threads on consecutive outputs.
 template <class T, bool CL, bool IDX, class I>
 __global__ void __launch_bounds__(kBlock)
-    max_pool2d_forward_kernel(Pool2dParams p, gptr<const T> x, gptr<T> y, gptr<int64_t> ind) {
+    max_pool2d_forward_kernel(Pool2dParams p, Dims<I> d, gptr<const T> x, gptr<T> y,
+                              gptr<int64_t> ind) {
   using A = acc_t<T>;
   const I C = I(p.C), H = I(p.H), W = I(p.W), P = I(p.P), Q = I(p.Q);
   const I sh = I(p.stride_h), sw = I(p.stride_w), dh = I(p.dil_h), dw = I(p.dil_w);
@@ -114,7 +157,7 @@ __global__ void __launch_bounds__(kBlock)
   const I total = I(p.N) * C * P * Q;
   for (I i = first_thread<I>(); i < total; i += thread_stride<I>()) {
     I n, c, oh, ow;
-    locate<CL>(i, C, P, Q, n, c, oh, ow);
+    locate<CL>(i, d, n, c, oh, ow);
     const gptr<const T> xp = x + plane_base<CL>(n, c, C, H * W);
     I h0 = oh * sh - I(p.pad_t), w0 = ow * sw - I(p.pad_l);
     const I h1 = imin(h0 + eh, H), w1 = imin(w0 + ew, W);
@@ -139,8 +182,8 @@ __global__ void __launch_bounds__(kBlock)
 // extent covers it and whose index points at it, in row-major output order.
 template <class T, bool CL, class I>
 __global__ void __launch_bounds__(kBlock)
-    max_pool2d_backward_kernel(Pool2dParams p, gptr<const T> dy, gptr<const int64_t> ind,
-                               gptr<T> dx) {
+    max_pool2d_backward_kernel(Pool2dParams p, Dims<I> d, gptr<const T> dy,
+                               gptr<const int64_t> ind, gptr<T> dx) {
   using A = acc_t<T>;
   const I C = I(p.C), H = I(p.H), W = I(p.W), P = I(p.P), Q = I(p.Q);
   const I sh = I(p.stride_h), sw = I(p.stride_w), pt = I(p.pad_t), pl = I(p.pad_l);
@@ -149,7 +192,7 @@ __global__ void __launch_bounds__(kBlock)
   const I total = I(p.N) * C * H * W;
   for (I i = first_thread<I>(); i < total; i += thread_stride<I>()) {
     I n, c, h, w;
-    locate<CL>(i, C, H, W, n, c, h, w);
+    locate<CL>(i, d, n, c, h, w);
     const I base = plane_base<CL>(n, c, C, P * Q);
     const I p0 = first_cover(h, pt, eh, sh), p1 = imin((h + pt) / sh + 1, P);
     const I q0 = first_cover(w, pl, ew, sw), q1 = imin((w + pl) / sw + 1, Q);
@@ -200,14 +243,14 @@ __device__ __forceinline__ I avg_extent(I o, I s, I pad_lo, I k, I in, I pad_hi,
 // One thread per output element (grid-stride).
 template <class T, bool CL, class I>
 __global__ void __launch_bounds__(kBlock)
-    avg_pool2d_forward_kernel(Pool2dParams p, gptr<const T> x, gptr<T> y) {
+    avg_pool2d_forward_kernel(Pool2dParams p, Dims<I> d, gptr<const T> x, gptr<T> y) {
   using A = acc_t<T>;
   const I C = I(p.C), H = I(p.H), W = I(p.W), P = I(p.P), Q = I(p.Q);
   const I cs = CL ? C : I(1);
   const I total = I(p.N) * C * P * Q;
   for (I i = first_thread<I>(); i < total; i += thread_stride<I>()) {
     I n, c, oh, ow, h0, h1, w0, w1;
-    locate<CL>(i, C, P, Q, n, c, oh, ow);
+    locate<CL>(i, d, n, c, oh, ow);
     const I fh = avg_extent(oh, I(p.stride_h), I(p.pad_t), I(p.R), H, I(p.pad_b),
                             p.count_include_pad, h0, h1);
     const I fw = avg_extent(ow, I(p.stride_w), I(p.pad_l), I(p.S), W, I(p.pad_r),
@@ -221,10 +264,101 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
+// The window of output (oh, ow) of average (ADAPTIVE = false) or adaptive average pooling, and
+// its divisor as kh * kw (adaptive: divided by each in turn, as the CPU kernel does).
+template <bool ADAPTIVE, class I, class A>
+__device__ __forceinline__ void avg_window(const Pool2dParams& p, I oh, I ow, I& h0, I& h1, I& w0,
+                                           I& w1, A& kh, A& kw) {
+  const I H = I(p.H), W = I(p.W), P = I(p.P), Q = I(p.Q);
+  if (ADAPTIVE) {
+    h0 = oh * H / P, h1 = ((oh + 1) * H + P - 1) / P;
+    w0 = ow * W / Q, w1 = ((ow + 1) * W + Q - 1) / Q;
+    kh = A(h1 - h0), kw = A(w1 - w0);
+  } else {
+    kh = A(avg_extent(oh, I(p.stride_h), I(p.pad_t), I(p.R), H, I(p.pad_b), p.count_include_pad,
+                      h0, h1));
+    kw = A(avg_extent(ow, I(p.stride_w), I(p.pad_l), I(p.S), W, I(p.pad_r), p.count_include_pad,
+                      w0, w1));
+    if (p.divisor_override) kh = A(p.divisor_override), kw = A(1);
+  }
+}
+
+template <bool ADAPTIVE, class A>
+__device__ __forceinline__ A avg_result(A s, A kh, A kw, bool empty) {
+  return empty ? A(0) : ADAPTIVE ? s / kh / kw : s / (kh * kw);
+}
+
+// One warp per output element (grid-stride over the outputs by warps), NCHW, for windows of at
+// least kWarpWindow elements (global average pooling): the lanes split the window's elements in
+// row-major order (coalesced along a row), then a shuffle reduction; lane 0 stores. ADAPTIVE
+// selects adaptive_avg_pool2d's windows and divisor.
+template <class T, bool ADAPTIVE, class I>
+__global__ void __launch_bounds__(kBlock)
+    avg_pool2d_forward_warp_kernel(Pool2dParams p, Dims<I> d, gptr<const T> x, gptr<T> y) {
+  using A = acc_t<T>;
+  const I C = I(p.C), H = I(p.H), W = I(p.W), P = I(p.P), Q = I(p.Q);
+  const I total = I(p.N) * C * P * Q;
+  const I lane = I(threadIdx.x) & 31;
+  for (I i = first_thread<I>() / 32; i < total; i += thread_stride<I>() / 32) {
+    I n, c, oh, ow, h0, h1, w0, w1;
+    A kh, kw;
+    locate<false>(i, d, n, c, oh, ow);
+    avg_window<ADAPTIVE>(p, oh, ow, h0, h1, w0, w1, kh, kw);
+    const gptr<const T> xp = x + (n * C + c) * H * W;
+    const I cols = imax(w1 - w0, I(0)), count = imax(h1 - h0, I(0)) * cols;
+    A s = A(0);
+    for (I e = lane; e < count; e += 32) {
+      const I r = e / cols;
+      s += to_acc(__ldg(xp + (h0 + r) * W + w0 + (e - r * cols)));
+    }
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    if (lane == 0) y[i] = from_acc<T>(avg_result<ADAPTIVE>(s, kh, kw, count == 0));
+  }
+}
+
+// NHWC twin of the warp kernel: a block of 32 x kSplit threads takes 32 consecutive channels of
+// one output position (grid-stride over N*P*Q*ceil(C/32) such tiles); threadIdx.x is the channel
+// (coalesced loads), threadIdx.y splits the window's elements; the kSplit partial sums meet in
+// shared memory and row 0 adds them in order and stores.
+constexpr int kSplit = kBlock / 32;
+template <class T, bool ADAPTIVE, class I>
+__global__ void __launch_bounds__(kBlock)
+    avg_pool2d_forward_nhwc_split_kernel(Pool2dParams p, gptr<const T> x, gptr<T> y) {
+  using A = acc_t<T>;
+  FC_SHARED(A, part, [kSplit][32]);
+  const I C = I(p.C), H = I(p.H), W = I(p.W), P = I(p.P), Q = I(p.Q);
+  const I cb = (C + 31) / 32, tiles = I(p.N) * P * Q * cb;
+  const I tx = I(threadIdx.x), ty = I(threadIdx.y);
+  for (I t = I(blockIdx.x); t < tiles; t += I(gridDim.x)) {
+    const I c = (t % cb) * 32 + tx, o = t / cb;  // o = (n * P + oh) * Q + ow
+    const I ow = o % Q, oh = o / Q % P, n = o / (P * Q);
+    I h0, h1, w0, w1;
+    A kh, kw;
+    avg_window<ADAPTIVE>(p, oh, ow, h0, h1, w0, w1, kh, kw);
+    const I cols = imax(w1 - w0, I(0)), count = imax(h1 - h0, I(0)) * cols;
+    A s = A(0);
+    if (c < C) {
+      const gptr<const T> xp = x + n * H * W * C + c;
+      for (I e = ty; e < count; e += kSplit) {
+        const I r = e / cols;
+        s += to_acc(__ldg(xp + ((h0 + r) * W + w0 + (e - r * cols)) * C));
+      }
+    }
+    part[ty][tx] = s;
+    __syncthreads();
+    if (ty == 0 && c < C) {
+      A sum = part[0][tx];
+      for (int j = 1; j < kSplit; ++j) sum += part[j][tx];
+      y[o * C + c] = from_acc<T>(avg_result<ADAPTIVE>(sum, kh, kw, count == 0));
+    }
+    __syncthreads();  // part is rewritten by the next tile
+  }
+}
+
 // One thread per input element (grid-stride): sums dy / divisor over the covering windows.
 template <class T, bool CL, class I>
 __global__ void __launch_bounds__(kBlock)
-    avg_pool2d_backward_kernel(Pool2dParams p, gptr<const T> dy, gptr<T> dx) {
+    avg_pool2d_backward_kernel(Pool2dParams p, Dims<I> d, gptr<const T> dy, gptr<T> dx) {
   using A = acc_t<T>;
   const I C = I(p.C), H = I(p.H), W = I(p.W), P = I(p.P), Q = I(p.Q);
   const I sh = I(p.stride_h), sw = I(p.stride_w), pt = I(p.pad_t), pl = I(p.pad_l);
@@ -232,7 +366,7 @@ __global__ void __launch_bounds__(kBlock)
   const I total = I(p.N) * C * H * W;
   for (I i = first_thread<I>(); i < total; i += thread_stride<I>()) {
     I n, c, h, w, lo, hi;
-    locate<CL>(i, C, H, W, n, c, h, w);
+    locate<CL>(i, d, n, c, h, w);
     const I base = plane_base<CL>(n, c, C, P * Q);
     const I p0 = first_cover(h, pt, I(p.R), sh), p1 = imin((h + pt) / sh + 1, P);
     const I q0 = first_cover(w, pl, I(p.S), sw), q1 = imin((w + pl) / sw + 1, Q);
@@ -252,14 +386,14 @@ __global__ void __launch_bounds__(kBlock)
 // One thread per output element (grid-stride).
 template <class T, bool CL, class I>
 __global__ void __launch_bounds__(kBlock)
-    adaptive_avg_pool2d_forward_kernel(Pool2dParams p, gptr<const T> x, gptr<T> y) {
+    adaptive_avg_pool2d_forward_kernel(Pool2dParams p, Dims<I> d, gptr<const T> x, gptr<T> y) {
   using A = acc_t<T>;
   const I C = I(p.C), H = I(p.H), W = I(p.W), P = I(p.P), Q = I(p.Q);
   const I cs = CL ? C : I(1);
   const I total = I(p.N) * C * P * Q;
   for (I i = first_thread<I>(); i < total; i += thread_stride<I>()) {
     I n, c, oh, ow;
-    locate<CL>(i, C, P, Q, n, c, oh, ow);
+    locate<CL>(i, d, n, c, oh, ow);
     const I h0 = oh * H / P, h1 = ((oh + 1) * H + P - 1) / P;
     const I w0 = ow * W / Q, w1 = ((ow + 1) * W + Q - 1) / Q;
     const gptr<const T> xp = x + plane_base<CL>(n, c, C, H * W);
@@ -274,14 +408,14 @@ __global__ void __launch_bounds__(kBlock)
 // floor(h*P/H) <= p < ceil((h+1)*P/H).
 template <class T, bool CL, class I>
 __global__ void __launch_bounds__(kBlock)
-    adaptive_avg_pool2d_backward_kernel(Pool2dParams p, gptr<const T> dy, gptr<T> dx) {
+    adaptive_avg_pool2d_backward_kernel(Pool2dParams p, Dims<I> d, gptr<const T> dy, gptr<T> dx) {
   using A = acc_t<T>;
   const I C = I(p.C), H = I(p.H), W = I(p.W), P = I(p.P), Q = I(p.Q);
   const I cs = CL ? C : I(1);
   const I total = I(p.N) * C * H * W;
   for (I i = first_thread<I>(); i < total; i += thread_stride<I>()) {
     I n, c, h, w;
-    locate<CL>(i, C, H, W, n, c, h, w);
+    locate<CL>(i, d, n, c, h, w);
     const I base = plane_base<CL>(n, c, C, P * Q);
     const I p0 = h * P / H, p1 = ((h + 1) * P + H - 1) / H;
     const I q0 = w * Q / W, q1 = ((w + 1) * Q + W - 1) / W;
@@ -303,8 +437,16 @@ unsigned grid_for(int64_t work) {
   return unsigned(std::min<int64_t>(ceil_div(work, kBlock), kMaxBlocks));
 }
 
+// Blocks of the NHWC split kernel: one per tile of 32 channels of an output position, capped.
+unsigned split_grid(const Pool2dParams& p) {
+  return unsigned(std::min<int64_t>(p.N * p.P * p.Q * ceil_div(p.C, 32), kMaxBlocks));
+}
+
 // Whether every flat index and every product of sizes the kernels form fits in int32.
 bool fits_int32(const Pool2dParams& p) {
+#if FC_EMULATION
+  if (std::getenv("FASTCONV_EMU_INT64")) return false;  // tests: the int64 kernels on small shapes
+#endif
   const int64_t lim = int64_t(1) << 30;
   const int64_t eh = (p.R - 1) * p.dil_h + 1 + p.pad_t + p.pad_b;
   const int64_t ew = (p.S - 1) * p.dil_w + 1 + p.pad_l + p.pad_r;
@@ -343,10 +485,10 @@ void max_pool2d_forward(const Pool2dParams& p, DType dt, const void* x, void* y,
     const auto ig = global(indices, indices ? ny : 0);
     if (indices) {
       auto k = max_pool2d_forward_kernel<T, CL, true, I>;
-      FC_LAUNCH(k, grid_for(ny), kBlock, 0, stream, p, xg, yg, ig);
+      FC_LAUNCH(k, grid_for(ny), kBlock, 0, stream, p, Dims<I>(p.C, p.P, p.Q), xg, yg, ig);
     } else {
       auto k = max_pool2d_forward_kernel<T, CL, false, I>;
-      FC_LAUNCH(k, grid_for(ny), kBlock, 0, stream, p, xg, yg, ig);
+      FC_LAUNCH(k, grid_for(ny), kBlock, 0, stream, p, Dims<I>(p.C, p.P, p.Q), xg, yg, ig);
     }
   });
   check_launch("max_pool2d", describe(p));
@@ -361,7 +503,8 @@ void max_pool2d_backward(const Pool2dParams& p, DType dt, const void* dy, const 
     using I = decltype(itag);
     constexpr bool CL = decltype(cl)::value;
     auto k = max_pool2d_backward_kernel<T, CL, I>;
-    FC_LAUNCH(k, grid_for(nx), kBlock, 0, stream, p, global(static_cast<const T*>(dy), ny),
+    FC_LAUNCH(k, grid_for(nx), kBlock, 0, stream, p, Dims<I>(p.C, p.H, p.W),
+              global(static_cast<const T*>(dy), ny),
               global(indices, ny), global(static_cast<T*>(dx), nx));
   });
   check_launch("max_pool2d_backward", describe(p));
@@ -390,9 +533,18 @@ void avg_pool2d_forward(const Pool2dParams& p, DType dt, const void* x, void* y,
     using T = decltype(tag);
     using I = decltype(itag);
     constexpr bool CL = decltype(cl)::value;
-    auto k = avg_pool2d_forward_kernel<T, CL, I>;
-    FC_LAUNCH(k, grid_for(ny), kBlock, 0, stream, p, global(static_cast<const T*>(x), nx),
-              global(static_cast<T*>(y), ny));
+    const auto xg = global(static_cast<const T*>(x), nx);
+    const auto yg = global(static_cast<T*>(y), ny);
+    if (!CL && p.R * p.S >= kWarpWindow) {
+      auto k = avg_pool2d_forward_warp_kernel<T, false, I>;
+      FC_LAUNCH(k, grid_for(ny * 32), kBlock, 0, stream, p, Dims<I>(p.C, p.P, p.Q), xg, yg);
+    } else if (CL && p.R * p.S >= kWarpWindow) {
+      auto k = avg_pool2d_forward_nhwc_split_kernel<T, false, I>;
+      FC_LAUNCH(k, split_grid(p), dim3(32, kSplit), 0, stream, p, xg, yg);
+    } else {
+      auto k = avg_pool2d_forward_kernel<T, CL, I>;
+      FC_LAUNCH(k, grid_for(ny), kBlock, 0, stream, p, Dims<I>(p.C, p.P, p.Q), xg, yg);
+    }
   });
   check_launch("avg_pool2d", describe(p));
 }
@@ -406,7 +558,8 @@ void avg_pool2d_backward(const Pool2dParams& p, DType dt, const void* dy, void* 
     using I = decltype(itag);
     constexpr bool CL = decltype(cl)::value;
     auto k = avg_pool2d_backward_kernel<T, CL, I>;
-    FC_LAUNCH(k, grid_for(nx), kBlock, 0, stream, p, global(static_cast<const T*>(dy), ny),
+    FC_LAUNCH(k, grid_for(nx), kBlock, 0, stream, p, Dims<I>(p.C, p.H, p.W),
+              global(static_cast<const T*>(dy), ny),
               global(static_cast<T*>(dx), nx));
   });
   check_launch("avg_pool2d_backward", describe(p));
@@ -420,9 +573,19 @@ void adaptive_avg_pool2d_forward(const Pool2dParams& p, DType dt, const void* x,
     using T = decltype(tag);
     using I = decltype(itag);
     constexpr bool CL = decltype(cl)::value;
-    auto k = adaptive_avg_pool2d_forward_kernel<T, CL, I>;
-    FC_LAUNCH(k, grid_for(ny), kBlock, 0, stream, p, global(static_cast<const T*>(x), nx),
-              global(static_cast<T*>(y), ny));
+    const auto xg = global(static_cast<const T*>(x), nx);
+    const auto yg = global(static_cast<T*>(y), ny);
+    const bool large = ceil_div(p.H, p.P) * ceil_div(p.W, p.Q) >= kWarpWindow;
+    if (!CL && large) {
+      auto k = avg_pool2d_forward_warp_kernel<T, true, I>;
+      FC_LAUNCH(k, grid_for(ny * 32), kBlock, 0, stream, p, Dims<I>(p.C, p.P, p.Q), xg, yg);
+    } else if (CL && large) {
+      auto k = avg_pool2d_forward_nhwc_split_kernel<T, true, I>;
+      FC_LAUNCH(k, split_grid(p), dim3(32, kSplit), 0, stream, p, xg, yg);
+    } else {
+      auto k = adaptive_avg_pool2d_forward_kernel<T, CL, I>;
+      FC_LAUNCH(k, grid_for(ny), kBlock, 0, stream, p, Dims<I>(p.C, p.P, p.Q), xg, yg);
+    }
   });
   check_launch("adaptive_avg_pool2d", describe(p));
 }
@@ -436,7 +599,8 @@ void adaptive_avg_pool2d_backward(const Pool2dParams& p, DType dt, const void* d
     using I = decltype(itag);
     constexpr bool CL = decltype(cl)::value;
     auto k = adaptive_avg_pool2d_backward_kernel<T, CL, I>;
-    FC_LAUNCH(k, grid_for(nx), kBlock, 0, stream, p, global(static_cast<const T*>(dy), ny),
+    FC_LAUNCH(k, grid_for(nx), kBlock, 0, stream, p, Dims<I>(p.C, p.H, p.W),
+              global(static_cast<const T*>(dy), ny),
               global(static_cast<T*>(dx), nx));
   });
   check_launch("adaptive_avg_pool2d_backward", describe(p));

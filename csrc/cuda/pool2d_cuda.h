@@ -28,7 +28,8 @@ void max_pool2d_backward(const Pool2dParams& p, DType dt, const void* dy, const 
 // skipped.
 void max_pool2d_backward_serial(const Pool2dParams& p, DType dt, const void* dy,
                                 const int64_t* indices, void* dx, cudaStream_t stream);
-void avg_pool2d_forward(const Pool2dParams& p, DType dt, const void* x, void* y, cudaStream_t stream);
+void avg_pool2d_forward(const Pool2dParams& p, DType dt, const void* x, void* y,
+                        cudaStream_t stream);
 void avg_pool2d_backward(const Pool2dParams& p, DType dt, const void* dy, void* dx,
                          cudaStream_t stream);
 // Adaptive: only N, C, H, W, P, Q and channels_last of p are read.

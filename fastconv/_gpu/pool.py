@@ -1,9 +1,9 @@
 """Pooling on the CUDA path (fastconv._cuda / fastconv._cuda_emu): the twins of fastconv._C's
-pooling entry points. Arguments arrive checked and resolved by fastconv.nn._array / fastconv.nn.grad:
-x and dy are 4-D arrays of the backend's library; kernel, stride, dilation are (h, w) int pairs, pad
-is (top, bottom, left, right); out_hw = (P, Q) from fastconv._shape. NCHW and channels-last (NHWC)
-memory layouts are served as they are; the output has the input's layout (other layouts are
-copied to NCHW first). Outputs are new arrays from the backend's allocator, every element written
+pooling entry points. Arguments arrive checked and resolved by fastconv.nn._array /
+fastconv.nn.grad: x and dy are 4-D arrays of the backend's library; kernel, stride, dilation are
+(h, w) int pairs, pad is (top, bottom, left, right); out_hw = (P, Q) from fastconv._shape. NCHW and
+channels-last (NHWC) memory layouts are served as they are; the output has the input's layout
+(other layouts are copied to NCHW first; a gradient takes its grad_output's layout). Outputs are new arrays from the backend's allocator, every element written
 by the kernels.
 """
 from __future__ import annotations

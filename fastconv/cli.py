@@ -114,7 +114,7 @@ def cmd_edges(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastconv", description="fastconv: fast 2-D convolution and "
                                 "pooling kernels. Subcommands: finetune, predict, summary, info, "
-                                "edges.")
+                                "edges, bench.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, help_text in (

@@ -54,6 +54,12 @@ BAD_NUMBERS = [
      "must be an integer >= 1, got 0"),
     (["summary", "resnet18", "--num-classes", "0"], "--num-classes",
      "must be an integer >= 1, got 0"),
+    (["bench", "--repeat", "0"], "--repeat", "must be an integer >= 1, got 0"),
+    (["bench", "--warmup", "-1"], "--warmup", "must be an integer >= 0, got -1"),
+    (["bench", "--seed", "x"], "--seed", "must be an integer >= 0, got 'x'"),
+    (["bench", "--threads", "0"], "--threads", "expected a positive int or a comma-separated list"),
+    (["bench", "--ops", "convs"], "--ops", "expected a comma-separated list of"),
+    (["bench", "--dtype", "int8"], "--dtype", "expected a comma-separated list of"),
 ]
 
 

@@ -22,6 +22,7 @@ import time
 
 from fastconv.bench import harness
 from fastconv.commands import CLIError
+from fastconv.commands._args import int_at_least
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -48,18 +49,6 @@ def _thread_list(text: str):
     return list(dict.fromkeys(vals))
 
 
-def _positive(low: int):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            v = low - 1
-        if v < low:
-            raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {text!r}")
-        return v
-    return parse
-
-
 def add_arguments(s) -> None:
     s.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where fastconv and PyTorch run (default: cpu)")
@@ -76,15 +65,16 @@ def add_arguments(s) -> None:
                    help="dtypes, comma-separated: float32, float16, bfloat16 (the last two on "
                    "the GPU only; default: float32)")
     s.add_argument("--quick", action="store_true",
-                   help="fewer samples per measurement: rough numbers, a few times faster")
+                   help="fewer samples per measurement: rough numbers, a few times faster (default: "
+                   "off)")
     s.add_argument("--threads", type=_thread_list, metavar="N[,N...]",
                    help="CPU threads for fastconv and torch alike; a list (1,2,4) runs the suite "
                    "once per count and adds a scaling table (default: fastconv.num_threads())")
-    s.add_argument("--repeat", type=_positive(1), help="timed samples per implementation "
+    s.add_argument("--repeat", type=int_at_least(1), help="timed samples per implementation "
                    "(default: CPU 15, GPU 50; with --quick 5 and 15)")
-    s.add_argument("--warmup", type=_positive(0), help="untimed calls before sampling (default "
+    s.add_argument("--warmup", type=int_at_least(0), help="untimed calls before sampling (default "
                    "3; with --quick 1)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
+    s.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the random inputs (default: 0)")
     s.add_argument("--csv", metavar="FILE", help="write every row, with the machine facts, as "
                    "CSV (default: not written)")
     s.add_argument("--json", metavar="FILE", help="write the machine facts, settings, ceilings "

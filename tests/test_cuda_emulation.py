@@ -169,6 +169,38 @@ def test_block_sum_races(rng, schedule, variant):
         block_sum(randn(rng, 512), variant)
 
 
+def test_block_sum_global_race(rng, schedule):
+    # 3: 32 threads of a block add into one output without atomics.
+    out = np.zeros(2, np.float32)
+    with pytest.raises(RuntimeError, match=r"global memory race on global memory element [01] .*"
+                                           r"same barrier interval"):
+        st.block_sum(ptr(randn(rng, 512)), ptr(out), 512, 3)
+
+
+def scatter_add(x, idx, m, variant=0):
+    y = np.zeros(m, np.float32)
+    st.scatter_add(ptr(x), ptr(idx), ptr(y), x.size, m, variant)
+    return y
+
+
+def test_scatter_add_atomic(rng, schedule):
+    x, idx = randn(rng, 200), rng.integers(0, 7, 200).astype(np.int32)
+    ref = np.zeros(7)
+    np.add.at(ref, idx, x.astype(np.float64))
+    np.testing.assert_allclose(scatter_add(x, idx, 7), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_scatter_add_without_atomics(rng, schedule):
+    x = randn(rng, 64)
+    # Collisions inside a block: a race in one barrier interval.
+    with pytest.raises(RuntimeError, match=r"global memory race .* same barrier interval"):
+        scatter_add(x, np.zeros(64, np.int32), 1, variant=1)
+    # Each block updates each output once, but two blocks update the same outputs.
+    with pytest.raises(RuntimeError, match=r"global memory race .* of block \(1,0,0\) writes it "
+                                           r".* of block \(0,0,0\) wrote it in the same launch"):
+        scatter_add(x, (np.arange(64) % 32).astype(np.int32), 32, variant=1)
+
+
 @pytest.mark.parametrize("variant,message", [
     (1, r"shared array 't' index 66 out of range \[0, 66\)"),
     (2, r"read of uninitialised shared memory: thread \(63,0,0\) .* reads t\[65\]"),

@@ -5,7 +5,8 @@
 // CUDA and also compiles with nvcc, but nothing ships it in fastconv._cuda.
 //
 // Kernels: tiled SGEMM (missing second barrier), block reduction through shared memory (races in
-// the tree and in the warp stage, a non-atomic global accumulation), 1-D stencil with a shared
+// the tree and in the warp stage, a non-atomic global accumulation), scatter-add (without atomics,
+// within and across blocks), 1-D stencil with a shared
 // halo (shared index out of range, uninitialised halo, early return and divergent barriers,
 // global reads and writes out of range), warp shuffle sum (wrong masks), a 3x3 max pool (timing
 // probe) and a WMMA GEMM (float16 / bfloat16 inputs, float accumulators, row/col major).
@@ -120,6 +121,15 @@ __global__ void warp_sum_kernel(gptr<const float> x, gptr<float> out, int varian
   if (lane == 0) out[w] = v;
 }
 
+// One thread per input, 32-thread blocks: y[idx[i]] += x[i].
+__global__ void scatter_add_kernel(gptr<const float> x, gptr<const int> idx, gptr<float> y, int n,
+                                   int variant) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  if (variant == 1) y[idx[i]] += x[i];  // planted bug 1: colliding updates without atomics
+  else atomicAdd(y + idx[i], float(x[i]));
+}
+
 // One thread per output of a (NC, H, W) stack, 3x3 window, stride 1, padding 1.
 __global__ void max_pool3x3_kernel(gptr<const float> x, gptr<float> y, int NC, int H, int W) {
   const int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -204,6 +214,13 @@ void reverse(const float* x, float* y, int n, int variant) {
   FC_LAUNCH(k, unsigned(ceil_div(n, 32)), 32, 32 * sizeof(float), nullptr, global(x, n), global(y, n),
             n, variant);
   check_launch("selftest.reverse", str_cat("n=", n));
+}
+
+void scatter_add(const float* x, const int* idx, float* y, int n, int m, int variant) {
+  auto k = scatter_add_kernel;
+  FC_LAUNCH(k, unsigned(ceil_div(n, 32)), 32, 0, nullptr, global(x, n), global(idx, n), global(y, m),
+            n, variant);
+  check_launch("selftest.scatter_add", str_cat("n=", n, " m=", m));
 }
 
 void warp_sum(const float* x, float* out, int nwarps, int variant) {

@@ -119,6 +119,17 @@ def test_max_pool3x3(rng):
     np.testing.assert_array_equal(y, win.max(axis=(-1, -2)))
 
 
+def test_proxy_forms(rng, schedule):
+    # Assignments between shared elements, compound assignments, increments, a function taking
+    # float, an atomic, a shuffle, __half elements and a shared row passed as a global pointer.
+    x = randn(rng, 32)
+    y, z = np.full(32, np.nan, np.float32), np.full(32, np.nan, np.float32)
+    st.proxy_forms(ptr(x), ptr(y), ptr(z))
+    ref = (x[::-1] + 2 * x) / 2 + x[0] + 32 + x.astype(np.float16).astype(np.float32)
+    np.testing.assert_allclose(y, ref, rtol=1e-6, atol=1e-5)
+    np.testing.assert_array_equal(z, x)
+
+
 def to_bf16_bits(a):
     u = a.astype(np.float32).view(np.uint32)
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)

@@ -9,11 +9,31 @@
 // as a wrong result. Blocks run one after another (EMU_WORKERS=N: on N OS threads).
 //
 // Checks, each thrown as fastconv::emu::emu_error out of the launch (RuntimeError in Python):
-//   - global memory: kernels take gptr<T> (compat.h), which knows its buffer's extent and checks
-//     every access; dynamic shared memory the same; static shared arrays (FC_SHARED) check every
-//     index of every dimension;
-//   - deadlock, a barrier only some threads reach (early return included), threads waiting at
-//     different __syncthreads, warp collectives with disagreeing masks.
+//   - bounds: global memory through gptr<T> (compat.h), which knows its buffer's extent; dynamic
+//     shared memory likewise; static shared arrays (FC_SHARED) in every dimension;
+//   - barriers: deadlock, a __syncthreads only some threads reach (early return included),
+//     threads waiting at different __syncthreads, warp collectives with disagreeing masks, called
+//     by a lane outside their mask, or naming lanes that have exited (EMU_LENIENT_EXIT=1 allows
+//     the exits);
+//   - shared memory (static and dynamic): a read of an element no thread of the block has written
+//     (and the bytes are poisoned with 0xFF, NaN in every float type, at the start of every block),
+//     and races: a write by one thread and a read or write of the same element by another in the
+//     same barrier interval. __syncthreads separates intervals; inside a warp, a __syncwarp or
+//     any warp collective (shuffle, vote, WMMA) whose mask holds both lanes orders them, so
+//     warp-synchronous code is accepted with its __syncwarp and reported without it;
+//   - global memory written through a gptr<T> (non-const): the same race rule between the threads
+//     of a block, and any two blocks of a launch writing one element (blocks are unordered).
+// How: element access to shared memory and to non-const global memory returns a proxy
+// (mem_ref) that records each read and write in a shadow entry per element (last writer, the
+// interval's readers, block and warp barrier generations). The proxy converts to the value and
+// takes (compound) assignments, so kernel code is unchanged, but it cannot be copied:
+// `auto v = tile[i];` does not compile here; write `float v = tile[i];` (or T v).
+// Not checked: reads through gptr<const T> (inputs), a block reading another block's writes (a
+// fence and a flag can order them), races between different gptr bases that alias, atomics
+// against plain accesses, shared element types other than arithmetic / __half / __nv_bfloat16
+// (bounds only), and the global checks with EMU_WORKERS > 1 or buffers over 16M elements.
+// EMU_RACECHECK=0 turns the shadow checks off (bounds, barrier checks and poisoning stay); they
+// cost about 1.7x on a shared-memory SGEMM and 1.25x on a pooling kernel.
 #pragma once
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -1013,7 +1033,19 @@ struct sview<E[N]> {
     Leaf* base = reinterpret_cast<Leaf*>(a->base);
     return sptr<U>(base, int64_t(a->bytes / sizeof(Leaf)), reinterpret_cast<Leaf*>(p) - base, a);
   }
+  // For helpers written for global pointers (bounds checked over the whole array, races not).
+  template <class U, class = std::enable_if_t<std::is_convertible<Leaf*, U*>::value>>
+  operator gptr<U>() const {
+    Leaf* base = reinterpret_cast<Leaf*>(a->base);
+    return gptr<U>(base, int64_t(a->bytes / sizeof(Leaf)), "shared memory", false) +
+           (reinterpret_cast<Leaf*>(p) - base);
+  }
 };
+// The pointer a row of a shared array decays to in CUDA (tile[i] as a matrix pointer); other
+// pointer types unchanged.
+template <class E, size_t N>
+inline sptr<std::remove_all_extents_t<E>> as_pointer(const sview<E[N]>& v) { return v; }
+template <class P> inline const P& as_pointer(const P& p) { return p; }
 
 // Runs in every thread at the FC_SHARED declaration; the first thread of each block resets the
 // array: shadow state blank, bytes poisoned with 0xFF (NaN in every float type).

@@ -652,21 +652,8 @@ namespace fastconv { namespace emu {
 }
 
 
-// ------------------------------------------------------------------ shared memory checks
-// Every shared element has a Shadow (its last writer and its readers, each with the block barrier
-// generation and the warp barrier generation of the access). A kernel reads and writes shared
-// memory through a proxy (shared_ref, what tile[i][j] or dyn[i] return), which checks:
-//   - a read of an element that no thread of this block has written (shared memory is undefined
-//     at the start of every block; it is also filled with 0xFF bytes, NaN in every float type);
-//   - a race: an element written by one thread and read or written by another in the same
-//     barrier interval. __syncthreads orders everything before it against everything after;
-//     within a warp, a __syncwarp or any warp collective (shuffle, vote, WMMA) whose mask holds
-//     both lanes orders them, so warp-synchronous code separated by __syncwarp is accepted and
-//     the same code without it is reported. (When a warp's readers of an element sit on either
-//     side of a partial-mask barrier the check is conservative and may report a race.)
-// Atomics on shared memory only check that the element was written before; they are not
-// ordered against plain accesses. EMU_RACECHECK=0 turns the shadow checks off (bounds checks
-// and poisoning stay).
+// ------------------------------------------------------------------ race and initialisation checks
+// (rules in the header comment). Element types with a shadow and a proxy:
 template <class T>
 struct tracked : std::integral_constant<bool, std::is_arithmetic<std::remove_const_t<T>>::value ||
                                                   std::is_same<std::remove_const_t<T>, __half>::value ||

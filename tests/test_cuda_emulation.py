@@ -277,3 +277,17 @@ def test_shared_memory_is_poisoned_between_blocks(rng, monkeypatch):
     x = randn(rng, 40)
     y = reverse(x, variant=3)
     np.testing.assert_array_equal(np.isnan(y), np.arange(40) >= 32)
+
+
+def test_parallel_blocks(rng, monkeypatch):
+    # EMU_WORKERS=2 runs blocks on two OS threads (static shared arrays and their shadows are per
+    # thread): the correct kernels still agree, and shared-memory races are still reported.
+    monkeypatch.setenv("EMU_WORKERS", "2")
+    A, B = randn(rng, 40, 33), randn(rng, 33, 50)
+    np.testing.assert_allclose(sgemm(A, B), A.astype(np.float64) @ B, rtol=1e-4, atol=1e-4)
+    x = randn(rng, 1000)
+    np.testing.assert_allclose(block_sum(x), block_sum_ref(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(stencil(x), stencil_ref(x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(reverse(x), reverse_ref(x))
+    with pytest.raises(RuntimeError, match="shared memory race on buf"):
+        block_sum(x, variant=1)

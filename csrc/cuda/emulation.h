@@ -28,7 +28,8 @@
 // interval's readers, block and warp barrier generations). The proxy converts to the value and
 // takes (compound) assignments, so kernel code is unchanged, but it cannot be copied:
 // `auto v = tile[i];` does not compile here; write `float v = tile[i];` (or T v).
-// Not checked: reads through gptr<const T> (inputs), a block reading another block's writes (a
+// Not checked: reads through gptr<const T> (inputs, and shared memory passed to a helper as a
+// gptr<const T>), a block reading another block's writes (a
 // fence and a flag can order them), races between different gptr bases that alias, atomics
 // against plain accesses, shared element types other than arithmetic / __half / __nv_bfloat16
 // (bounds only), and the global checks with EMU_WORKERS > 1 or buffers over 16M elements.
@@ -843,12 +844,13 @@ template <class T> class sptr;
 // What tile[i][j], dyn[i] (shared memory) and out[i] (a gptr<T> to non-const global memory)
 // return: a proxy of one element that checks every read and write. It converts to the element's
 // value (float v = tile[i][j]; f(tile[i][j])), takes assignments and compound assignments, and
-// &tile[i][j] is a checked shared pointer (sptr). Global is true for global memory, whose array
-// pointer may be null (checks off).
+// &tile[i][j] is a checked shared pointer (sptr). Global is true for elements of a gptr: the
+// array is then a GlobalArray (null: checks off), or a SharedArray tagged with bit 0 when the
+// gptr was made from shared memory (a row or sptr passed to a helper taking gptr).
 template <class T, bool Global>
 class mem_ref {
   using V = std::remove_const_t<T>;
-  using Array = std::conditional_t<Global, GlobalArray, SharedArray>;
+  using Array = std::conditional_t<Global, void, SharedArray>;
 
  public:
   mem_ref(T* p, Array* a) : p_(p), a_(a) {}
@@ -877,7 +879,14 @@ class mem_ref {
  private:
   EMU_INLINE void access(Access kind) const {
     if constexpr (Global) {
-      if (a_) global_access(*a_, p_, kind);
+      const uintptr_t a = reinterpret_cast<uintptr_t>(a_);
+      if (a & 1) {
+        const SharedArray* s = reinterpret_cast<SharedArray*>(a - 1);
+        shared_access(*const_cast<SharedArray*>(s),
+                      size_t(reinterpret_cast<const unsigned char*>(p_) - s->base), kind);
+      } else if (a) {
+        global_access(*static_cast<GlobalArray*>(a_), p_, kind);
+      }
     } else {
       shared_access(*a_, size_t(reinterpret_cast<const unsigned char*>(p_) - a_->base), kind);
     }
@@ -905,15 +914,18 @@ class gptr {
  public:
   gptr() = default;
   gptr(std::nullptr_t) {}
-  gptr(T* base, int64_t n, const char* what = "global memory", bool track = true)
-      : base_(base), n_(n), what_(what), track_(track) {}
+  // shared: the array when this points into shared memory (a row or sptr converted to gptr).
+  gptr(T* base, int64_t n, const char* what = "global memory", SharedArray* shared = nullptr)
+      : base_(base), n_(n), what_(what), shared_(shared) {}
   template <class U, class = std::enable_if_t<std::is_convertible<U*, T*>::value>>
-  gptr(const gptr<U>& o) : base_(o.base_), n_(o.n_), off_(o.off_), what_(o.what_), track_(o.track_) {}
+  gptr(const gptr<U>& o) : base_(o.base_), n_(o.n_), off_(o.off_), what_(o.what_), shared_(o.shared_) {}
 
   EMU_INLINE decltype(auto) operator[](int64_t i) const {
     const int64_t j = check(i);
     if constexpr (!std::is_const<T>::value && tracked<T>::value)
-      return make_ref<true>(track_ ? global_array(base_, n_, sizeof(T)) : nullptr, base_ + j);
+      return make_ref<true>(shared_ ? reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(shared_) | 1)
+                                    : static_cast<void*>(global_array(base_, n_, sizeof(T))),
+                            base_ + j);
     else
       return (base_[j]);
   }
@@ -942,12 +954,12 @@ class gptr {
   T* base_ = nullptr;
   int64_t n_ = 0, off_ = 0;
   const char* what_ = "global memory";
-  bool track_ = true;
+  SharedArray* shared_ = nullptr;
 };
 
 // A checked pointer into shared memory (FC_DYN_SHARED, &tile[i][j], a row tile[i]): the gptr
 // interface, with element access through shared_ref. It converts to gptr<T> for helpers written
-// for global pointers (bounds still checked there, races not).
+// for global pointers: bounds and writes stay checked there, reads through a gptr<const T> do not.
 template <class T>
 class sptr {
  public:
@@ -983,7 +995,7 @@ class sptr {
     return base_ + j;
   }
   template <class U, class = std::enable_if_t<std::is_convertible<T*, U*>::value>>
-  operator gptr<U>() const { return gptr<U>(base_, n_, "shared memory", false) + off_; }
+  operator gptr<U>() const { return gptr<U>(base_, n_, "shared memory", a_) + off_; }
 
  private:
   template <class U> friend class sptr;
@@ -1020,11 +1032,12 @@ struct sview<E[N]> {
     Leaf* base = reinterpret_cast<Leaf*>(a->base);
     return sptr<U>(base, int64_t(a->bytes / sizeof(Leaf)), reinterpret_cast<Leaf*>(p) - base, a);
   }
-  // For helpers written for global pointers (bounds checked over the whole array, races not).
+  // For helpers written for global pointers (bounds over the whole array and writes checked;
+  // reads through a gptr<const T> are not).
   template <class U, class = std::enable_if_t<std::is_convertible<Leaf*, U*>::value>>
   operator gptr<U>() const {
     Leaf* base = reinterpret_cast<Leaf*>(a->base);
-    return gptr<U>(base, int64_t(a->bytes / sizeof(Leaf)), "shared memory", false) +
+    return gptr<U>(base, int64_t(a->bytes / sizeof(Leaf)), "shared memory", a) +
            (reinterpret_cast<Leaf*>(p) - base);
   }
 };

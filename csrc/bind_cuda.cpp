@@ -411,6 +411,14 @@ PYBIND11_MODULE(FC_MODULE_NAME, m) {
       st::wmma_gemm(dtype, as_ptr<const void>(a), as_ptr<const void>(b), as_ptr<float>(c), M, N, K,
                     a_col, b_col);
     });
+    t.def("scatter_add", [](uintptr_t x, uintptr_t idx, uintptr_t y, int n, int m, int variant) {
+      py::gil_scoped_release nogil;
+      st::scatter_add(as_ptr<const float>(x), as_ptr<const int>(idx), as_ptr<float>(y), n, m, variant);
+    });
+    t.def("proxy_forms", [](uintptr_t x, uintptr_t y, uintptr_t z) {
+      py::gil_scoped_release nogil;
+      st::proxy_forms(as_ptr<const float>(x), as_ptr<float>(y), as_ptr<float>(z));
+    });
     t.def("warp_sum", [](uintptr_t x, uintptr_t out, int nwarps, int variant) {
       py::gil_scoped_release nogil;
       st::warp_sum(as_ptr<const float>(x), as_ptr<float>(out), nwarps, variant);

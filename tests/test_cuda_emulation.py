@@ -119,6 +119,17 @@ def test_max_pool3x3(rng):
     np.testing.assert_array_equal(y, win.max(axis=(-1, -2)))
 
 
+def test_proxy_forms(rng, schedule):
+    # Assignments between shared elements, compound assignments, increments, a function taking
+    # float, an atomic, a shuffle, __half elements and a shared row passed as a global pointer.
+    x = randn(rng, 32)
+    y, z = np.full(32, np.nan, np.float32), np.full(32, np.nan, np.float32)
+    st.proxy_forms(ptr(x), ptr(y), ptr(z))
+    ref = (x[::-1] + 2 * x) / 2 + x[0] + 32 + x.astype(np.float16).astype(np.float32)
+    np.testing.assert_allclose(y, ref, rtol=1e-6, atol=1e-5)
+    np.testing.assert_array_equal(z, x)
+
+
 def to_bf16_bits(a):
     u = a.astype(np.float32).view(np.uint32)
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
@@ -167,6 +178,38 @@ def test_block_sum_races(rng, schedule, variant):
     # 1: no __syncthreads in the tree loop; 2: the warp stage without __syncwarp.
     with pytest.raises(RuntimeError, match=r"shared memory race on buf\[\d+\].*same barrier interval"):
         block_sum(randn(rng, 512), variant)
+
+
+def test_block_sum_global_race(rng, schedule):
+    # 3: 32 threads of a block add into one output without atomics.
+    out = np.zeros(2, np.float32)
+    with pytest.raises(RuntimeError, match=r"global memory race on global memory element [01] .*"
+                                           r"same barrier interval"):
+        st.block_sum(ptr(randn(rng, 512)), ptr(out), 512, 3)
+
+
+def scatter_add(x, idx, m, variant=0):
+    y = np.zeros(m, np.float32)
+    st.scatter_add(ptr(x), ptr(idx), ptr(y), x.size, m, variant)
+    return y
+
+
+def test_scatter_add_atomic(rng, schedule):
+    x, idx = randn(rng, 200), rng.integers(0, 7, 200).astype(np.int32)
+    ref = np.zeros(7)
+    np.add.at(ref, idx, x.astype(np.float64))
+    np.testing.assert_allclose(scatter_add(x, idx, 7), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_scatter_add_without_atomics(rng, schedule):
+    x = randn(rng, 64)
+    # Collisions inside a block: a race in one barrier interval.
+    with pytest.raises(RuntimeError, match=r"global memory race .* same barrier interval"):
+        scatter_add(x, np.zeros(64, np.int32), 1, variant=1)
+    # Each block updates each output once, but two blocks update the same outputs.
+    with pytest.raises(RuntimeError, match=r"global memory race .* of block \(1,0,0\) writes it "
+                                           r".* of block \(0,0,0\) wrote it in the same launch"):
+        scatter_add(x, (np.arange(64) % 32).astype(np.int32), 32, variant=1)
 
 
 @pytest.mark.parametrize("variant,message", [
@@ -234,3 +277,17 @@ def test_shared_memory_is_poisoned_between_blocks(rng, monkeypatch):
     x = randn(rng, 40)
     y = reverse(x, variant=3)
     np.testing.assert_array_equal(np.isnan(y), np.arange(40) >= 32)
+
+
+def test_parallel_blocks(rng, monkeypatch):
+    # EMU_WORKERS=2 runs blocks on two OS threads (static shared arrays and their shadows are per
+    # thread): the correct kernels still agree, and shared-memory races are still reported.
+    monkeypatch.setenv("EMU_WORKERS", "2")
+    A, B = randn(rng, 40, 33), randn(rng, 33, 50)
+    np.testing.assert_allclose(sgemm(A, B), A.astype(np.float64) @ B, rtol=1e-4, atol=1e-4)
+    x = randn(rng, 1000)
+    np.testing.assert_allclose(block_sum(x), block_sum_ref(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(stencil(x), stencil_ref(x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(reverse(x), reverse_ref(x))
+    with pytest.raises(RuntimeError, match="shared memory race on buf"):
+        block_sum(x, variant=1)

@@ -9,11 +9,32 @@
 // as a wrong result. Blocks run one after another (EMU_WORKERS=N: on N OS threads).
 //
 // Checks, each thrown as fastconv::emu::emu_error out of the launch (RuntimeError in Python):
-//   - global memory: kernels take gptr<T> (compat.h), which knows its buffer's extent and checks
-//     every access; dynamic shared memory the same; static shared arrays (FC_SHARED) check every
-//     index of every dimension;
-//   - deadlock, a barrier only some threads reach (early return included), threads waiting at
-//     different __syncthreads, warp collectives with disagreeing masks.
+//   - bounds: global memory through gptr<T> (compat.h), which knows its buffer's extent; dynamic
+//     shared memory likewise; static shared arrays (FC_SHARED) in every dimension;
+//   - barriers: deadlock, a __syncthreads only some threads reach (early return included),
+//     threads waiting at different __syncthreads, warp collectives with disagreeing masks, called
+//     by a lane outside their mask, or naming lanes that have exited (EMU_LENIENT_EXIT=1 allows
+//     the exits);
+//   - shared memory (static and dynamic): a read of an element no thread of the block has written
+//     (and the bytes are poisoned with 0xFF, NaN in every float type, at the start of every block),
+//     and races: a write by one thread and a read or write of the same element by another in the
+//     same barrier interval. __syncthreads separates intervals; inside a warp, a __syncwarp or
+//     any warp collective (shuffle, vote, WMMA) whose mask holds both lanes orders them, so
+//     warp-synchronous code is accepted with its __syncwarp and reported without it;
+//   - global memory written through a gptr<T> (non-const): the same race rule between the threads
+//     of a block, and any two blocks of a launch writing one element (blocks are unordered).
+// How: element access to shared memory and to non-const global memory returns a proxy
+// (mem_ref) that records each read and write in a shadow entry per element (last writer, the
+// interval's readers, block and warp barrier generations). The proxy converts to the value and
+// takes (compound) assignments, so kernel code is unchanged, but it cannot be copied:
+// `auto v = tile[i];` does not compile here; write `float v = tile[i];` (or T v).
+// Not checked: reads through gptr<const T> (inputs, and shared memory passed to a helper as a
+// gptr<const T>), a block reading another block's writes (a
+// fence and a flag can order them), races between different gptr bases that alias, atomics
+// against plain accesses, shared element types other than arithmetic / __half / __nv_bfloat16
+// (bounds only), and the global checks with EMU_WORKERS > 1 or buffers over 16M elements.
+// EMU_RACECHECK=0 turns the shadow checks off (bounds, barrier checks and poisoning stay); they
+// cost about 1.7x on a shared-memory SGEMM and 1.25x on a pooling kernel.
 #pragma once
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -28,6 +49,7 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <new>
 #include <random>
 #include <stdexcept>
@@ -93,6 +115,9 @@ fc_emu_switch:
 extern "C" void fc_emu_switch(void** save_sp, void* load_sp);
 #endif
 
+// Hot paths of the checked memory: inlined even at -O1 (the _cuda_emu build's level).
+#define EMU_INLINE inline __attribute__((always_inline))
+
 namespace fastconv { namespace emu {
 
 struct emu_error : std::runtime_error { using std::runtime_error::runtime_error; };
@@ -108,6 +133,14 @@ struct Shadow {
   int32_t reader = -1, reader2 = -1;   // two distinct readers in the interval r_bgen (-1 none)
   int32_t r_warp = -1;           // warp of every reader in r_bgen, -2 when several warps read
   uint32_t r_bgen = 0, r_wgen = 0, r_lanes = 0;
+  int64_t w_block = 0, r_block = 0;    // global memory: linear block index of writer / readers
+};
+
+// The shadow of one global buffer (one gptr base) for the duration of a launch.
+struct GlobalArray {
+  const unsigned char* base = nullptr;
+  size_t bytes = 0, gran = 1;
+  std::vector<Shadow> shadow;
 };
 
 // One shared array (a static FC_SHARED array, or the launch's dynamic shared memory): its bytes,
@@ -115,7 +148,8 @@ struct Shadow {
 struct SharedArray {
   const char* name = "dynamic shared memory";
   unsigned char* base = nullptr;
-  size_t bytes = 0, gran = 1;    // shadow entry per gran bytes
+  size_t bytes = 0, gran = 1;    // shadow entry per gran bytes (a power of two)
+  unsigned gran_shift = 0;       // log2(gran)
   int ndims = 0;
   int64_t dims[4] = {0, 0, 0, 0};
   uint64_t serial = 0;           // block run that last reset (poisoned) this array
@@ -138,7 +172,7 @@ struct Fiber {
   // reference to a slot of this ring, reused round-robin, so a proxy cannot be copied into an
   // `auto` variable and read later.
   unsigned ring_pos = 0;
-  alignas(16) unsigned char ring[64][32];
+  alignas(16) unsigned char ring[32][16];
 };
 
 struct Warp {
@@ -180,13 +214,19 @@ struct BlockState {
   uint64_t serial = 0;     // unique number of the block run in progress (shadow state is tagged)
   int epoch_line = 0;      // line of the __syncthreads that opened the current interval (0: start)
   SharedArray* dyn_meta = nullptr;
+  // Global-memory race checks (single worker only): one shadow per gptr base, tagged with the
+  // launch's serial.
+  std::vector<std::unique_ptr<GlobalArray>>* globals = nullptr;
+  GlobalArray* global_last = nullptr;
+  uint64_t launch_serial = 0;
+  int64_t block_linear() const { return bid.x + int64_t(grid.x) * (bid.y + int64_t(grid.y) * bid.z); }
 
   ~BlockState() { for (char* s : stacks) munmap(s, stack_size); }
 };
 
 inline thread_local BlockState* tls_block = nullptr;
-inline BlockState& B() { return *tls_block; }
-inline Fiber& F() { return *tls_block->cur; }
+EMU_INLINE BlockState& B() { return *tls_block; }
+EMU_INLINE Fiber& F() { return *tls_block->cur; }
 
 // ------------------------------------------------------------- built-in vars
 } }  // namespace fastconv::emu
@@ -439,6 +479,9 @@ inline void launch(dim3 grid, dim3 block, size_t smem, const std::function<void(
     dyn.bytes = smem;
     if (b.racecheck) dyn.shadow.resize(smem);
     b.dyn_meta = &dyn;
+    std::vector<std::unique_ptr<GlobalArray>> globals;
+    if (b.racecheck && workers == 1) b.globals = &globals;
+    b.launch_serial = next_block_serial();
     for (int i = 0; i < n; ++i) {
       void* p = mmap(nullptr, stack, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -609,57 +652,9 @@ namespace fastconv { namespace emu {
                   std::to_string(b.x) + "," + std::to_string(b.y) + "," + std::to_string(b.z) + ")");
 }
 
-// A pointer into a buffer of n elements that checks every access (global memory, dynamic shared
-// memory). Arithmetic may leave the buffer (as in C); dereferencing outside it throws.
-template <class T>
-class gptr {
- public:
-  gptr() = default;
-  gptr(std::nullptr_t) {}
-  gptr(T* base, int64_t n, const char* what = "global memory") : base_(base), n_(n), what_(what) {}
-  template <class U, class = std::enable_if_t<std::is_convertible<U*, T*>::value>>
-  gptr(const gptr<U>& o) : base_(o.base_), n_(o.n_), off_(o.off_), what_(o.what_) {}
 
-  T& operator[](int64_t i) const {
-    const int64_t j = off_ + i;
-    if (base_ == nullptr || j < 0 || j >= n_) out_of_range(what_, j, n_);
-    return base_[j];
-  }
-  T& operator*() const { return (*this)[0]; }
-  gptr operator+(int64_t i) const { gptr r = *this; r.off_ += i; return r; }
-  gptr operator-(int64_t i) const { gptr r = *this; r.off_ -= i; return r; }
-  gptr& operator+=(int64_t i) { off_ += i; return *this; }
-  gptr& operator-=(int64_t i) { off_ -= i; return *this; }
-  gptr& operator++() { ++off_; return *this; }
-  gptr& operator--() { --off_; return *this; }
-  explicit operator bool() const { return base_ != nullptr; }
-  bool operator==(std::nullptr_t) const { return base_ == nullptr; }
-  bool operator!=(std::nullptr_t) const { return base_ != nullptr; }
-  // The checked address of element i (for atomics).
-  T* at(int64_t i) const { (void)(*this)[i]; return base_ + off_ + i; }
-
- private:
-  template <class U> friend class gptr;
-  T* base_ = nullptr;
-  int64_t n_ = 0, off_ = 0;
-  const char* what_ = "global memory";
-};
-
-// ------------------------------------------------------------------ shared memory checks
-// Every shared element has a Shadow (its last writer and its readers, each with the block barrier
-// generation and the warp barrier generation of the access). A kernel reads and writes shared
-// memory through a proxy (shared_ref, what tile[i][j] or dyn[i] return), which checks:
-//   - a read of an element that no thread of this block has written (shared memory is undefined
-//     at the start of every block; it is also filled with 0xFF bytes, NaN in every float type);
-//   - a race: an element written by one thread and read or written by another in the same
-//     barrier interval. __syncthreads orders everything before it against everything after;
-//     within a warp, a __syncwarp or any warp collective (shuffle, vote, WMMA) whose mask holds
-//     both lanes orders them, so warp-synchronous code separated by __syncwarp is accepted and
-//     the same code without it is reported. (When a warp's readers of an element sit on either
-//     side of a partial-mask barrier the check is conservative and may report a race.)
-// Atomics on shared memory only check that the element was written before; they are not
-// ordered against plain accesses. EMU_RACECHECK=0 turns the shadow checks off (bounds checks
-// and poisoning stay).
+// ------------------------------------------------------------------ race and initialisation checks
+// (rules in the header comment). Element types with a shadow and a proxy:
 template <class T>
 struct tracked : std::integral_constant<bool, std::is_arithmetic<std::remove_const_t<T>>::value ||
                                                   std::is_same<std::remove_const_t<T>, __half>::value ||
@@ -694,15 +689,6 @@ inline std::string interval_str() {
               : "before the first __syncthreads";
 }
 
-[[noreturn]] inline void shared_race(const SharedArray& a, size_t off, const char* mine, int other,
-                                     const char* theirs) {
-  throw emu_error("shared memory race on " + element_str(a, off) + " in block " + block_str() +
-                  ": thread " + thread_str(F().linear) + " " + mine + " it and thread " +
-                  thread_str(other) + " " + theirs + " it in the same barrier interval (" +
-                  interval_str() + ") with no __syncthreads (or __syncwarp in one warp) between "
-                  "them");
-}
-
 // True if a warp barrier released at generation g >= from held every lane of `lanes`.
 inline bool warp_synced(const BlockState& b, int warp, uint32_t lanes, uint32_t from) {
   const std::vector<uint32_t>& rel = b.warps[size_t(warp)].released;
@@ -713,33 +699,61 @@ inline bool warp_synced(const BlockState& b, int warp, uint32_t lanes, uint32_t 
 
 enum Access { READ = 0, WRITE = 1, ATOMIC = 2 };
 
-inline void shared_access(SharedArray& a, size_t byte_off, Access kind) {
-  BlockState& b = B();
-  if (!b.racecheck || a.shadow.empty()) return;
-  Shadow& e = a.shadow[byte_off / a.gran];
+inline std::string block_str(int64_t linear) {
+  const dim3 g = B().grid;
+  return "(" + std::to_string(linear % g.x) + "," + std::to_string(linear / g.x % g.y) + "," +
+         std::to_string(linear / (int64_t(g.x) * g.y)) + ")";
+}
+
+// The race and initialisation rules on one element's shadow (shared memory: tag = the block
+// run's serial, uninitialised reads checked; global memory: tag = the launch's serial, accesses
+// from other blocks of the launch kept apart). describe() names the element for the message.
+template <class Describe>
+__attribute__((noinline)) void check_access(Shadow& e, BlockState& b, uint64_t tag, Access kind, bool global,
+                         const Describe& describe) {
   const int t = b.cur->linear, warp = t >> 5;
   const uint32_t bit = 1u << (t & 31), bgen = uint32_t(b.gen);
   const uint32_t wgen = uint32_t(b.warps[size_t(warp)].gen);
-  if (e.serial != b.serial) {
+  const int64_t blk = global ? b.block_linear() : 0;
+  const char* space = global ? "global memory" : "shared memory";
+  if (e.serial != tag) {
     e = Shadow{};
-    e.serial = b.serial;
+    e.serial = tag;
   }
+  if (global && e.writer >= 0 && e.w_block != blk) {
+    // Blocks of one launch are not ordered: two of them writing one element is a race. A read of
+    // another block's result is not checked (a fence and a flag or counter can order it).
+    if (kind == WRITE)
+      throw emu_error("global memory race on " + describe() + ": thread " + thread_str(t) +
+                      " of block " + block_str() + " writes it and thread " +
+                      thread_str(e.writer) + " of block " + block_str(e.w_block) +
+                      " wrote it in the same launch (blocks are not ordered: use atomics or "
+                      "give each element one writer)");
+  }
+  if (global && e.reader >= 0 && e.r_block != blk) e.reader = -1;
+  auto race = [&](const char* mine, int other, const char* theirs) {
+    throw emu_error(std::string(space) + " race on " + describe() + " in block " + block_str() +
+                    ": thread " + thread_str(t) + " " + mine + " it and thread " +
+                    thread_str(other) + " " + theirs + " it in the same barrier interval (" +
+                    interval_str() + ") with no __syncthreads (or __syncwarp in one warp) "
+                    "between them");
+  };
   // Has the writer's access been ordered before this one?
   auto after_write = [&] {
-    return e.writer == t || e.w_bgen != bgen ||
+    return e.writer < 0 || e.writer == t || e.w_bgen != bgen || (global && e.w_block != blk) ||
            ((e.writer >> 5) == warp && warp_synced(b, warp, bit | 1u << (e.writer & 31), e.w_wgen));
   };
   if (kind != WRITE) {
-    if (e.writer < 0)
+    if (e.writer < 0 && !global)
       throw emu_error(std::string(kind == ATOMIC ? "atomic on" : "read of") +
                       " uninitialised shared memory: thread " + thread_str(t) + " of block " +
-                      block_str() + " " + (kind == ATOMIC ? "updates " : "reads ") +
-                      element_str(a, byte_off) + ", which no thread of this block has written (" +
-                      interval_str() + ")");
+                      block_str() + " " + (kind == ATOMIC ? "updates " : "reads ") + describe() +
+                      ", which no thread of this block has written (" + interval_str() + ")");
     if (kind == ATOMIC) return;
-    if (!after_write()) shared_race(a, byte_off, "reads", e.writer, "wrote");
+    if (!after_write()) race("reads", e.writer, "wrote");
     if (e.reader < 0 || e.r_bgen != bgen) {
       e.reader = t; e.reader2 = -1; e.r_bgen = bgen; e.r_warp = warp; e.r_lanes = bit; e.r_wgen = wgen;
+      e.r_block = blk;
     } else {
       if (t != e.reader && e.reader2 < 0) e.reader2 = t;
       if (e.r_warp != warp) e.r_warp = -2;
@@ -747,13 +761,76 @@ inline void shared_access(SharedArray& a, size_t byte_off, Access kind) {
     }
     return;
   }
-  if (e.writer >= 0 && !after_write()) shared_race(a, byte_off, "writes", e.writer, "wrote");
+  if (!after_write()) race("writes", e.writer, "wrote");
   if (e.reader >= 0 && e.r_bgen == bgen && (e.reader != t || e.reader2 >= 0)) {
     const int other = e.reader != t ? e.reader : e.reader2;
     if (e.r_warp != warp || !warp_synced(b, warp, e.r_lanes | bit, e.r_wgen))
-      shared_race(a, byte_off, "writes", other, "read");
+      race("writes", other, "read");
   }
-  e.writer = t; e.w_bgen = bgen; e.w_wgen = wgen;
+  e.writer = t; e.w_bgen = bgen; e.w_wgen = wgen; e.w_block = blk;
+}
+
+// check_access's most common case, inline: a read of an element last written in an earlier
+// barrier interval or by this thread, in this block.
+EMU_INLINE bool quick_read(Shadow& e, BlockState& b, uint64_t tag, int64_t blk) {
+  const int t = b.cur->linear;
+  const uint32_t bgen = uint32_t(b.gen);
+  if (e.serial != tag || e.writer < 0 || e.w_block != blk || (e.writer != t && e.w_bgen == bgen))
+    return false;
+  const int warp = t >> 5;
+  const uint32_t wgen = uint32_t(b.warps[size_t(warp)].gen), bit = 1u << (t & 31);
+  if (e.reader < 0 || e.r_bgen != bgen || e.r_block != blk) {
+    e.reader = t; e.reader2 = -1; e.r_bgen = bgen; e.r_warp = warp; e.r_lanes = bit; e.r_wgen = wgen;
+    e.r_block = blk;
+  } else {
+    if (t != e.reader && e.reader2 < 0) e.reader2 = t;
+    if (e.r_warp != warp) e.r_warp = -2;
+    e.r_lanes |= bit; e.r_wgen = wgen;
+  }
+  return true;
+}
+
+EMU_INLINE void shared_access(SharedArray& a, size_t byte_off, Access kind) {
+  if (a.shadow.empty()) return;   // EMU_RACECHECK=0
+  BlockState& b = B();
+  Shadow& e = a.shadow[byte_off >> a.gran_shift];
+  if (kind == READ && quick_read(e, b, b.serial, 0)) return;
+  check_access(e, b, b.serial, kind, false, [&] { return element_str(a, byte_off); });
+}
+
+inline void global_access(GlobalArray& a, const void* p, Access kind) {
+  BlockState& b = B();
+  const size_t byte_off = size_t(static_cast<const unsigned char*>(p) - a.base);
+  Shadow& e = a.shadow[byte_off / a.gran];
+  if (kind == READ && quick_read(e, b, b.launch_serial, b.block_linear())) return;
+  check_access(e, b, b.launch_serial, kind, true, [&] {
+    return "global memory element " + std::to_string(byte_off / a.gran) + " of the buffer at " +
+           std::to_string(reinterpret_cast<uintptr_t>(a.base));
+  });
+}
+
+// The shadow of the global buffer at `base` (n elements of `gran` bytes) in this launch, or null
+// when global checks are off (EMU_RACECHECK=0, EMU_WORKERS > 1, buffers over 16M elements).
+inline GlobalArray* global_array(const void* base, int64_t n, size_t gran) {
+  BlockState& b = B();
+  if (!b.globals) return nullptr;
+  const auto* p = static_cast<const unsigned char*>(base);
+  const size_t bytes = size_t(n) * gran;
+  GlobalArray* a = b.global_last;
+  if (!a || a->base != p || a->gran != gran) {
+    a = nullptr;
+    for (auto& g : *b.globals)
+      if (g->base == p && g->gran == gran) { a = g.get(); break; }
+    if (!a) {
+      if (n > (int64_t(1) << 24)) return nullptr;
+      b.globals->push_back(std::make_unique<GlobalArray>());
+      a = b.globals->back().get();
+      a->base = p; a->gran = gran;
+    }
+    b.global_last = a;
+  }
+  if (a->bytes < bytes) { a->bytes = bytes; a->shadow.resize(size_t(n)); }
+  return a;
 }
 
 [[noreturn]] inline void shared_out_of_range(const SharedArray* a, int64_t i, int64_t n) {
@@ -764,55 +841,125 @@ inline void shared_access(SharedArray& a, size_t byte_off, Access kind) {
 
 template <class T> class sptr;
 
-// What tile[i][j] and dyn[i] return: a proxy of one shared element that checks every read and
-// write. It converts to the element's value (float v = tile[i][j]; f(tile[i][j])), takes
-// assignments and compound assignments, and &tile[i][j] is a checked shared pointer (sptr).
-template <class T>
-class shared_ref {
+// What tile[i][j], dyn[i] (shared memory) and out[i] (a gptr<T> to non-const global memory)
+// return: a proxy of one element that checks every read and write. It converts to the element's
+// value (float v = tile[i][j]; f(tile[i][j])), takes assignments and compound assignments, and
+// &tile[i][j] is a checked shared pointer (sptr). Global is true for elements of a gptr: the
+// array is then a GlobalArray (null: checks off), or a SharedArray tagged with bit 0 when the
+// gptr was made from shared memory (a row or sptr passed to a helper taking gptr).
+template <class T, bool Global>
+class mem_ref {
   using V = std::remove_const_t<T>;
+  using Array = std::conditional_t<Global, void, SharedArray>;
 
  public:
-  shared_ref(T* p, SharedArray* a) : p_(p), a_(a) {}
+  mem_ref(T* p, Array* a) : p_(p), a_(a) {}
   // Not copyable, so `auto v = tile[i];` does not compile under the emulation (it would hold the
   // proxy, not the value, and read later): write the type, `float v = tile[i];`.
-  shared_ref(const shared_ref&) = delete;
+  mem_ref(const mem_ref&) = delete;
 
-  operator V() const { access(READ); return *p_; }
-  V value() const { return *this; }
-  const shared_ref& operator=(const V& v) const { access(WRITE); *p_ = v; return *this; }
-  const shared_ref& operator=(const shared_ref& o) const { const V v = o; return *this = v; }
-  template <class U> const shared_ref& operator+=(const U& v) const { return *this = V(value() + v); }
-  template <class U> const shared_ref& operator-=(const U& v) const { return *this = V(value() - v); }
-  template <class U> const shared_ref& operator*=(const U& v) const { return *this = V(value() * v); }
-  template <class U> const shared_ref& operator/=(const U& v) const { return *this = V(value() / v); }
-  template <class U> const shared_ref& operator|=(const U& v) const { return *this = V(value() | v); }
-  template <class U> const shared_ref& operator&=(const U& v) const { return *this = V(value() & v); }
-  template <class U> const shared_ref& operator^=(const U& v) const { return *this = V(value() ^ v); }
-  const shared_ref& operator++() const { return *this += 1; }
-  const shared_ref& operator--() const { return *this -= 1; }
+  EMU_INLINE operator V() const { access(READ); return *p_; }
+  EMU_INLINE V value() const { return *this; }
+  EMU_INLINE const mem_ref& operator=(const V& v) const { access(WRITE); *p_ = v; return *this; }
+  const mem_ref& operator=(const mem_ref& o) const { const V v = o; return *this = v; }
+  template <class U> const mem_ref& operator+=(const U& v) const { return *this = V(value() + v); }
+  template <class U> const mem_ref& operator-=(const U& v) const { return *this = V(value() - v); }
+  template <class U> const mem_ref& operator*=(const U& v) const { return *this = V(value() * v); }
+  template <class U> const mem_ref& operator/=(const U& v) const { return *this = V(value() / v); }
+  template <class U> const mem_ref& operator|=(const U& v) const { return *this = V(value() | v); }
+  template <class U> const mem_ref& operator&=(const U& v) const { return *this = V(value() & v); }
+  template <class U> const mem_ref& operator^=(const U& v) const { return *this = V(value() ^ v); }
+  const mem_ref& operator++() const { return *this += 1; }
+  const mem_ref& operator--() const { return *this -= 1; }
   V operator++(int) const { const V x = value(); *this = V(x + 1); return x; }
   V operator--(int) const { const V x = value(); *this = V(x - 1); return x; }
+  // &tile[i][j]: a shared pointer (sptr). Not for global memory (compat.h: write p + i, not &p[i]).
   sptr<T> operator&() const;
 
  private:
-  void access(Access kind) const {
-    shared_access(*a_, size_t(reinterpret_cast<const unsigned char*>(p_) - a_->base), kind);
+  EMU_INLINE void access(Access kind) const {
+    if constexpr (Global) {
+      const uintptr_t a = reinterpret_cast<uintptr_t>(a_);
+      if (a & 1) {
+        const SharedArray* s = reinterpret_cast<SharedArray*>(a - 1);
+        shared_access(*const_cast<SharedArray*>(s),
+                      size_t(reinterpret_cast<const unsigned char*>(p_) - s->base), kind);
+      } else if (a) {
+        global_access(*static_cast<GlobalArray*>(a_), p_, kind);
+      }
+    } else {
+      shared_access(*a_, size_t(reinterpret_cast<const unsigned char*>(p_) - a_->base), kind);
+    }
   }
   T* p_;
-  SharedArray* a_;
+  Array* a_;
 };
+template <class T> using shared_ref = mem_ref<T, false>;
+template <class T> using global_ref = mem_ref<T, true>;
 
-template <class T>
-inline shared_ref<T>& make_ref(SharedArray* a, T* p) {
-  static_assert(sizeof(shared_ref<T>) <= sizeof(Fiber::ring[0]), "shared_ref slot");
+template <bool Global = false, class T, class Array>
+EMU_INLINE mem_ref<T, Global>& make_ref(Array* a, T* p) {
+  static_assert(sizeof(mem_ref<T, Global>) <= sizeof(Fiber::ring[0]), "mem_ref slot");
   Fiber& f = F();
-  void* slot = f.ring[f.ring_pos++ & 63];
-  return *new (slot) shared_ref<T>(p, a);
+  void* slot = f.ring[f.ring_pos++ & 31];
+  return *new (slot) mem_ref<T, Global>(p, a);
 }
+
+// A pointer into a buffer of n elements that checks every access (global memory). Arithmetic
+// may leave the buffer (as in C); dereferencing outside it throws. Elements of a gptr<T> are
+// proxies (global_ref) that record reads and writes for the race checks; a gptr<const T> gives
+// plain const references (reads of inputs are not tracked).
+template <class T>
+class gptr {
+ public:
+  gptr() = default;
+  gptr(std::nullptr_t) {}
+  // shared: the array when this points into shared memory (a row or sptr converted to gptr).
+  gptr(T* base, int64_t n, const char* what = "global memory", SharedArray* shared = nullptr)
+      : base_(base), n_(n), what_(what), shared_(shared) {}
+  template <class U, class = std::enable_if_t<std::is_convertible<U*, T*>::value>>
+  gptr(const gptr<U>& o) : base_(o.base_), n_(o.n_), off_(o.off_), what_(o.what_), shared_(o.shared_) {}
+
+  EMU_INLINE decltype(auto) operator[](int64_t i) const {
+    const int64_t j = check(i);
+    if constexpr (!std::is_const<T>::value && tracked<T>::value)
+      return make_ref<true>(shared_ ? reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(shared_) | 1)
+                                    : static_cast<void*>(global_array(base_, n_, sizeof(T))),
+                            base_ + j);
+    else
+      return (base_[j]);
+  }
+  decltype(auto) operator*() const { return (*this)[0]; }
+  gptr operator+(int64_t i) const { gptr r = *this; r.off_ += i; return r; }
+  gptr operator-(int64_t i) const { gptr r = *this; r.off_ -= i; return r; }
+  gptr& operator+=(int64_t i) { off_ += i; return *this; }
+  gptr& operator-=(int64_t i) { off_ -= i; return *this; }
+  gptr& operator++() { ++off_; return *this; }
+  gptr& operator--() { --off_; return *this; }
+  gptr operator++(int) { gptr r = *this; ++off_; return r; }
+  gptr operator--(int) { gptr r = *this; --off_; return r; }
+  explicit operator bool() const { return base_ != nullptr; }
+  bool operator==(std::nullptr_t) const { return base_ == nullptr; }
+  bool operator!=(std::nullptr_t) const { return base_ != nullptr; }
+  // The checked address of element i (for atomics, which the race checks do not track).
+  T* at(int64_t i) const { return base_ + check(i); }
+
+ private:
+  template <class U> friend class gptr;
+  EMU_INLINE int64_t check(int64_t i) const {
+    const int64_t j = off_ + i;
+    if (base_ == nullptr || j < 0 || j >= n_) out_of_range(what_, j, n_);
+    return j;
+  }
+  T* base_ = nullptr;
+  int64_t n_ = 0, off_ = 0;
+  const char* what_ = "global memory";
+  SharedArray* shared_ = nullptr;
+};
 
 // A checked pointer into shared memory (FC_DYN_SHARED, &tile[i][j], a row tile[i]): the gptr
 // interface, with element access through shared_ref. It converts to gptr<T> for helpers written
-// for global pointers (bounds still checked there, races not).
+// for global pointers: bounds and writes stay checked there, reads through a gptr<const T> do not.
 template <class T>
 class sptr {
  public:
@@ -822,7 +969,7 @@ class sptr {
   template <class U, class = std::enable_if_t<std::is_convertible<U*, T*>::value>>
   sptr(const sptr<U>& o) : base_(o.base_), n_(o.n_), off_(o.off_), a_(o.a_) {}
 
-  decltype(auto) operator[](int64_t i) const {
+  EMU_INLINE decltype(auto) operator[](int64_t i) const {
     const int64_t j = off_ + i;
     if (base_ == nullptr || j < 0 || j >= n_) shared_out_of_range(a_, j, n_);
     if constexpr (tracked<T>::value) return make_ref(a_, base_ + j);
@@ -848,7 +995,7 @@ class sptr {
     return base_ + j;
   }
   template <class U, class = std::enable_if_t<std::is_convertible<T*, U*>::value>>
-  operator gptr<U>() const { return gptr<U>(base_, n_, "shared memory") + off_; }
+  operator gptr<U>() const { return gptr<U>(base_, n_, "shared memory", a_) + off_; }
 
  private:
   template <class U> friend class sptr;
@@ -857,8 +1004,9 @@ class sptr {
   SharedArray* a_ = nullptr;
 };
 
-template <class T>
-sptr<T> shared_ref<T>::operator&() const {
+template <class T, bool Global>
+sptr<T> mem_ref<T, Global>::operator&() const {
+  static_assert(!Global, "&p[i] of a global pointer: write p + i (cuda/compat.h rules)");
   T* base = reinterpret_cast<T*>(a_->base);
   return sptr<T>(base, int64_t(a_->bytes / sizeof(T)), p_ - base, a_);
 }
@@ -873,7 +1021,7 @@ struct sview<E[N]> {
   SharedArray* a;
   E* p;   // first element of this level
 
-  decltype(auto) operator[](int64_t i) const {
+  EMU_INLINE decltype(auto) operator[](int64_t i) const {
     if (i < 0 || i >= int64_t(N)) shared_out_of_range(a, i, int64_t(N));
     if constexpr (std::is_array<E>::value) return sview<E>{a, p[i]};
     else if constexpr (tracked<E>::value) return make_ref(a, p + i);
@@ -884,7 +1032,20 @@ struct sview<E[N]> {
     Leaf* base = reinterpret_cast<Leaf*>(a->base);
     return sptr<U>(base, int64_t(a->bytes / sizeof(Leaf)), reinterpret_cast<Leaf*>(p) - base, a);
   }
+  // For helpers written for global pointers (bounds over the whole array and writes checked;
+  // reads through a gptr<const T> are not).
+  template <class U, class = std::enable_if_t<std::is_convertible<Leaf*, U*>::value>>
+  operator gptr<U>() const {
+    Leaf* base = reinterpret_cast<Leaf*>(a->base);
+    return gptr<U>(base, int64_t(a->bytes / sizeof(Leaf)), "shared memory", a) +
+           (reinterpret_cast<Leaf*>(p) - base);
+  }
 };
+// The pointer a row of a shared array decays to in CUDA (tile[i] as a matrix pointer); other
+// pointer types unchanged.
+template <class E, size_t N>
+inline sptr<std::remove_all_extents_t<E>> as_pointer(const sview<E[N]>& v) { return v; }
+template <class P> inline const P& as_pointer(const P& p) { return p; }
 
 // Runs in every thread at the FC_SHARED declaration; the first thread of each block resets the
 // array: shadow state blank, bytes poisoned with 0xFF (NaN in every float type).
@@ -899,13 +1060,16 @@ inline sview<A> shared_view(A& storage, SharedArray& meta, const char* name) {
     meta.base = reinterpret_cast<unsigned char*>(&storage);
     meta.bytes = sizeof(A);
     meta.gran = sizeof(Leaf);
+    meta.gran_shift = unsigned(__builtin_ctzll(sizeof(Leaf)));
     meta.ndims = int(std::rank<A>::value);
     const int64_t ext[4] = {int64_t(std::extent<A, 0>::value), int64_t(std::extent<A, 1>::value),
                             int64_t(std::extent<A, 2>::value), int64_t(std::extent<A, 3>::value)};
     for (int d = 0; d < 4; ++d) meta.dims[d] = ext[d];
     const size_t count = sizeof(A) / sizeof(Leaf);
-    if (b.racecheck && meta.shadow.size() != count) meta.shadow.assign(count, Shadow{});
-    if (!b.racecheck) meta.shadow.clear();
+    // Shadow only for the checked element types (all of a power-of-two size).
+    const bool check = b.racecheck && tracked<Leaf>::value;
+    if (check && meta.shadow.size() != count) meta.shadow.assign(count, Shadow{});
+    if (!check) meta.shadow.clear();
     if constexpr (std::is_trivially_copyable<Leaf>::value) std::memset(&storage, 0xFF, sizeof(A));
   }
   return sview<A>{&meta, storage};
@@ -967,10 +1131,10 @@ template <class T> inline T atomicCAS(fastconv::emu::sptr<T> p, T cmp, T v) {
   return old;
 }
 
-// Warp shuffles of a shared element (__shfl_sync(m, tile[i], 0)): shuffle its value.
-template <class T> inline std::remove_const_t<T> __shfl_sync(unsigned m, const fastconv::emu::shared_ref<T>& v, int src, int w = 32) { return __shfl_sync(m, v.value(), src, w); }
-template <class T> inline std::remove_const_t<T> __shfl_up_sync(unsigned m, const fastconv::emu::shared_ref<T>& v, unsigned d, int w = 32) { return __shfl_up_sync(m, v.value(), d, w); }
-template <class T> inline std::remove_const_t<T> __shfl_down_sync(unsigned m, const fastconv::emu::shared_ref<T>& v, unsigned d, int w = 32) { return __shfl_down_sync(m, v.value(), d, w); }
-template <class T> inline std::remove_const_t<T> __shfl_xor_sync(unsigned m, const fastconv::emu::shared_ref<T>& v, int lm, int w = 32) { return __shfl_xor_sync(m, v.value(), lm, w); }
+// Warp shuffles of a memory element (__shfl_sync(m, tile[i], 0)): shuffle its value.
+template <class T, bool G> inline std::remove_const_t<T> __shfl_sync(unsigned m, const fastconv::emu::mem_ref<T, G>& v, int src, int w = 32) { return __shfl_sync(m, v.value(), src, w); }
+template <class T, bool G> inline std::remove_const_t<T> __shfl_up_sync(unsigned m, const fastconv::emu::mem_ref<T, G>& v, unsigned d, int w = 32) { return __shfl_up_sync(m, v.value(), d, w); }
+template <class T, bool G> inline std::remove_const_t<T> __shfl_down_sync(unsigned m, const fastconv::emu::mem_ref<T, G>& v, unsigned d, int w = 32) { return __shfl_down_sync(m, v.value(), d, w); }
+template <class T, bool G> inline std::remove_const_t<T> __shfl_xor_sync(unsigned m, const fastconv::emu::mem_ref<T, G>& v, int lm, int w = 32) { return __shfl_xor_sync(m, v.value(), lm, w); }
 
 #include "cuda/emulation_wmma.h"

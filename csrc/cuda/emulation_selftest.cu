@@ -5,7 +5,8 @@
 // CUDA and also compiles with nvcc, but nothing ships it in fastconv._cuda.
 //
 // Kernels: tiled SGEMM (missing second barrier), block reduction through shared memory (races in
-// the tree and in the warp stage, a non-atomic global accumulation), 1-D stencil with a shared
+// the tree and in the warp stage, a non-atomic global accumulation), scatter-add (without atomics,
+// within and across blocks), 1-D stencil with a shared
 // halo (shared index out of range, uninitialised halo, early return and divergent barriers,
 // global reads and writes out of range), warp shuffle sum (wrong masks), a 3x3 max pool (timing
 // probe) and a WMMA GEMM (float16 / bfloat16 inputs, float accumulators, row/col major).
@@ -120,6 +121,50 @@ __global__ void warp_sum_kernel(gptr<const float> x, gptr<float> out, int varian
   if (lane == 0) out[w] = v;
 }
 
+// One thread per input, 32-thread blocks: y[idx[i]] += x[i].
+__global__ void scatter_add_kernel(gptr<const float> x, gptr<const int> idx, gptr<float> y, int n,
+                                   int variant) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  if (variant == 1) y[idx[i]] += x[i];  // planted bug 1: colliding updates without atomics
+  else atomicAdd(y + idx[i], float(x[i]));
+}
+
+__device__ __forceinline__ float twice(float v) { return 2.f * v; }
+
+__device__ void copy_row(gptr<float> dst, gptr<const float> src, int n) {
+  for (int i = 0; i < n; ++i) dst[i] = src[i];
+}
+
+// One 32-thread block: the forms kernel code uses on shared elements (proxies in the emulation):
+// proxy to proxy assignment, compound assignment, a function taking float, increments, an atomic
+// through &cnt[0], a shuffle of a shared element, __half elements, a row passed as a pointer.
+// y[t] = (x[31-t] + 2 x[t]) / 2 + x[0] + 32 + half(x[t]); z = x[0:32] copied into a shared row by
+// a helper taking global pointers (its writes count for the initialisation checks).
+__global__ void proxy_forms_kernel(gptr<const float> x, gptr<float> y, gptr<float> z) {
+  FC_SHARED(float, a, [2][32]);
+  FC_SHARED(float, b, [32]);
+  FC_SHARED(int, cnt, [1]);
+  FC_SHARED(__half, h, [32]);
+  const int t = threadIdx.x;
+  if (t == 0) cnt[0] = 0;
+  if (t == 1) copy_row(b, x, 32);
+  a[0][t] = x[t];
+  h[t] = __float2half_rn(x[t]);
+  __syncthreads();
+  a[1][t] = a[0][31 - t];
+  a[1][t] += twice(a[0][t]);
+  a[1][t] *= 0.5f;
+  ++a[1][t];
+  a[1][t]--;
+  atomicAdd(&cnt[0], 1);
+  const float s = __shfl_sync(0xffffffffu, a[0][t], 0);
+  __syncthreads();
+  const float c = float(cnt[0]);
+  y[t] = a[1][t] + s + c + to_acc(h[t]);
+  z[t] = b[t];
+}
+
 // One thread per output of a (NC, H, W) stack, 3x3 window, stride 1, padding 1.
 __global__ void max_pool3x3_kernel(gptr<const float> x, gptr<float> y, int NC, int H, int W) {
   const int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -159,7 +204,7 @@ __global__ void wmma_gemm_kernel(gptr<const T> A, gptr<const T> B, gptr<float> C
     } else {
       for (int e = lane; e < 256; e += 32) bs[e / 16][e % 16] = B[int64_t(k0 + e / 16) * N + tn + e % 16];
       __syncwarp();
-      wmma::load_matrix_sync(b_rm, &bs[0][0], 16);
+      wmma::load_matrix_sync(b_rm, bs[0], 16);  // a row decays to the tile pointer
     }
     if (a_col && b_col) wmma::mma_sync(acc, a_cm, b_cm, acc);
     else if (a_col) wmma::mma_sync(acc, a_cm, b_rm, acc);
@@ -204,6 +249,19 @@ void reverse(const float* x, float* y, int n, int variant) {
   FC_LAUNCH(k, unsigned(ceil_div(n, 32)), 32, 32 * sizeof(float), nullptr, global(x, n), global(y, n),
             n, variant);
   check_launch("selftest.reverse", str_cat("n=", n));
+}
+
+void scatter_add(const float* x, const int* idx, float* y, int n, int m, int variant) {
+  auto k = scatter_add_kernel;
+  FC_LAUNCH(k, unsigned(ceil_div(n, 32)), 32, 0, nullptr, global(x, n), global(idx, n), global(y, m),
+            n, variant);
+  check_launch("selftest.scatter_add", str_cat("n=", n, " m=", m));
+}
+
+void proxy_forms(const float* x, float* y, float* z) {
+  auto k = proxy_forms_kernel;
+  FC_LAUNCH(k, 1, 32, 0, nullptr, global(x, 32), global(y, 32), global(z, 32));
+  check_launch("selftest.proxy_forms", "n=32");
 }
 
 void warp_sum(const float* x, float* out, int nwarps, int variant) {

@@ -33,6 +33,14 @@ void stencil(const float* x, float* y, int n, int variant);
 // past n left unwritten (uninitialised read).
 void reverse(const float* x, float* y, int n, int variant);
 
+// y[idx[i]] += x[i] for i < n (y has m elements) with atomicAdd, 32-thread blocks.
+// variant 1: a plain read-modify-write instead of the atomic (global race within and across blocks).
+void scatter_add(const float* x, const int* idx, float* y, int n, int m, int variant);
+
+// One 32-thread block over x[0:32] exercising the forms kernel code uses on shared elements:
+// y[t] = (x[31-t] + 2 x[t]) / 2 + x[0] + 32 + float16(x[t]), z = x (through a shared row).
+void proxy_forms(const float* x, float* y, float* z);
+
 // out[w] = sum of the 32 values x[32w .. 32w+31] by __shfl_down_sync, one warp each.
 // variant 1: shuffle mask 0x0000ffff called by all 32 lanes; 2: the upper 16 lanes skip the
 // shuffles (and exit) while the mask names them.

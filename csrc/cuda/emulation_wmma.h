@@ -67,14 +67,14 @@ inline void load(Fr& f, const P& p, unsigned ldm, bool row_major_mem) {
   const int lane = int(::fastconv::emu::lane_id());
   for (int e = 0; e < Fr::num_elements; ++e) {
     const int64_t r = Fr::row_of(lane, e), c = Fr::col_of(lane, e);
-    const T v = p[row_major_mem ? r * ldm + c : c * ldm + r];
+    const T v = ::fastconv::emu::as_pointer(p)[row_major_mem ? r * ldm + c : c * ldm + r];
     f.x[e] = v;
   }
 }
 }  // namespace detail
 
 // matrix_a / matrix_b: the layout is the fragment's. P: a gptr, a shared pointer (&tile[0][0],
-// a row tile[i], dynamic shared memory) or a plain pointer.
+// a row tile[i] as the pointer it decays to in CUDA, dynamic shared memory) or a plain pointer.
 template <class U, int M, int N, int K, class T, class L, class P>
 inline void load_matrix_sync(fragment<U, M, N, K, T, L>& f, const P& p, unsigned ldm) {
   static_assert(!std::is_same<U, accumulator>::value, "wmma: an accumulator load needs a layout_t");
@@ -94,7 +94,7 @@ inline void store_matrix_sync(const P& p, const fragment<accumulator, M, N, K, T
   const int lane = int(::fastconv::emu::lane_id());
   for (int e = 0; e < Fr::num_elements; ++e) {
     const int64_t r = Fr::row_of(lane, e), c = Fr::col_of(lane, e);
-    p[layout == mem_row_major ? r * ldm + c : c * ldm + r] = f.x[e];
+    ::fastconv::emu::as_pointer(p)[layout == mem_row_major ? r * ldm + c : c * ldm + r] = f.x[e];
   }
 }
 

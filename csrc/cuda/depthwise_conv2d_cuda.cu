@@ -51,6 +51,7 @@ namespace {
 constexpr int VP = 4;                  // output rows per thread strip
 constexpr int kMaxThreads = 256;       // threads per block (multiple of 32)
 constexpr int kMaxWarps = kMaxThreads / 32;
+constexpr int kMaxSlots = 256;         // source planes per block (planes x multiplier)
 constexpr int kMaxTileCols = 128;      // output columns per tile
 constexpr int kMaxStrips = 4;          // strips per thread (tile height up to ty * VP * 4)
 constexpr size_t kSmemBudget = 40 * 1024;
@@ -93,15 +94,15 @@ TileGeom plan_tiles(const char* op, int64_t planes, int64_t Ho, int64_t Wo, int6
     const int64_t tp = ty * VP * strips;
     const int64_t ih = src_extent(tp, sh, R, dh, gather), iw = src_extent(txt, sw, S, dw, gather);
     const int64_t bytes = (pl * nsrc * ih * iw + pl * nsrc * wtaps) * int64_t(acc_bytes);
-    if (bytes <= int64_t(kSmemBudget)) {
+    if (bytes <= int64_t(kSmemBudget) && pl * nsrc <= kMaxSlots) {
       g.txt = int(txt), g.ty = int(ty), g.pl = int(pl), g.strips = int(strips), g.tp = int(tp);
       g.ih = int(ih), g.iw = int(iw), g.smem = size_t(bytes);
       break;
     }
     if (strips > 1) --strips;
-    else if (pl > 1) pl = (pl + 1) / 2;
+    else if (pl > 1) pl = pl / 2;
     else if (ty > 1) ty = (ty + 1) / 2;
-    else if (txt > 8) txt = ceil_div(Wo, ++tq);
+    else if (txt > 8 && nsrc <= kMaxSlots) txt = ceil_div(Wo, ++tq);
     else
       throw ValueError(str_cat(op, ": the shared-memory tile does not fit (", nsrc,
                                " source planes per output, kernel ", R, " x ", S, ", dilation ",
@@ -122,21 +123,26 @@ __host__ __device__ inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
 // Device helpers
 // ---------------------------------------------------------------------------------------------
 // Fills nslots tiles of ih x iw (slot s at tile + s*ih*iw) with rows row0.. and columns col0.. of
-// the (H, W) source plane src_plane(s) (a plane offset, or -1 for none: zeros); zero outside the
-// plane. One warp per tile row, lanes along the row.
+// the (H, W) source plane src_plane(s) (a plane index, or -1 for none: zeros); zero outside the
+// plane. Each warp fills 32 / iw rows at a time (narrow tiles) or one row with lanes along it,
+// several loads in flight per lane.
 template <class T, class A, class PlaneOf>
 __device__ __forceinline__ void fill_tiles(gptr<A> tile, gptr<const T> src, int nslots, int ih,
                                            int iw, int64_t H, int64_t W, int64_t row0,
                                            int64_t col0, const PlaneOf& src_plane) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  for (int row = warp; row < nslots * ih; row += nwarps) {
+  const int lanes_per_row = iw < 32 ? iw : 32, rows_per_step = 32 / lanes_per_row;
+  const int lr = lane / lanes_per_row, lc = lane - lr * lanes_per_row;
+  if (lr >= rows_per_step) return;  // spare lanes of a narrow tile (no barrier here)
+  for (int row = warp * rows_per_step + lr; row < nslots * ih; row += nwarps * rows_per_step) {
     const int s = row / ih, rr = row - s * ih;
     const int64_t plane = src_plane(s);
     const int64_t h = row0 + rr;
     const bool row_ok = plane >= 0 && h >= 0 && h < H;
     gptr<A> dst = tile + int64_t(row) * iw;
     gptr<const T> srow = src + (row_ok ? plane * H * W + h * W : 0);
-    for (int cc = lane; cc < iw; cc += 32) {
+#pragma unroll 4
+    for (int cc = lc; cc < iw; cc += lanes_per_row) {
       const int64_t v = col0 + cc;
       dst[cc] = (row_ok && v >= 0 && v < W) ? to_acc(srow[v]) : A(0);
     }
@@ -180,12 +186,13 @@ dw_correlate(CorrArgs a, TileGeom g, gptr<const T> src, gptr<const T> w, gptr<co
   gptr<A> wsh = smem + int64_t(nslots) * g.ih * g.iw;
 
   // source channel of slot s (output plane o0 + s / nsrc, source m = s % nsrc) and its weights
-  auto src_plane = [&](int s) -> int64_t {
+  // source plane of each slot (output plane o0 + s / nsrc, source m = s % nsrc), once per block
+  FC_SHARED(int64_t, splane, [kMaxSlots]);
+  for (int s = t; s < nslots; s += blockDim.x) {
     const int64_t o = o0 + s / a.nsrc, m = s % a.nsrc;
-    if (o >= a.planes) return -1;
     const int64_t n = o / a.Ko, ko = o % a.Ko;
-    return n * a.Cs + (a.bwd ? ko * a.M + m : ko / a.M);
-  };
+    splane[s] = o < a.planes ? n * a.Cs + (a.bwd ? ko * a.M + m : ko / a.M) : -1;
+  }
   for (int i = t; i < nslots * RS; i += blockDim.x) {
     const int s = i / RS, tap = i - s * RS;
     const int64_t o = o0 + s / a.nsrc, m = s % a.nsrc;
@@ -196,8 +203,9 @@ dw_correlate(CorrArgs a, TileGeom g, gptr<const T> src, gptr<const T> w, gptr<co
     }
     wsh[i] = v;
   }
+  __syncthreads();
   fill_tiles<T, A>(tile, src, nslots, g.ih, g.iw, a.Hs, a.Ws, oh0 * a.sh - a.off_h,
-                   ow0 * a.sw - a.off_w, src_plane);
+                   ow0 * a.sw - a.off_w, [&](int s) -> int64_t { return splane[s]; });
   __syncthreads();
 
   const int64_t o = o0 + pli;
@@ -257,7 +265,7 @@ dw_correlate(CorrArgs a, TileGeom g, gptr<const T> src, gptr<const T> w, gptr<co
 // of the M dy planes of a dx plane, the dy rows / columns that reach it (origin floor((h0 + pt -
 // (R-1)*dh) / sh)); thread = one dx column, strips of VP rows, taps filtered by divisibility.
 // ---------------------------------------------------------------------------------------------
-template <class T, int ST>
+template <class T, int KS, int ST>
 __global__ void __launch_bounds__(kMaxThreads)
 dw_backward_input_strided(Conv2dParams p, TileGeom g, gptr<const T> dy, gptr<const T> w,
                           gptr<T> dx) {
@@ -275,25 +283,30 @@ dw_backward_input_strided(Conv2dParams p, TileGeom g, gptr<const T> dy, gptr<con
   gptr<A> tile = smem;
   gptr<A> wsh = smem + int64_t(nslots) * g.ih * g.iw;
 
-  auto src_plane = [&](int s) -> int64_t {
+  FC_SHARED(int64_t, splane, [kMaxSlots]);
+  for (int s = t; s < nslots; s += blockDim.x) {
     const int64_t o = o0 + s / M, m = s % M;
-    if (o >= planes) return -1;
-    const int64_t n = o / p.C, c = o % p.C;
-    return n * p.K + c * M + m;
-  };
+    splane[s] = o < planes ? (o / p.C) * p.K + (o % p.C) * M + m : -1;
+  }
   for (int i = t; i < nslots * RS; i += blockDim.x) {
     const int s = i / RS, tap = i - s * RS;
     const int64_t o = o0 + s / M, m = s % M;
     wsh[i] = o < planes ? to_acc(w[((o % p.C) * M + m) * RS + tap]) : A(0);
   }
-  fill_tiles<T, A>(tile, dy, nslots, g.ih, g.iw, p.P, p.Q, row0, col0, src_plane);
+  __syncthreads();
+  fill_tiles<T, A>(tile, dy, nslots, g.ih, g.iw, p.P, p.Q, row0, col0,
+                   [&](int s) -> int64_t { return splane[s]; });
   __syncthreads();
 
   const int64_t o = o0 + pli;
   if (pli >= g.pl || o >= planes) return;  // no barrier follows
   const int64_t v = v0 + tx;
   if (v >= p.W) return;
-  const int64_t bcol = v + p.pad_l - col0 * sw;  // >= (S-1)*dw
+  // compile-time taps for KS x KS, dilation 1; local (tile) coordinates fit in int
+  const int R = KS > 0 ? KS : int(p.R), S = KS > 0 ? KS : int(p.S);
+  const int dh = KS > 0 ? 1 : int(p.dil_h), dw = KS > 0 ? 1 : int(p.dil_w);
+  const int ish = int(sh), isw = int(sw);
+  const int bcol = int(v + p.pad_l - col0 * sw);  // >= (S-1)*dw
   for (int k = 0; k < g.strips; ++k) {
     const int sid = tyi + k * g.ty;
     const int64_t hs = h0 + int64_t(sid) * VP;
@@ -307,15 +320,17 @@ dw_backward_input_strided(Conv2dParams p, TileGeom g, gptr<const T> dy, gptr<con
       gptr<const A> base = tile + int64_t(slot) * g.ih * g.iw;
 #pragma unroll
       for (int j = 0; j < VP; ++j) {
-        const int64_t brow = hs + j + p.pad_t - row0 * sh;  // >= (R-1)*dh
-        for (int r = 0; r < p.R; ++r) {
-          const int64_t ar = brow - r * p.dil_h;
-          if (ar % sh != 0) continue;
-          gptr<const A> trow = base + (ar / sh) * g.iw;
-          for (int s = 0; s < p.S; ++s) {
-            const int64_t ac = bcol - s * p.dil_w;
-            if (ac % sw != 0) continue;
-            acc[j] += ws[r * p.S + s] * trow[ac / sw];
+        const int brow = int(hs + j + p.pad_t - row0 * sh);  // >= (R-1)*dh
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const int ar = brow - r * dh;
+          if (ar % ish != 0) continue;
+          gptr<const A> trow = base + (ar / ish) * g.iw;
+#pragma unroll
+          for (int s = 0; s < S; ++s) {
+            const int ac = bcol - s * dw;
+            if (ac % isw != 0) continue;
+            acc[j] += ws[r * S + s] * trow[ac / isw];
           }
         }
       }
@@ -557,13 +572,11 @@ void depthwise_conv2d_backward_input(const Conv2dParams& p, DType dt, const void
     auto gdy = global(dyp, p.N * p.K * p.P * p.Q);
     auto gw = global(wp, p.K * p.R * p.S);
     auto gdx = global(dxp, p.N * p.C * p.H * p.W);
-    if (p.stride_h == 2 && p.stride_w == 2) {
-      auto k = dw_backward_input_strided<T, 2>;
+    select_variant(p, [&](auto ks, auto st) {  // stride 1 went to the correlation
+      constexpr int KS = decltype(ks)::value, ST = decltype(st)::value == 2 ? 2 : 0;
+      auto k = dw_backward_input_strided<T, ST == 2 ? KS : 0, ST>;
       FC_LAUNCH(k, grid, g.threads, g.smem, stream, p, g, gdy, gw, gdx);
-    } else {
-      auto k = dw_backward_input_strided<T, 0>;
-      FC_LAUNCH(k, grid, g.threads, g.smem, stream, p, g, gdy, gw, gdx);
-    }
+    });
     check_launch(op, describe(p));
   });
 }

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given
 
 import fastconv
 import fastconv.nn.functional as F
@@ -22,13 +23,14 @@ from fastconv.testing import assert_close
 from helpers import conv_config, layouts, poisoned, randn
 from test_conv2d import CASES as DENSE_CASES
 from test_depthwise_conv2d import CASES as DW_CASES
-from test_depthwise_conv2d import dw_case
+from test_depthwise_conv2d import depthwise_shapes, dw_case
 
 # Shapes that exercise the CUDA tiling: several column tiles (Q > 128), several row tiles,
 # batch groups in the weight gradient (big planes, one image per step), generic tap chunks
 # (R*S > 16), the strided input gradient with a multiplier, dilation per axis.
 TILING_CASES = {
-    "two_column_tiles": dw_case(1, 2, 5, 150, 1, 3, 3, True, 1, 1, 1),
+    "two_column_tiles": dw_case(1, 2, 5, 151, 1, 3, 3, True, 1, 1, 1),
+    "strided_column_tiles": dw_case(1, 2, 9, 301, 1, 3, 3, True, 2, 1, 1),
     "two_row_tiles": dw_case(1, 2, 120, 12, 1, 3, 3, False, 1, 1, 1),
     "batch_groups": dw_case(3, 2, 40, 40, 1, 3, 3, True, 1, 1, 1),
     "5x5_s2_batch_groups_m2": dw_case(3, 2, 41, 37, 2, 5, 5, True, 2, "same", 1),
@@ -91,6 +93,20 @@ def test_depthwise_conv2d_cuda_vs_ref_and_cpu(be, rng, case, dtype):
         assert type(g) is np.ndarray and g.dtype == dtype and g.shape == r.shape, name
         assert_close(g, r, dtype, name=name)
         assert_close(g, c, dtype, name=name + " vs CPU")
+
+
+@given(depthwise_shapes())
+def test_depthwise_conv2d_cuda_random_shapes_vs_ref(args):
+    """Random geometry (the CPU tests' strategy): every direction against ref.py."""
+    case, seed, dtype = args
+    rng = np.random.default_rng(seed)
+    xshape, wshape, bias, s, pad, d, groups = _resolve(case)
+    x, w = randn(rng, xshape, dtype), randn(rng, wshape, dtype)
+    b = randn(rng, (wshape[0],), dtype) if bias else None
+    gy = randn(rng, ref.conv2d(x, w, None, s, pad, d, groups).shape, dtype)
+    got = _twins(EmulationBackend(), x, w, b, gy, s, pad, d, groups)
+    for name, g, r in zip(NAMES, got, _refs(x, w, b, gy, s, pad, d, groups)):
+        assert_close(g, r, dtype, name=name)
 
 
 @pytest.mark.parametrize("case", ["3x3_pad1_m2", "5x5_stride2_same_tf_odd", "11x11_pad5",

@@ -356,7 +356,7 @@ struct WeightPlan {
 };
 
 template <class T, int KS, int ST>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kMaxThreads, KS >= 5 ? 2 : 3)
 dw_weight_partial(Conv2dParams p, TileGeom g, int64_t ngroups, int64_t nper, int64_t nchunk,
                   int64_t tchunks, gptr<const T> dy, gptr<const T> x, gptr<acc_t<T>> ws) {
   using A = acc_t<T>;

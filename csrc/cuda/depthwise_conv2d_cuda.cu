@@ -12,7 +12,8 @@
 // `pl` planes x `tp` rows x `txt` columns; thread (column tx, row group ty, plane) owns one column
 // and strips of VP consecutive rows (tp = ty * VP * strips). The source rows and columns a tile
 // reads (its halo included) are copied, zero-filled outside the image, into shared memory in
-// accumulation precision (one warp per row: coalesced loads); weights go to shared memory too.
+// accumulation precision (lanes along rows: coalesced loads, 4 rows' loads in flight per lane
+// before any store); weights go to shared memory too.
 // A thread then walks the VP + (R-1) source rows of its strip once, each loaded value feeding
 // every output row of the strip it touches (register reuse along the column; consecutive threads
 // read consecutive shared addresses, so no bank conflicts at stride 1).
@@ -124,8 +125,9 @@ __host__ __device__ inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
 // ---------------------------------------------------------------------------------------------
 // Fills nslots tiles of ih x iw (slot s at tile + s*ih*iw) with rows row0.. and columns col0.. of
 // the (H, W) source plane src_plane(s) (a plane index, or -1 for none: zeros); zero outside the
-// plane. Each warp fills 32 / iw rows at a time (narrow tiles) or one row with lanes along it,
-// several loads in flight per lane.
+// plane. Lanes run along a row (32 / iw rows per warp at a time for narrow tiles); each lane loads
+// kFillRows rows' elements before storing any, so several loads are in flight per lane.
+constexpr int kFillRows = 4;
 template <class T, class A, class PlaneOf>
 __device__ __forceinline__ void fill_tiles(gptr<A> tile, gptr<const T> src, int nslots, int ih,
                                            int iw, int64_t H, int64_t W, int64_t row0,
@@ -134,17 +136,27 @@ __device__ __forceinline__ void fill_tiles(gptr<A> tile, gptr<const T> src, int 
   const int lanes_per_row = iw < 32 ? iw : 32, rows_per_step = 32 / lanes_per_row;
   const int lr = lane / lanes_per_row, lc = lane - lr * lanes_per_row;
   if (lr >= rows_per_step) return;  // spare lanes of a narrow tile (no barrier here)
-  for (int row = warp * rows_per_step + lr; row < nslots * ih; row += nwarps * rows_per_step) {
-    const int s = row / ih, rr = row - s * ih;
-    const int64_t plane = src_plane(s);
-    const int64_t h = row0 + rr;
-    const bool row_ok = plane >= 0 && h >= 0 && h < H;
-    gptr<A> dst = tile + int64_t(row) * iw;
-    gptr<const T> srow = src + (row_ok ? plane * H * W + h * W : 0);
-#pragma unroll 4
+  const int total = nslots * ih, step = nwarps * rows_per_step;
+  for (int row_base = warp * rows_per_step + lr; row_base < total; row_base += kFillRows * step) {
     for (int cc = lc; cc < iw; cc += lanes_per_row) {
       const int64_t v = col0 + cc;
-      dst[cc] = (row_ok && v >= 0 && v < W) ? to_acc(srow[v]) : A(0);
+      const bool col_ok = v >= 0 && v < W;
+      A val[kFillRows];
+#pragma unroll
+      for (int u = 0; u < kFillRows; ++u) {
+        const int row = row_base + u * step;
+        val[u] = A(0);
+        if (row < total && col_ok) {
+          const int s = row / ih;
+          const int64_t plane = src_plane(s), h = row0 + (row - s * ih);
+          if (plane >= 0 && h >= 0 && h < H) val[u] = to_acc(src[(plane * H + h) * W + v]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kFillRows; ++u) {
+        const int row = row_base + u * step;
+        if (row < total) tile[int64_t(row) * iw + cc] = val[u];
+      }
     }
   }
 }

@@ -327,7 +327,7 @@ GPU_CASES = {**{k: DW_CASES[k] for k in ("3x3_pad1_m2", "5x5_stride2_same_tf_odd
 @pytest.mark.parametrize("lib,dtype", [("cupy", "float32"), ("cupy", "float16"), ("torch", "float32"),
                                        ("torch", "bfloat16")])
 @pytest.mark.parametrize("case", GPU_CASES.values(), ids=GPU_CASES.keys())
-def test_depthwise_conv2d_cuda_gpu_vs_torch(be, rng, case, lib, dtype):
+def test_depthwise_conv2d_cuda_gpu_vs_torch(be, rng, case, lib, dtype, monkeypatch):
     if not fastconv.cuda_available():
         pytest.skip("needs a CUDA GPU and fastconv._cuda")
     cp = pytest.importorskip("cupy")
@@ -336,6 +336,7 @@ def test_depthwise_conv2d_cuda_gpu_vs_torch(be, rng, case, lib, dtype):
         pytest.skip("needs torch with CUDA")
     from fastconv._backend import _cuda
     from fastconv._gpu.backend import CupyBackend, TorchBackend
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # a float32 baseline
     xshape, wshape, bias, s, pad, d, groups = _resolve(case)
     tdt = getattr(torch, dtype)
     x, w = randn(rng, xshape, np.float32), randn(rng, wshape, np.float32)

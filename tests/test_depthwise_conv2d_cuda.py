@@ -27,7 +27,8 @@ from test_depthwise_conv2d import depthwise_shapes, dw_case
 
 # Shapes that exercise the CUDA tiling: several column tiles (Q > 128), several row tiles,
 # batch groups in the weight gradient (big planes, one image per step), generic tap chunks
-# (R*S > 16), the strided input gradient with a multiplier, dilation per axis.
+# (R*S > 16), the strided input gradient with a multiplier, dilation per axis, multipliers too
+# large for one tile.
 TILING_CASES = {
     "two_column_tiles": dw_case(1, 2, 5, 151, 1, 3, 3, True, 1, 1, 1),
     "strided_column_tiles": dw_case(1, 2, 9, 301, 1, 3, 3, True, 2, 1, 1),
@@ -39,6 +40,9 @@ TILING_CASES = {
     "strided_3x2_m3": dw_case(2, 2, 13, 14, 3, 3, 3, True, (3, 2), (1, 0, 2, 1), 1),
     "single_channel": dw_case(2, 1, 10, 11, 2, 3, 3, True, 1, 1, 1),
     "pad_larger_than_kernel": dw_case(1, 2, 6, 7, 1, 1, 1, True, 1, (2, 1, 3, 0), 1),
+    # the M dy planes of a dx plane do not fit one tile: the input gradient runs in chunks of M
+    "multiplier_chunks": dw_case(1, 1, 4, 5, 300, 3, 3, True, 1, 1, 1),
+    "multiplier_chunks_strided": dw_case(1, 1, 7, 6, 300, 3, 3, False, 2, 1, 1),
 }
 CASES = {**DW_CASES, **TILING_CASES}
 

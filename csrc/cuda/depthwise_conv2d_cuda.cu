@@ -85,10 +85,12 @@ inline int64_t src_extent(int64_t out, int64_t st, int64_t k, int64_t dil, bool 
 }
 
 // planes: output planes available to share a block; nsrc: source planes per output plane;
-// wtaps: weights per source plane kept in shared memory (0: none).
+// wtaps: weights per source plane kept in shared memory (0: none). When no tile fits: *fits =
+// false if fits is given, else a ValueError.
 TileGeom plan_tiles(const char* op, int64_t planes, int64_t Ho, int64_t Wo, int64_t nsrc,
                     int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t dh, int64_t dw,
-                    bool gather, int64_t wtaps, size_t acc_bytes) {
+                    bool gather, int64_t wtaps, size_t acc_bytes, bool* fits = nullptr) {
+  if (fits) *fits = true;
   TileGeom g;
   int64_t tq = ceil_div(Wo, kMaxTileCols);
   int64_t txt = ceil_div(Wo, tq);
@@ -108,7 +110,10 @@ TileGeom plan_tiles(const char* op, int64_t planes, int64_t Ho, int64_t Wo, int6
     else if (pl > 1) pl = pl / 2;
     else if (ty > 1) ty = (ty + 1) / 2;
     else if (txt > 8 && nsrc <= kMaxSlots) txt = ceil_div(Wo, ++tq);
-    else
+    else if (fits) {
+      *fits = false;
+      return g;
+    } else
       throw ValueError(str_cat(op, ": the shared-memory tile does not fit (", nsrc,
                                " source planes per output, kernel ", R, " x ", S, ", dilation ",
                                dh, " x ", dw, "); use a smaller multiplier or kernel"));
@@ -176,8 +181,10 @@ __device__ __forceinline__ A warp_sum(A v) {
 struct CorrArgs {
   int64_t planes;     // output planes N * Ko
   int64_t Ko, Cs, M;  // output channels, source channels, channel multiplier
-  int64_t nsrc;       // source planes per output plane (1 forward, M input gradient)
-  bool bwd;           // input gradient: source channel ko*M + m, flipped kernel
+  int64_t nsrc;       // source planes per output plane (1 forward, M input gradient) ...
+  int64_t m0;         // ... starting at source m0 (input gradient in chunks of the multiplier)
+  bool bwd;           // input gradient: source channel ko*M + m0 + m, flipped kernel
+  bool accumulate;    // add to out (a later chunk of the multiplier) instead of overwriting
   int64_t Hs, Ws, Ho, Wo;
   int64_t sh, sw, dh, dw, off_h, off_w;  // source row = oh*sh - off_h + r*dh
   int64_t R, S;
@@ -201,17 +208,16 @@ dw_correlate(CorrArgs a, TileGeom g, gptr<const T> src, gptr<const T> w, gptr<co
   gptr<A> tile = smem;
   gptr<A> wsh = smem + int64_t(nslots) * g.ih * g.iw;
 
-  // source channel of slot s (output plane o0 + s / nsrc, source m = s % nsrc) and its weights
-  // source plane of each slot (output plane o0 + s / nsrc, source m = s % nsrc), once per block
+  // source plane of each slot (output plane o0 + s / nsrc, source m0 + s % nsrc), once per block
   FC_SHARED(int64_t, splane, [kMaxSlots]);
   for (int s = t; s < nslots; s += blockDim.x) {
-    const int64_t o = o0 + s / a.nsrc, m = s % a.nsrc;
+    const int64_t o = o0 + s / a.nsrc, m = a.m0 + s % a.nsrc;
     const int64_t n = o / a.Ko, ko = o % a.Ko;
     splane[s] = o < a.planes ? n * a.Cs + (a.bwd ? ko * a.M + m : ko / a.M) : -1;
   }
   for (int i = t; i < nslots * RS; i += blockDim.x) {
     const int s = i / RS, tap = i - s * RS;
-    const int64_t o = o0 + s / a.nsrc, m = s % a.nsrc;
+    const int64_t o = o0 + s / a.nsrc, m = a.m0 + s % a.nsrc;
     A v = A(0);
     if (o < a.planes) {
       const int64_t ko = o % a.Ko;
@@ -271,7 +277,11 @@ dw_correlate(CorrArgs a, TileGeom g, gptr<const T> src, gptr<const T> w, gptr<co
       gptr<T> op = out + o * a.Ho * a.Wo + ow;
 #pragma unroll
       for (int j = 0; j < VP; ++j)
-        if (ohs + j < a.Ho) op[(ohs + j) * a.Wo] = from_acc<T>(acc[j]);
+        if (ohs + j < a.Ho) {
+          // a later multiplier chunk adds to the stored partial sum (rounded to T in between)
+          const A prev = a.accumulate ? to_acc(op[(ohs + j) * a.Wo]) : A(0);
+          op[(ohs + j) * a.Wo] = from_acc<T>(prev + acc[j]);
+        }
     }
   }
 }
@@ -283,8 +293,8 @@ dw_correlate(CorrArgs a, TileGeom g, gptr<const T> src, gptr<const T> w, gptr<co
 // ---------------------------------------------------------------------------------------------
 template <class T, int KS, int ST>
 __global__ void __launch_bounds__(kMaxThreads)
-dw_backward_input_strided(Conv2dParams p, TileGeom g, gptr<const T> dy, gptr<const T> w,
-                          gptr<T> dx) {
+dw_backward_input_strided(Conv2dParams p, TileGeom g, int64_t m0, int64_t nsrc, bool accumulate,
+                          gptr<const T> dy, gptr<const T> w, gptr<T> dx) {
   using A = acc_t<T>;
   FC_DYN_SHARED(A, smem);
   const int64_t sh = ST > 0 ? ST : p.stride_h, sw = ST > 0 ? ST : p.stride_w;
@@ -293,7 +303,7 @@ dw_backward_input_strided(Conv2dParams p, TileGeom g, gptr<const T> dy, gptr<con
   const int tx = t % g.txt, rest = t / g.txt, tyi = rest % g.ty, pli = rest / g.ty;
   const int64_t h0 = int64_t(blockIdx.y / g.tiles_q) * g.tp, v0 = int64_t(blockIdx.y % g.tiles_q) * g.txt;
   const int64_t o0 = int64_t(blockIdx.x) * g.pl;
-  const int RS = int(p.R * p.S), nslots = g.pl * int(M);
+  const int RS = int(p.R * p.S), nslots = g.pl * int(nsrc);
   const int64_t row0 = floor_div(h0 + p.pad_t - (p.R - 1) * p.dil_h, sh);
   const int64_t col0 = floor_div(v0 + p.pad_l - (p.S - 1) * p.dil_w, sw);
   gptr<A> tile = smem;
@@ -301,12 +311,12 @@ dw_backward_input_strided(Conv2dParams p, TileGeom g, gptr<const T> dy, gptr<con
 
   FC_SHARED(int64_t, splane, [kMaxSlots]);
   for (int s = t; s < nslots; s += blockDim.x) {
-    const int64_t o = o0 + s / M, m = s % M;
+    const int64_t o = o0 + s / nsrc, m = m0 + s % nsrc;
     splane[s] = o < planes ? (o / p.C) * p.K + (o % p.C) * M + m : -1;
   }
   for (int i = t; i < nslots * RS; i += blockDim.x) {
     const int s = i / RS, tap = i - s * RS;
-    const int64_t o = o0 + s / M, m = s % M;
+    const int64_t o = o0 + s / nsrc, m = m0 + s % nsrc;
     wsh[i] = o < planes ? to_acc(w[((o % p.C) * M + m) * RS + tap]) : A(0);
   }
   __syncthreads();
@@ -330,8 +340,8 @@ dw_backward_input_strided(Conv2dParams p, TileGeom g, gptr<const T> dy, gptr<con
     A acc[VP];
 #pragma unroll
     for (int j = 0; j < VP; ++j) acc[j] = A(0);
-    for (int m = 0; m < M; ++m) {
-      const int slot = pli * int(M) + m;
+    for (int m = 0; m < nsrc; ++m) {
+      const int slot = pli * int(nsrc) + m;
       gptr<const A> ws = wsh + int64_t(slot) * RS;
       gptr<const A> base = tile + int64_t(slot) * g.ih * g.iw;
 #pragma unroll
@@ -354,7 +364,10 @@ dw_backward_input_strided(Conv2dParams p, TileGeom g, gptr<const T> dy, gptr<con
     gptr<T> op = dx + o * p.H * p.W + v;
 #pragma unroll
     for (int j = 0; j < VP; ++j)
-      if (hs + j < p.H) op[(hs + j) * p.W] = from_acc<T>(acc[j]);
+      if (hs + j < p.H) {
+        const A prev = accumulate ? to_acc(op[(hs + j) * p.W]) : A(0);
+        op[(hs + j) * p.W] = from_acc<T>(prev + acc[j]);
+      }
   }
 }
 
@@ -503,11 +516,9 @@ void check_grid(const char* op, const Conv2dParams& p, int64_t tiles) {
 }
 
 template <class T>
-void run_correlate(const char* op, const Conv2dParams& p, const CorrArgs& a, const T* src,
-                   const T* w, const T* bias, T* out, int64_t src_count, int64_t K, bool st1,
-                   cudaStream_t stream) {
-  const TileGeom g = plan_tiles(op, a.planes, a.Ho, a.Wo, a.nsrc, a.R, a.S, a.sh, a.sw, a.dh, a.dw,
-                                false, a.R * a.S, sizeof(acc_t<T>));
+void run_correlate(const char* op, const Conv2dParams& p, const TileGeom& g, const CorrArgs& a,
+                   const T* src, const T* w, const T* bias, T* out, int64_t src_count, int64_t K,
+                   bool st1, cudaStream_t stream) {
   check_grid(op, p, int64_t(g.tiles_p) * g.tiles_q);
   const dim3 grid(unsigned(ceil_div(a.planes, g.pl)), unsigned(g.tiles_p * g.tiles_q));
   auto gsrc = global(src, src_count);
@@ -551,11 +562,14 @@ void depthwise_conv2d_forward(const Conv2dParams& p, DType dt, const void* x, co
   dtype_switch(dt, [&](auto tag) {
     using T = decltype(tag);
     CorrArgs a{};
-    a.planes = p.N * p.K, a.Ko = p.K, a.Cs = p.C, a.M = p.K / p.C, a.nsrc = 1, a.bwd = false;
+    a.planes = p.N * p.K, a.Ko = p.K, a.Cs = p.C, a.M = p.K / p.C, a.nsrc = 1, a.m0 = 0;
+    a.bwd = false, a.accumulate = false;
     a.Hs = p.H, a.Ws = p.W, a.Ho = p.P, a.Wo = p.Q;
     a.sh = p.stride_h, a.sw = p.stride_w, a.dh = p.dil_h, a.dw = p.dil_w;
     a.off_h = p.pad_t, a.off_w = p.pad_l, a.R = p.R, a.S = p.S;
-    run_correlate<T>("depthwise_conv2d_forward", p, a, static_cast<const T*>(x),
+    const TileGeom g = plan_tiles("depthwise_conv2d_forward", a.planes, a.Ho, a.Wo, 1, a.R, a.S,
+                                  a.sh, a.sw, a.dh, a.dw, false, a.R * a.S, sizeof(acc_t<T>));
+    run_correlate<T>("depthwise_conv2d_forward", p, g, a, static_cast<const T*>(x),
                      static_cast<const T*>(w), static_cast<const T*>(bias), static_cast<T*>(y),
                      p.N * p.C * p.H * p.W, p.K, false, stream);
   });
@@ -571,29 +585,46 @@ void depthwise_conv2d_backward_input(const Conv2dParams& p, DType dt, const void
     const T* wp = static_cast<const T*>(w);
     T* dxp = static_cast<T*>(dx);
     const int64_t M = p.K / p.C;
-    if (p.stride_h == 1 && p.stride_w == 1) {
-      CorrArgs a{};
-      a.planes = p.N * p.C, a.Ko = p.C, a.Cs = p.K, a.M = M, a.nsrc = M, a.bwd = true;
-      a.Hs = p.P, a.Ws = p.Q, a.Ho = p.H, a.Wo = p.W;
-      a.sh = 1, a.sw = 1, a.dh = p.dil_h, a.dw = p.dil_w;
-      a.off_h = (p.R - 1) * p.dil_h - p.pad_t, a.off_w = (p.S - 1) * p.dil_w - p.pad_l;
-      a.R = p.R, a.S = p.S;
-      run_correlate<T>(op, p, a, dyp, wp, nullptr, dxp, p.N * p.K * p.P * p.Q, p.K, true, stream);
-      return;
-    }
-    const TileGeom g = plan_tiles(op, p.N * p.C, p.H, p.W, M, p.R, p.S, p.stride_h, p.stride_w,
-                                  p.dil_h, p.dil_w, true, p.R * p.S, sizeof(acc_t<T>));
+    const bool st1 = p.stride_h == 1 && p.stride_w == 1;
+    // all M dy planes of a dx plane in one tile when they fit, else chunks of the multiplier
+    // (later chunks add to dx)
+    auto plan = [&](int64_t nsrc, bool* fits) {
+      return plan_tiles(op, p.N * p.C, p.H, p.W, nsrc, p.R, p.S, st1 ? 1 : p.stride_h,
+                        st1 ? 1 : p.stride_w, p.dil_h, p.dil_w, !st1, p.R * p.S,
+                        sizeof(acc_t<T>), fits);
+    };
+    int64_t mchunk = M;
+    bool fits = false;
+    TileGeom g = plan(mchunk, &fits);
+    while (!fits && mchunk > 1) g = plan(mchunk = ceil_div(mchunk, 2), &fits);
+    if (!fits) g = plan(1, nullptr);  // throws, naming the geometry
     check_grid(op, p, int64_t(g.tiles_p) * g.tiles_q);
-    const dim3 grid(unsigned(ceil_div(p.N * p.C, g.pl)), unsigned(g.tiles_p * g.tiles_q));
-    auto gdy = global(dyp, p.N * p.K * p.P * p.Q);
-    auto gw = global(wp, p.K * p.R * p.S);
-    auto gdx = global(dxp, p.N * p.C * p.H * p.W);
-    select_variant(p, [&](auto ks, auto st) {  // stride 1 went to the correlation
-      constexpr int KS = decltype(ks)::value, ST = decltype(st)::value == 2 ? 2 : 0;
-      auto k = dw_backward_input_strided<T, ST == 2 ? KS : 0, ST>;
-      FC_LAUNCH(k, grid, g.threads, g.smem, stream, p, g, gdy, gw, gdx);
-    });
-    check_launch(op, describe(p));
+    for (int64_t m0 = 0; m0 < M; m0 += mchunk) {
+      const int64_t nsrc = std::min(mchunk, M - m0);
+      if (st1) {
+        CorrArgs a{};
+        a.planes = p.N * p.C, a.Ko = p.C, a.Cs = p.K, a.M = M, a.nsrc = nsrc, a.m0 = m0;
+        a.bwd = true, a.accumulate = m0 > 0;
+        a.Hs = p.P, a.Ws = p.Q, a.Ho = p.H, a.Wo = p.W;
+        a.sh = 1, a.sw = 1, a.dh = p.dil_h, a.dw = p.dil_w;
+        a.off_h = (p.R - 1) * p.dil_h - p.pad_t, a.off_w = (p.S - 1) * p.dil_w - p.pad_l;
+        a.R = p.R, a.S = p.S;
+        run_correlate<T>(op, p, g, a, dyp, wp, nullptr, dxp, p.N * p.K * p.P * p.Q, p.K, true,
+                         stream);
+        continue;
+      }
+      const dim3 grid(unsigned(ceil_div(p.N * p.C, g.pl)), unsigned(g.tiles_p * g.tiles_q));
+      auto gdy = global(dyp, p.N * p.K * p.P * p.Q);
+      auto gw = global(wp, p.K * p.R * p.S);
+      auto gdx = global(dxp, p.N * p.C * p.H * p.W);
+      const bool accumulate = m0 > 0;
+      select_variant(p, [&](auto ks, auto st) {
+        constexpr int KS = decltype(ks)::value, ST = decltype(st)::value == 2 ? 2 : 0;
+        auto k = dw_backward_input_strided<T, ST == 2 ? KS : 0, ST>;
+        FC_LAUNCH(k, grid, g.threads, g.smem, stream, p, g, m0, nsrc, accumulate, gdy, gw, gdx);
+      });
+      check_launch(op, describe(p));
+    }
   });
 }
 

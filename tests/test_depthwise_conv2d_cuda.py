@@ -167,7 +167,8 @@ def _low_precision_check(got, expected, terms, ulp, name):
 
 
 LOW_CASES = ["3x3_pad1_m2", "3x3_stride2_same_tf", "5x5_stride2_same_tf_odd", "3x3_dilation2_m2",
-             "11x11_pad5", "stride_per_axis", "pad4_stride2_m2", "7x7_stride2", "strided_3x2_m3"]
+             "11x11_pad5", "stride_per_axis", "pad4_stride2_m2", "7x7_stride2", "strided_3x2_m3",
+             "multiplier_chunks", "multiplier_chunks_strided"]
 
 
 def _terms(xshape, wshape, yshape):

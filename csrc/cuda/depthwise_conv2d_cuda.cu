@@ -19,7 +19,8 @@
 // read consecutive shared addresses, so no bank conflicts at stride 1).
 //   * forward and the stride-1 input gradient are one correlation kernel (dw_correlate): the input
 //     gradient is the correlation of dy with the flipped kernel at offset (R-1)*dh - pad, summed
-//     over the M output channels of an input channel (all M planes sit in the tile).
+//     over the M output channels of an input channel (all M planes sit in the tile; when they do
+//     not fit, a MULTI variant loads them in chunks, keeping every strip's sums in registers).
 //   * input gradient with a stride > 1 (dw_backward_input_strided): the tile holds the dy rows and
 //     columns that reach the dx tile; each dx element sums the taps whose source position is a
 //     multiple of the stride (a divisibility test per tap; compile-time taps for stride 2).
@@ -181,10 +182,9 @@ __device__ __forceinline__ A warp_sum(A v) {
 struct CorrArgs {
   int64_t planes;     // output planes N * Ko
   int64_t Ko, Cs, M;  // output channels, source channels, channel multiplier
-  int64_t nsrc;       // source planes per output plane (1 forward, M input gradient) ...
-  int64_t m0;         // ... starting at source m0 (input gradient in chunks of the multiplier)
-  bool bwd;           // input gradient: source channel ko*M + m0 + m, flipped kernel
-  bool accumulate;    // add to out (a later chunk of the multiplier) instead of overwriting
+  int64_t msrc;       // source planes per output plane (1 forward, M input gradient) ...
+  int64_t nsrc;       // ... of which a tile holds nsrc at a time
+  bool bwd;           // input gradient: source channel ko*M + m, flipped kernel
   int64_t Hs, Ws, Ho, Wo;
   int64_t sh, sw, dh, dw, off_h, off_w;  // source row = oh*sh - off_h + r*dh
   int64_t R, S;
@@ -194,58 +194,57 @@ struct CorrArgs {
 // Correlation: block = pl output planes x one (tp x txt) tile; thread = one column, strips of VP
 // rows; the source tile (all nsrc planes of each output plane) and the weights in shared memory.
 // ---------------------------------------------------------------------------------------------
-template <class T, int KS, int ST>
+template <class T, int KS, int ST, bool MULTI>
 __global__ void __launch_bounds__(kMaxThreads)
 dw_correlate(CorrArgs a, TileGeom g, gptr<const T> src, gptr<const T> w, gptr<const T> bias,
              gptr<T> out) {
   using A = acc_t<T>;
   FC_DYN_SHARED(A, smem);
+  FC_SHARED(int64_t, splane, [kMaxSlots]);
   const int t = threadIdx.x;
   const int tx = t % g.txt, rest = t / g.txt, tyi = rest % g.ty, pli = rest / g.ty;
   const int64_t oh0 = int64_t(blockIdx.y / g.tiles_q) * g.tp, ow0 = int64_t(blockIdx.y % g.tiles_q) * g.txt;
   const int64_t o0 = int64_t(blockIdx.x) * g.pl;
-  const int RS = int(a.R * a.S), nslots = g.pl * int(a.nsrc);
-  gptr<A> tile = smem;
-  gptr<A> wsh = smem + int64_t(nslots) * g.ih * g.iw;
-
-  // source plane of each slot (output plane o0 + s / nsrc, source m0 + s % nsrc), once per block
-  FC_SHARED(int64_t, splane, [kMaxSlots]);
-  for (int s = t; s < nslots; s += blockDim.x) {
-    const int64_t o = o0 + s / a.nsrc, m = a.m0 + s % a.nsrc;
-    const int64_t n = o / a.Ko, ko = o % a.Ko;
-    splane[s] = o < a.planes ? n * a.Cs + (a.bwd ? ko * a.M + m : ko / a.M) : -1;
-  }
-  for (int i = t; i < nslots * RS; i += blockDim.x) {
-    const int s = i / RS, tap = i - s * RS;
-    const int64_t o = o0 + s / a.nsrc, m = a.m0 + s % a.nsrc;
-    A v = A(0);
-    if (o < a.planes) {
-      const int64_t ko = o % a.Ko;
-      v = a.bwd ? to_acc(w[(ko * a.M + m) * RS + (RS - 1 - tap)]) : to_acc(w[ko * RS + tap]);
-    }
-    wsh[i] = v;
-  }
-  __syncthreads();
-  fill_tiles<T, A>(tile, src, nslots, g.ih, g.iw, a.Hs, a.Ws, oh0 * a.sh - a.off_h,
-                   ow0 * a.sw - a.off_w, [&](int s) -> int64_t { return splane[s]; });
-  __syncthreads();
-
+  const int RS = int(a.R * a.S);
   const int64_t o = o0 + pli;
-  if (pli >= g.pl || o >= a.planes) return;  // no barrier follows
+  const bool active = pli < g.pl && o < a.planes;
   const int64_t ow = ow0 + tx;
-  const A b0 = bias ? to_acc(bias[o % a.Ko]) : A(0);
-  for (int k = 0; k < g.strips; ++k) {
+  const A b0 = (active && bias) ? to_acc(bias[o % a.Ko]) : A(0);
+
+  // Loads sources m0 .. m0 + nsrc of the block's output planes: slot s = (plane o0 + s / nsrc,
+  // source m0 + s % nsrc); its source plane index, weights (flipped for the input gradient), tile.
+  auto load = [&](int64_t m0, int nsrc) {
+    const int nslots = g.pl * nsrc;
+    gptr<A> wsh = smem + int64_t(nslots) * g.ih * g.iw;
+    for (int s = t; s < nslots; s += blockDim.x) {
+      const int64_t os = o0 + s / nsrc, m = m0 + s % nsrc;
+      const int64_t n = os / a.Ko, ko = os % a.Ko;
+      splane[s] = os < a.planes ? n * a.Cs + (a.bwd ? ko * a.msrc + m : ko / a.M) : -1;
+    }
+    for (int i = t; i < nslots * RS; i += blockDim.x) {
+      const int s = i / RS, tap = i - s * RS;
+      const int64_t os = o0 + s / nsrc, m = m0 + s % nsrc;
+      A v = A(0);
+      if (os < a.planes) {
+        const int64_t ko = os % a.Ko;
+        v = a.bwd ? to_acc(w[(ko * a.msrc + m) * RS + (RS - 1 - tap)]) : to_acc(w[ko * RS + tap]);
+      }
+      wsh[i] = v;
+    }
+    __syncthreads();
+    fill_tiles<T, A>(smem, src, nslots, g.ih, g.iw, a.Hs, a.Ws, oh0 * a.sh - a.off_h,
+                     ow0 * a.sw - a.off_w, [&](int s) -> int64_t { return splane[s]; });
+    __syncthreads();
+  };
+  // Adds the loaded sources' contributions to the VP rows of strip k.
+  auto strip = [&](int k, int nsrc, A (&acc)[VP]) {
     const int sid = tyi + k * g.ty;
-    const int64_t ohs = oh0 + int64_t(sid) * VP;
-    if (ohs >= a.Ho) break;
-    A acc[VP];
-#pragma unroll
-    for (int j = 0; j < VP; ++j) acc[j] = b0;
-    for (int m = 0; m < a.nsrc; ++m) {
-      const int slot = pli * int(a.nsrc) + m;
+    gptr<const A> wsh = smem + int64_t(g.pl * nsrc) * g.ih * g.iw;
+    for (int m = 0; m < nsrc; ++m) {
+      const int slot = pli * nsrc + m;
       gptr<const A> ws = wsh + int64_t(slot) * RS;
       if constexpr (KS > 0) {
-        gptr<const A> base = tile + (int64_t(slot) * g.ih + sid * VP * ST) * g.iw + tx * ST;
+        gptr<const A> base = smem + (int64_t(slot) * g.ih + sid * VP * ST) * g.iw + tx * ST;
         A wr[KS * KS];
 #pragma unroll
         for (int i = 0; i < KS * KS; ++i) wr[i] = ws[i];
@@ -264,7 +263,7 @@ dw_correlate(CorrArgs a, TileGeom g, gptr<const T> src, gptr<const T> w, gptr<co
           }
         }
       } else {
-        gptr<const A> base = tile + int64_t(slot) * g.ih * g.iw + tx * a.sw;
+        gptr<const A> base = smem + int64_t(slot) * g.ih * g.iw + tx * a.sw;
         for (int j = 0; j < VP; ++j) {
           const int64_t row = (int64_t(sid) * VP + j) * a.sh;
           for (int r = 0; r < a.R; ++r)
@@ -273,16 +272,47 @@ dw_correlate(CorrArgs a, TileGeom g, gptr<const T> src, gptr<const T> w, gptr<co
         }
       }
     }
-    if (ow < a.Wo) {
-      gptr<T> op = out + o * a.Ho * a.Wo + ow;
+  };
+  auto store = [&](int k, const A (&acc)[VP]) {
+    const int64_t ohs = oh0 + int64_t(tyi + k * g.ty) * VP;
+    gptr<T> op = out + o * a.Ho * a.Wo + ow;
 #pragma unroll
-      for (int j = 0; j < VP; ++j)
-        if (ohs + j < a.Ho) {
-          // a later multiplier chunk adds to the stored partial sum (rounded to T in between)
-          const A prev = a.accumulate ? to_acc(op[(ohs + j) * a.Wo]) : A(0);
-          op[(ohs + j) * a.Wo] = from_acc<T>(prev + acc[j]);
-        }
+    for (int j = 0; j < VP; ++j)
+      if (ohs + j < a.Ho) op[(ohs + j) * a.Wo] = from_acc<T>(acc[j]);
+  };
+  auto strip_live = [&](int k) { return oh0 + int64_t(tyi + k * g.ty) * VP < a.Ho; };
+
+  if constexpr (!MULTI) {
+    // every source of the block's planes in one tile: one strip's accumulators at a time
+    load(0, int(a.msrc));
+    if (!active) return;  // no barrier follows
+    for (int k = 0; k < g.strips && strip_live(k); ++k) {
+      A acc[VP];
+#pragma unroll
+      for (int j = 0; j < VP; ++j) acc[j] = b0;
+      strip(k, int(a.msrc), acc);
+      if (ow < a.Wo) store(k, acc);
     }
+  } else {
+    // the sources do not fit one tile: nsrc at a time, every strip's accumulators kept
+    A acc[kMaxStrips][VP];
+#pragma unroll
+    for (int k = 0; k < kMaxStrips; ++k)
+#pragma unroll
+      for (int j = 0; j < VP; ++j) acc[k][j] = b0;
+    for (int64_t m0 = 0; m0 < a.msrc; m0 += a.nsrc) {
+      if (m0 > 0) __syncthreads();  // the previous sources' tiles and weights are consumed
+      const int nsrc = int(std::min(a.nsrc, a.msrc - m0));
+      load(m0, nsrc);
+      if (!active) continue;
+#pragma unroll
+      for (int k = 0; k < kMaxStrips; ++k)
+        if (k < g.strips && strip_live(k)) strip(k, nsrc, acc[k]);
+    }
+    if (!active || ow >= a.Wo) return;
+#pragma unroll
+    for (int k = 0; k < kMaxStrips; ++k)
+      if (k < g.strips && strip_live(k)) store(k, acc[k]);
   }
 }
 
@@ -291,59 +321,57 @@ dw_correlate(CorrArgs a, TileGeom g, gptr<const T> src, gptr<const T> w, gptr<co
 // of the M dy planes of a dx plane, the dy rows / columns that reach it (origin floor((h0 + pt -
 // (R-1)*dh) / sh)); thread = one dx column, strips of VP rows, taps filtered by divisibility.
 // ---------------------------------------------------------------------------------------------
-template <class T, int KS, int ST>
+template <class T, int KS, int ST, bool MULTI>
 __global__ void __launch_bounds__(kMaxThreads)
-dw_backward_input_strided(Conv2dParams p, TileGeom g, int64_t m0, int64_t nsrc, bool accumulate,
-                          gptr<const T> dy, gptr<const T> w, gptr<T> dx) {
+dw_backward_input_strided(Conv2dParams p, TileGeom g, int64_t nchunk, gptr<const T> dy,
+                          gptr<const T> w, gptr<T> dx) {
   using A = acc_t<T>;
   FC_DYN_SHARED(A, smem);
+  FC_SHARED(int64_t, splane, [kMaxSlots]);
   const int64_t sh = ST > 0 ? ST : p.stride_h, sw = ST > 0 ? ST : p.stride_w;
   const int64_t M = p.K / p.C, planes = p.N * p.C;
   const int t = threadIdx.x;
   const int tx = t % g.txt, rest = t / g.txt, tyi = rest % g.ty, pli = rest / g.ty;
   const int64_t h0 = int64_t(blockIdx.y / g.tiles_q) * g.tp, v0 = int64_t(blockIdx.y % g.tiles_q) * g.txt;
   const int64_t o0 = int64_t(blockIdx.x) * g.pl;
-  const int RS = int(p.R * p.S), nslots = g.pl * int(nsrc);
+  const int RS = int(p.R * p.S);
   const int64_t row0 = floor_div(h0 + p.pad_t - (p.R - 1) * p.dil_h, sh);
   const int64_t col0 = floor_div(v0 + p.pad_l - (p.S - 1) * p.dil_w, sw);
-  gptr<A> tile = smem;
-  gptr<A> wsh = smem + int64_t(nslots) * g.ih * g.iw;
-
-  FC_SHARED(int64_t, splane, [kMaxSlots]);
-  for (int s = t; s < nslots; s += blockDim.x) {
-    const int64_t o = o0 + s / nsrc, m = m0 + s % nsrc;
-    splane[s] = o < planes ? (o / p.C) * p.K + (o % p.C) * M + m : -1;
-  }
-  for (int i = t; i < nslots * RS; i += blockDim.x) {
-    const int s = i / RS, tap = i - s * RS;
-    const int64_t o = o0 + s / nsrc, m = m0 + s % nsrc;
-    wsh[i] = o < planes ? to_acc(w[((o % p.C) * M + m) * RS + tap]) : A(0);
-  }
-  __syncthreads();
-  fill_tiles<T, A>(tile, dy, nslots, g.ih, g.iw, p.P, p.Q, row0, col0,
-                   [&](int s) -> int64_t { return splane[s]; });
-  __syncthreads();
-
-  const int64_t o = o0 + pli;
-  if (pli >= g.pl || o >= planes) return;  // no barrier follows
-  const int64_t v = v0 + tx;
-  if (v >= p.W) return;
+  const int64_t o = o0 + pli, v = v0 + tx;
+  const bool active = pli < g.pl && o < planes && v < p.W;
   // compile-time taps for KS x KS, dilation 1; local (tile) coordinates fit in int
   const int R = KS > 0 ? KS : int(p.R), S = KS > 0 ? KS : int(p.S);
   const int dh = KS > 0 ? 1 : int(p.dil_h), dw = KS > 0 ? 1 : int(p.dil_w);
   const int ish = int(sh), isw = int(sw);
   const int bcol = int(v + p.pad_l - col0 * sw);  // >= (S-1)*dw
-  for (int k = 0; k < g.strips; ++k) {
-    const int sid = tyi + k * g.ty;
-    const int64_t hs = h0 + int64_t(sid) * VP;
-    if (hs >= p.H) break;
-    A acc[VP];
-#pragma unroll
-    for (int j = 0; j < VP; ++j) acc[j] = A(0);
+
+  // Loads dy planes m0 .. m0 + nsrc of the block's dx planes (slot s = (dx plane o0 + s / nsrc,
+  // m0 + s % nsrc)), their weights and the tile.
+  auto load = [&](int64_t m0, int nsrc) {
+    const int nslots = g.pl * nsrc;
+    gptr<A> wsh = smem + int64_t(nslots) * g.ih * g.iw;
+    for (int s = t; s < nslots; s += blockDim.x) {
+      const int64_t os = o0 + s / nsrc, m = m0 + s % nsrc;
+      splane[s] = os < planes ? (os / p.C) * p.K + (os % p.C) * M + m : -1;
+    }
+    for (int i = t; i < nslots * RS; i += blockDim.x) {
+      const int s = i / RS, tap = i - s * RS;
+      const int64_t os = o0 + s / nsrc, m = m0 + s % nsrc;
+      wsh[i] = os < planes ? to_acc(w[((os % p.C) * M + m) * RS + tap]) : A(0);
+    }
+    __syncthreads();
+    fill_tiles<T, A>(smem, dy, nslots, g.ih, g.iw, p.P, p.Q, row0, col0,
+                     [&](int s) -> int64_t { return splane[s]; });
+    __syncthreads();
+  };
+  // Adds the loaded dy planes' taps to the VP rows of strip k.
+  auto strip = [&](int k, int nsrc, A (&acc)[VP]) {
+    const int64_t hs = h0 + int64_t(tyi + k * g.ty) * VP;
+    gptr<const A> wsh = smem + int64_t(g.pl * nsrc) * g.ih * g.iw;
     for (int m = 0; m < nsrc; ++m) {
-      const int slot = pli * int(nsrc) + m;
+      const int slot = pli * nsrc + m;
       gptr<const A> ws = wsh + int64_t(slot) * RS;
-      gptr<const A> base = tile + int64_t(slot) * g.ih * g.iw;
+      gptr<const A> base = smem + int64_t(slot) * g.ih * g.iw;
 #pragma unroll
       for (int j = 0; j < VP; ++j) {
         const int brow = int(hs + j + p.pad_t - row0 * sh);  // >= (R-1)*dh
@@ -361,13 +389,45 @@ dw_backward_input_strided(Conv2dParams p, TileGeom g, int64_t m0, int64_t nsrc, 
         }
       }
     }
+  };
+  auto store = [&](int k, const A (&acc)[VP]) {
+    const int64_t hs = h0 + int64_t(tyi + k * g.ty) * VP;
     gptr<T> op = dx + o * p.H * p.W + v;
 #pragma unroll
     for (int j = 0; j < VP; ++j)
-      if (hs + j < p.H) {
-        const A prev = accumulate ? to_acc(op[(hs + j) * p.W]) : A(0);
-        op[(hs + j) * p.W] = from_acc<T>(prev + acc[j]);
-      }
+      if (hs + j < p.H) op[(hs + j) * p.W] = from_acc<T>(acc[j]);
+  };
+  auto strip_live = [&](int k) { return h0 + int64_t(tyi + k * g.ty) * VP < p.H; };
+
+  if constexpr (!MULTI) {
+    load(0, int(M));
+    if (!active) return;  // no barrier follows
+    for (int k = 0; k < g.strips && strip_live(k); ++k) {
+      A acc[VP];
+#pragma unroll
+      for (int j = 0; j < VP; ++j) acc[j] = A(0);
+      strip(k, int(M), acc);
+      store(k, acc);
+    }
+  } else {
+    A acc[kMaxStrips][VP];
+#pragma unroll
+    for (int k = 0; k < kMaxStrips; ++k)
+#pragma unroll
+      for (int j = 0; j < VP; ++j) acc[k][j] = A(0);
+    for (int64_t m0 = 0; m0 < M; m0 += nchunk) {
+      if (m0 > 0) __syncthreads();  // the previous dy planes' tiles and weights are consumed
+      const int nsrc = int(std::min(nchunk, M - m0));
+      load(m0, nsrc);
+      if (!active) continue;
+#pragma unroll
+      for (int k = 0; k < kMaxStrips; ++k)
+        if (k < g.strips && strip_live(k)) strip(k, nsrc, acc[k]);
+    }
+    if (!active) return;
+#pragma unroll
+    for (int k = 0; k < kMaxStrips; ++k)
+      if (k < g.strips && strip_live(k)) store(k, acc[k]);
   }
 }
 
@@ -527,10 +587,15 @@ void run_correlate(const char* op, const Conv2dParams& p, const TileGeom& g, con
   auto gout = global(out, a.planes * a.Ho * a.Wo);
   Conv2dParams q = p;
   if (st1) q.stride_h = q.stride_w = 1;  // variant selection for the stride-1 correlation
-  select_variant(q, [&](auto ks, auto st) {
-    auto k = dw_correlate<T, decltype(ks)::value, decltype(st)::value>;
+  if (a.nsrc < a.msrc) {  // sources in chunks: the run-time variant keeps all strips' sums
+    auto k = dw_correlate<T, 0, 0, true>;
     FC_LAUNCH(k, grid, g.threads, g.smem, stream, a, g, gsrc, gw, gb, gout);
-  });
+  } else {
+    select_variant(q, [&](auto ks, auto st) {
+      auto k = dw_correlate<T, decltype(ks)::value, decltype(st)::value, false>;
+      FC_LAUNCH(k, grid, g.threads, g.smem, stream, a, g, gsrc, gw, gb, gout);
+    });
+  }
   check_launch(op, describe(p));
 }
 
@@ -562,8 +627,8 @@ void depthwise_conv2d_forward(const Conv2dParams& p, DType dt, const void* x, co
   dtype_switch(dt, [&](auto tag) {
     using T = decltype(tag);
     CorrArgs a{};
-    a.planes = p.N * p.K, a.Ko = p.K, a.Cs = p.C, a.M = p.K / p.C, a.nsrc = 1, a.m0 = 0;
-    a.bwd = false, a.accumulate = false;
+    a.planes = p.N * p.K, a.Ko = p.K, a.Cs = p.C, a.M = p.K / p.C, a.msrc = 1, a.nsrc = 1;
+    a.bwd = false;
     a.Hs = p.H, a.Ws = p.W, a.Ho = p.P, a.Wo = p.Q;
     a.sh = p.stride_h, a.sw = p.stride_w, a.dh = p.dil_h, a.dw = p.dil_w;
     a.off_h = p.pad_t, a.off_w = p.pad_l, a.R = p.R, a.S = p.S;
@@ -587,7 +652,7 @@ void depthwise_conv2d_backward_input(const Conv2dParams& p, DType dt, const void
     const int64_t M = p.K / p.C;
     const bool st1 = p.stride_h == 1 && p.stride_w == 1;
     // all M dy planes of a dx plane in one tile when they fit, else chunks of the multiplier
-    // (later chunks add to dx)
+    // that the kernel loads one after another (float accumulators throughout)
     auto plan = [&](int64_t nsrc, bool* fits) {
       return plan_tiles(op, p.N * p.C, p.H, p.W, nsrc, p.R, p.S, st1 ? 1 : p.stride_h,
                         st1 ? 1 : p.stride_w, p.dil_h, p.dil_w, !st1, p.R * p.S,
@@ -599,32 +664,33 @@ void depthwise_conv2d_backward_input(const Conv2dParams& p, DType dt, const void
     while (!fits && mchunk > 1) g = plan(mchunk = ceil_div(mchunk, 2), &fits);
     if (!fits) g = plan(1, nullptr);  // throws, naming the geometry
     check_grid(op, p, int64_t(g.tiles_p) * g.tiles_q);
-    for (int64_t m0 = 0; m0 < M; m0 += mchunk) {
-      const int64_t nsrc = std::min(mchunk, M - m0);
-      if (st1) {
-        CorrArgs a{};
-        a.planes = p.N * p.C, a.Ko = p.C, a.Cs = p.K, a.M = M, a.nsrc = nsrc, a.m0 = m0;
-        a.bwd = true, a.accumulate = m0 > 0;
-        a.Hs = p.P, a.Ws = p.Q, a.Ho = p.H, a.Wo = p.W;
-        a.sh = 1, a.sw = 1, a.dh = p.dil_h, a.dw = p.dil_w;
-        a.off_h = (p.R - 1) * p.dil_h - p.pad_t, a.off_w = (p.S - 1) * p.dil_w - p.pad_l;
-        a.R = p.R, a.S = p.S;
-        run_correlate<T>(op, p, g, a, dyp, wp, nullptr, dxp, p.N * p.K * p.P * p.Q, p.K, true,
-                         stream);
-        continue;
-      }
-      const dim3 grid(unsigned(ceil_div(p.N * p.C, g.pl)), unsigned(g.tiles_p * g.tiles_q));
-      auto gdy = global(dyp, p.N * p.K * p.P * p.Q);
-      auto gw = global(wp, p.K * p.R * p.S);
-      auto gdx = global(dxp, p.N * p.C * p.H * p.W);
-      const bool accumulate = m0 > 0;
+    if (st1) {
+      CorrArgs a{};
+      a.planes = p.N * p.C, a.Ko = p.C, a.Cs = p.K, a.M = M, a.msrc = M, a.nsrc = mchunk;
+      a.bwd = true;
+      a.Hs = p.P, a.Ws = p.Q, a.Ho = p.H, a.Wo = p.W;
+      a.sh = 1, a.sw = 1, a.dh = p.dil_h, a.dw = p.dil_w;
+      a.off_h = (p.R - 1) * p.dil_h - p.pad_t, a.off_w = (p.S - 1) * p.dil_w - p.pad_l;
+      a.R = p.R, a.S = p.S;
+      run_correlate<T>(op, p, g, a, dyp, wp, nullptr, dxp, p.N * p.K * p.P * p.Q, p.K, true,
+                       stream);
+      return;
+    }
+    const dim3 grid(unsigned(ceil_div(p.N * p.C, g.pl)), unsigned(g.tiles_p * g.tiles_q));
+    auto gdy = global(dyp, p.N * p.K * p.P * p.Q);
+    auto gw = global(wp, p.K * p.R * p.S);
+    auto gdx = global(dxp, p.N * p.C * p.H * p.W);
+    if (mchunk < M) {  // dy planes in chunks: the run-time variant keeps all strips' sums
+      auto k = dw_backward_input_strided<T, 0, 0, true>;
+      FC_LAUNCH(k, grid, g.threads, g.smem, stream, p, g, mchunk, gdy, gw, gdx);
+    } else {
       select_variant(p, [&](auto ks, auto st) {
         constexpr int KS = decltype(ks)::value, ST = decltype(st)::value == 2 ? 2 : 0;
-        auto k = dw_backward_input_strided<T, ST == 2 ? KS : 0, ST>;
-        FC_LAUNCH(k, grid, g.threads, g.smem, stream, p, g, m0, nsrc, accumulate, gdy, gw, gdx);
+        auto k = dw_backward_input_strided<T, ST == 2 ? KS : 0, ST, false>;
+        FC_LAUNCH(k, grid, g.threads, g.smem, stream, p, g, mchunk, gdy, gw, gdx);
       });
-      check_launch(op, describe(p));
     }
+    check_launch(op, describe(p));
   });
 }
 

@@ -114,7 +114,8 @@ def test_depthwise_conv2d_cuda_random_shapes_vs_ref(args):
 
 
 @pytest.mark.parametrize("case", ["3x3_pad1_m2", "5x5_stride2_same_tf_odd", "11x11_pad5",
-                                  "strided_3x2_m3", "two_row_tiles"])
+                                  "strided_3x2_m3", "two_row_tiles", "multiplier_chunks",
+                                  "multiplier_chunks_strided"])
 def test_depthwise_conv2d_cuda_poisoned_outputs(be, rng, case):
     """Every output element is written, through the bindings with NaN-filled outputs."""
     xshape, wshape, bias, s, pad, d, groups = _resolve(CASES[case])

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given
 
 import fastconv
 import fastconv.nn.functional as F
@@ -22,13 +23,15 @@ from fastconv.testing import assert_close
 from helpers import conv_config, layouts, poisoned, randn
 from test_conv2d import CASES as DENSE_CASES
 from test_depthwise_conv2d import CASES as DW_CASES
-from test_depthwise_conv2d import dw_case
+from test_depthwise_conv2d import depthwise_shapes, dw_case
 
 # Shapes that exercise the CUDA tiling: several column tiles (Q > 128), several row tiles,
 # batch groups in the weight gradient (big planes, one image per step), generic tap chunks
-# (R*S > 16), the strided input gradient with a multiplier, dilation per axis.
+# (R*S > 16), the strided input gradient with a multiplier, dilation per axis, multipliers too
+# large for one tile.
 TILING_CASES = {
-    "two_column_tiles": dw_case(1, 2, 5, 150, 1, 3, 3, True, 1, 1, 1),
+    "two_column_tiles": dw_case(1, 2, 5, 151, 1, 3, 3, True, 1, 1, 1),
+    "strided_column_tiles": dw_case(1, 2, 9, 301, 1, 3, 3, True, 2, 1, 1),
     "two_row_tiles": dw_case(1, 2, 120, 12, 1, 3, 3, False, 1, 1, 1),
     "batch_groups": dw_case(3, 2, 40, 40, 1, 3, 3, True, 1, 1, 1),
     "5x5_s2_batch_groups_m2": dw_case(3, 2, 41, 37, 2, 5, 5, True, 2, "same", 1),
@@ -37,6 +40,9 @@ TILING_CASES = {
     "strided_3x2_m3": dw_case(2, 2, 13, 14, 3, 3, 3, True, (3, 2), (1, 0, 2, 1), 1),
     "single_channel": dw_case(2, 1, 10, 11, 2, 3, 3, True, 1, 1, 1),
     "pad_larger_than_kernel": dw_case(1, 2, 6, 7, 1, 1, 1, True, 1, (2, 1, 3, 0), 1),
+    # the M dy planes of a dx plane do not fit one tile: the input gradient runs in chunks of M
+    "multiplier_chunks": dw_case(1, 1, 4, 5, 300, 3, 3, True, 1, 1, 1),
+    "multiplier_chunks_strided": dw_case(1, 1, 7, 6, 300, 3, 3, False, 2, 1, 1),
 }
 CASES = {**DW_CASES, **TILING_CASES}
 
@@ -93,8 +99,23 @@ def test_depthwise_conv2d_cuda_vs_ref_and_cpu(be, rng, case, dtype):
         assert_close(g, c, dtype, name=name + " vs CPU")
 
 
+@given(depthwise_shapes())
+def test_depthwise_conv2d_cuda_random_shapes_vs_ref(args):
+    """Random geometry (the CPU tests' strategy): every direction against ref.py."""
+    case, seed, dtype = args
+    rng = np.random.default_rng(seed)
+    xshape, wshape, bias, s, pad, d, groups = _resolve(case)
+    x, w = randn(rng, xshape, dtype), randn(rng, wshape, dtype)
+    b = randn(rng, (wshape[0],), dtype) if bias else None
+    gy = randn(rng, ref.conv2d(x, w, None, s, pad, d, groups).shape, dtype)
+    got = _twins(EmulationBackend(), x, w, b, gy, s, pad, d, groups)
+    for name, g, r in zip(NAMES, got, _refs(x, w, b, gy, s, pad, d, groups)):
+        assert_close(g, r, dtype, name=name)
+
+
 @pytest.mark.parametrize("case", ["3x3_pad1_m2", "5x5_stride2_same_tf_odd", "11x11_pad5",
-                                  "strided_3x2_m3", "two_row_tiles"])
+                                  "strided_3x2_m3", "two_row_tiles", "multiplier_chunks",
+                                  "multiplier_chunks_strided"])
 def test_depthwise_conv2d_cuda_poisoned_outputs(be, rng, case):
     """Every output element is written, through the bindings with NaN-filled outputs."""
     xshape, wshape, bias, s, pad, d, groups = _resolve(CASES[case])
@@ -147,7 +168,8 @@ def _low_precision_check(got, expected, terms, ulp, name):
 
 
 LOW_CASES = ["3x3_pad1_m2", "3x3_stride2_same_tf", "5x5_stride2_same_tf_odd", "3x3_dilation2_m2",
-             "11x11_pad5", "stride_per_axis", "pad4_stride2_m2", "7x7_stride2", "strided_3x2_m3"]
+             "11x11_pad5", "stride_per_axis", "pad4_stride2_m2", "7x7_stride2", "strided_3x2_m3",
+             "multiplier_chunks", "multiplier_chunks_strided"]
 
 
 def _terms(xshape, wshape, yshape):
@@ -311,7 +333,7 @@ GPU_CASES = {**{k: DW_CASES[k] for k in ("3x3_pad1_m2", "5x5_stride2_same_tf_odd
 @pytest.mark.parametrize("lib,dtype", [("cupy", "float32"), ("cupy", "float16"), ("torch", "float32"),
                                        ("torch", "bfloat16")])
 @pytest.mark.parametrize("case", GPU_CASES.values(), ids=GPU_CASES.keys())
-def test_depthwise_conv2d_cuda_gpu_vs_torch(be, rng, case, lib, dtype):
+def test_depthwise_conv2d_cuda_gpu_vs_torch(be, rng, case, lib, dtype, monkeypatch):
     if not fastconv.cuda_available():
         pytest.skip("needs a CUDA GPU and fastconv._cuda")
     cp = pytest.importorskip("cupy")
@@ -320,6 +342,7 @@ def test_depthwise_conv2d_cuda_gpu_vs_torch(be, rng, case, lib, dtype):
         pytest.skip("needs torch with CUDA")
     from fastconv._backend import _cuda
     from fastconv._gpu.backend import CupyBackend, TorchBackend
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # a float32 baseline
     xshape, wshape, bias, s, pad, d, groups = _resolve(case)
     tdt = getattr(torch, dtype)
     x, w = randn(rng, xshape, np.float32), randn(rng, wshape, np.float32)

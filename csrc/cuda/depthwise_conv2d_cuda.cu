@@ -12,16 +12,18 @@
 // `pl` planes x `tp` rows x `txt` columns; thread (column tx, row group ty, plane) owns one column
 // and strips of VP consecutive rows (tp = ty * VP * strips). The source rows and columns a tile
 // reads (its halo included) are copied, zero-filled outside the image, into shared memory in
-// accumulation precision (one warp per row: coalesced loads); weights go to shared memory too.
+// accumulation precision (lanes along rows: coalesced loads, 4 rows' loads in flight per lane
+// before any store); weights go to shared memory too.
 // A thread then walks the VP + (R-1) source rows of its strip once, each loaded value feeding
 // every output row of the strip it touches (register reuse along the column; consecutive threads
 // read consecutive shared addresses, so no bank conflicts at stride 1).
 //   * forward and the stride-1 input gradient are one correlation kernel (dw_correlate): the input
 //     gradient is the correlation of dy with the flipped kernel at offset (R-1)*dh - pad, summed
-//     over the M output channels of an input channel (all M planes sit in the tile).
+//     over the M output channels of an input channel (all M planes sit in the tile; when they do
+//     not fit, a MULTI variant loads them in chunks, keeping every strip's sums in registers).
 //   * input gradient with a stride > 1 (dw_backward_input_strided): the tile holds the dy rows and
 //     columns that reach the dx tile; each dx element sums the taps whose source position is a
-//     multiple of the stride (a divisibility test per tap, compile-time stride 2).
+//     multiple of the stride (a divisibility test per tap; compile-time taps for stride 2).
 //   * weight gradient, deterministic in two stages, no atomics: (1) dw_weight_partial: block
 //     (channel k, spatial tile, batch group) loops over its batch elements (pl images at a time,
 //     x tile in shared memory, dy read straight from global memory), each thread keeps one
@@ -31,10 +33,14 @@
 // Variants: KSIZE_SWITCH x STRIDE_SWITCH give compile-time kernels for square 3x3 / 5x5 / 7x7,
 // dilation 1, equal strides 1 or 2 (taps and source rows unrolled, weights in registers); any
 // other geometry runs the same kernels with run-time loops (the weight gradient then handles the
-// taps in chunks of kGenericTaps, one more grid dimension).
+// taps in chunks of kGenericTaps, each chunk its own blocks).
 // Types: float, double, __half, __nv_bfloat16 storage; float accumulation (double for double).
 // Assumptions: C-contiguous, non-overlapping arrays; shapes validated by the binding
 // (make_conv_params, depthwise); every index that can exceed 2^31 is 64-bit.
+// Status: verified under the emulation build (tests/test_depthwise_conv2d_cuda.py) and compiled
+// for sm_80 / sm_90 without register spills (float, half, bf16); not yet timed on a GPU, so the
+// tile sizes above are reasoned (memory-bound: ~1x DRAM traffic, about 4 shared loads per output
+// for 3x3), not tuned.
 #include "cuda/depthwise_conv2d_cuda.h"
 
 #include <algorithm>
@@ -51,6 +57,7 @@ namespace {
 constexpr int VP = 4;                  // output rows per thread strip
 constexpr int kMaxThreads = 256;       // threads per block (multiple of 32)
 constexpr int kMaxWarps = kMaxThreads / 32;
+constexpr int kMaxSlots = 256;         // source planes per block (planes x multiplier)
 constexpr int kMaxTileCols = 128;      // output columns per tile
 constexpr int kMaxStrips = 4;          // strips per thread (tile height up to ty * VP * 4)
 constexpr size_t kSmemBudget = 40 * 1024;
@@ -79,10 +86,12 @@ inline int64_t src_extent(int64_t out, int64_t st, int64_t k, int64_t dil, bool 
 }
 
 // planes: output planes available to share a block; nsrc: source planes per output plane;
-// wtaps: weights per source plane kept in shared memory (0: none).
+// wtaps: weights per source plane kept in shared memory (0: none). When no tile fits: *fits =
+// false if fits is given, else a ValueError.
 TileGeom plan_tiles(const char* op, int64_t planes, int64_t Ho, int64_t Wo, int64_t nsrc,
                     int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t dh, int64_t dw,
-                    bool gather, int64_t wtaps, size_t acc_bytes) {
+                    bool gather, int64_t wtaps, size_t acc_bytes, bool* fits = nullptr) {
+  if (fits) *fits = true;
   TileGeom g;
   int64_t tq = ceil_div(Wo, kMaxTileCols);
   int64_t txt = ceil_div(Wo, tq);
@@ -93,16 +102,19 @@ TileGeom plan_tiles(const char* op, int64_t planes, int64_t Ho, int64_t Wo, int6
     const int64_t tp = ty * VP * strips;
     const int64_t ih = src_extent(tp, sh, R, dh, gather), iw = src_extent(txt, sw, S, dw, gather);
     const int64_t bytes = (pl * nsrc * ih * iw + pl * nsrc * wtaps) * int64_t(acc_bytes);
-    if (bytes <= int64_t(kSmemBudget)) {
+    if (bytes <= int64_t(kSmemBudget) && pl * nsrc <= kMaxSlots) {
       g.txt = int(txt), g.ty = int(ty), g.pl = int(pl), g.strips = int(strips), g.tp = int(tp);
       g.ih = int(ih), g.iw = int(iw), g.smem = size_t(bytes);
       break;
     }
     if (strips > 1) --strips;
-    else if (pl > 1) pl = (pl + 1) / 2;
+    else if (pl > 1) pl = pl / 2;
     else if (ty > 1) ty = (ty + 1) / 2;
-    else if (txt > 8) txt = ceil_div(Wo, ++tq);
-    else
+    else if (txt > 8 && nsrc <= kMaxSlots) txt = ceil_div(Wo, ++tq);
+    else if (fits) {
+      *fits = false;
+      return g;
+    } else
       throw ValueError(str_cat(op, ": the shared-memory tile does not fit (", nsrc,
                                " source planes per output, kernel ", R, " x ", S, ", dilation ",
                                dh, " x ", dw, "); use a smaller multiplier or kernel"));
@@ -122,23 +134,39 @@ __host__ __device__ inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
 // Device helpers
 // ---------------------------------------------------------------------------------------------
 // Fills nslots tiles of ih x iw (slot s at tile + s*ih*iw) with rows row0.. and columns col0.. of
-// the (H, W) source plane src_plane(s) (a plane offset, or -1 for none: zeros); zero outside the
-// plane. One warp per tile row, lanes along the row.
+// the (H, W) source plane src_plane(s) (a plane index, or -1 for none: zeros); zero outside the
+// plane. Lanes run along a row (32 / iw rows per warp at a time for narrow tiles); each lane loads
+// kFillRows rows' elements before storing any, so several loads are in flight per lane.
+constexpr int kFillRows = 4;
 template <class T, class A, class PlaneOf>
 __device__ __forceinline__ void fill_tiles(gptr<A> tile, gptr<const T> src, int nslots, int ih,
                                            int iw, int64_t H, int64_t W, int64_t row0,
                                            int64_t col0, const PlaneOf& src_plane) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  for (int row = warp; row < nslots * ih; row += nwarps) {
-    const int s = row / ih, rr = row - s * ih;
-    const int64_t plane = src_plane(s);
-    const int64_t h = row0 + rr;
-    const bool row_ok = plane >= 0 && h >= 0 && h < H;
-    gptr<A> dst = tile + int64_t(row) * iw;
-    gptr<const T> srow = src + (row_ok ? plane * H * W + h * W : 0);
-    for (int cc = lane; cc < iw; cc += 32) {
+  const int lanes_per_row = iw < 32 ? iw : 32, rows_per_step = 32 / lanes_per_row;
+  const int lr = lane / lanes_per_row, lc = lane - lr * lanes_per_row;
+  if (lr >= rows_per_step) return;  // spare lanes of a narrow tile (no barrier here)
+  const int total = nslots * ih, step = nwarps * rows_per_step;
+  for (int row_base = warp * rows_per_step + lr; row_base < total; row_base += kFillRows * step) {
+    for (int cc = lc; cc < iw; cc += lanes_per_row) {
       const int64_t v = col0 + cc;
-      dst[cc] = (row_ok && v >= 0 && v < W) ? to_acc(srow[v]) : A(0);
+      const bool col_ok = v >= 0 && v < W;
+      A val[kFillRows];
+#pragma unroll
+      for (int u = 0; u < kFillRows; ++u) {
+        const int row = row_base + u * step;
+        val[u] = A(0);
+        if (row < total && col_ok) {
+          const int s = row / ih;
+          const int64_t plane = src_plane(s), h = row0 + (row - s * ih);
+          if (plane >= 0 && h >= 0 && h < H) val[u] = to_acc(src[(plane * H + h) * W + v]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kFillRows; ++u) {
+        const int row = row_base + u * step;
+        if (row < total) tile[int64_t(row) * iw + cc] = val[u];
+      }
     }
   }
 }
@@ -154,7 +182,8 @@ __device__ __forceinline__ A warp_sum(A v) {
 struct CorrArgs {
   int64_t planes;     // output planes N * Ko
   int64_t Ko, Cs, M;  // output channels, source channels, channel multiplier
-  int64_t nsrc;       // source planes per output plane (1 forward, M input gradient)
+  int64_t msrc;       // source planes per output plane (1 forward, M input gradient) ...
+  int64_t nsrc;       // ... of which a tile holds nsrc at a time
   bool bwd;           // input gradient: source channel ko*M + m, flipped kernel
   int64_t Hs, Ws, Ho, Wo;
   int64_t sh, sw, dh, dw, off_h, off_w;  // source row = oh*sh - off_h + r*dh
@@ -165,57 +194,57 @@ struct CorrArgs {
 // Correlation: block = pl output planes x one (tp x txt) tile; thread = one column, strips of VP
 // rows; the source tile (all nsrc planes of each output plane) and the weights in shared memory.
 // ---------------------------------------------------------------------------------------------
-template <class T, int KS, int ST>
+template <class T, int KS, int ST, bool MULTI>
 __global__ void __launch_bounds__(kMaxThreads)
 dw_correlate(CorrArgs a, TileGeom g, gptr<const T> src, gptr<const T> w, gptr<const T> bias,
              gptr<T> out) {
   using A = acc_t<T>;
   FC_DYN_SHARED(A, smem);
+  FC_SHARED(int64_t, splane, [kMaxSlots]);
   const int t = threadIdx.x;
   const int tx = t % g.txt, rest = t / g.txt, tyi = rest % g.ty, pli = rest / g.ty;
   const int64_t oh0 = int64_t(blockIdx.y / g.tiles_q) * g.tp, ow0 = int64_t(blockIdx.y % g.tiles_q) * g.txt;
   const int64_t o0 = int64_t(blockIdx.x) * g.pl;
-  const int RS = int(a.R * a.S), nslots = g.pl * int(a.nsrc);
-  gptr<A> tile = smem;
-  gptr<A> wsh = smem + int64_t(nslots) * g.ih * g.iw;
-
-  // source channel of slot s (output plane o0 + s / nsrc, source m = s % nsrc) and its weights
-  auto src_plane = [&](int s) -> int64_t {
-    const int64_t o = o0 + s / a.nsrc, m = s % a.nsrc;
-    if (o >= a.planes) return -1;
-    const int64_t n = o / a.Ko, ko = o % a.Ko;
-    return n * a.Cs + (a.bwd ? ko * a.M + m : ko / a.M);
-  };
-  for (int i = t; i < nslots * RS; i += blockDim.x) {
-    const int s = i / RS, tap = i - s * RS;
-    const int64_t o = o0 + s / a.nsrc, m = s % a.nsrc;
-    A v = A(0);
-    if (o < a.planes) {
-      const int64_t ko = o % a.Ko;
-      v = a.bwd ? to_acc(w[(ko * a.M + m) * RS + (RS - 1 - tap)]) : to_acc(w[ko * RS + tap]);
-    }
-    wsh[i] = v;
-  }
-  fill_tiles<T, A>(tile, src, nslots, g.ih, g.iw, a.Hs, a.Ws, oh0 * a.sh - a.off_h,
-                   ow0 * a.sw - a.off_w, src_plane);
-  __syncthreads();
-
+  const int RS = int(a.R * a.S);
   const int64_t o = o0 + pli;
-  if (pli >= g.pl || o >= a.planes) return;  // no barrier follows
+  const bool active = pli < g.pl && o < a.planes;
   const int64_t ow = ow0 + tx;
-  const A b0 = bias ? to_acc(bias[o % a.Ko]) : A(0);
-  for (int k = 0; k < g.strips; ++k) {
+  const A b0 = (active && bias) ? to_acc(bias[o % a.Ko]) : A(0);
+
+  // Loads sources m0 .. m0 + nsrc of the block's output planes: slot s = (plane o0 + s / nsrc,
+  // source m0 + s % nsrc); its source plane index, weights (flipped for the input gradient), tile.
+  auto load = [&](int64_t m0, int nsrc) {
+    const int nslots = g.pl * nsrc;
+    gptr<A> wsh = smem + int64_t(nslots) * g.ih * g.iw;
+    for (int s = t; s < nslots; s += blockDim.x) {
+      const int64_t os = o0 + s / nsrc, m = m0 + s % nsrc;
+      const int64_t n = os / a.Ko, ko = os % a.Ko;
+      splane[s] = os < a.planes ? n * a.Cs + (a.bwd ? ko * a.msrc + m : ko / a.M) : -1;
+    }
+    for (int i = t; i < nslots * RS; i += blockDim.x) {
+      const int s = i / RS, tap = i - s * RS;
+      const int64_t os = o0 + s / nsrc, m = m0 + s % nsrc;
+      A v = A(0);
+      if (os < a.planes) {
+        const int64_t ko = os % a.Ko;
+        v = a.bwd ? to_acc(w[(ko * a.msrc + m) * RS + (RS - 1 - tap)]) : to_acc(w[ko * RS + tap]);
+      }
+      wsh[i] = v;
+    }
+    __syncthreads();
+    fill_tiles<T, A>(smem, src, nslots, g.ih, g.iw, a.Hs, a.Ws, oh0 * a.sh - a.off_h,
+                     ow0 * a.sw - a.off_w, [&](int s) -> int64_t { return splane[s]; });
+    __syncthreads();
+  };
+  // Adds the loaded sources' contributions to the VP rows of strip k.
+  auto strip = [&](int k, int nsrc, A (&acc)[VP]) {
     const int sid = tyi + k * g.ty;
-    const int64_t ohs = oh0 + int64_t(sid) * VP;
-    if (ohs >= a.Ho) break;
-    A acc[VP];
-#pragma unroll
-    for (int j = 0; j < VP; ++j) acc[j] = b0;
-    for (int m = 0; m < a.nsrc; ++m) {
-      const int slot = pli * int(a.nsrc) + m;
+    gptr<const A> wsh = smem + int64_t(g.pl * nsrc) * g.ih * g.iw;
+    for (int m = 0; m < nsrc; ++m) {
+      const int slot = pli * nsrc + m;
       gptr<const A> ws = wsh + int64_t(slot) * RS;
       if constexpr (KS > 0) {
-        gptr<const A> base = tile + (int64_t(slot) * g.ih + sid * VP * ST) * g.iw + tx * ST;
+        gptr<const A> base = smem + (int64_t(slot) * g.ih + sid * VP * ST) * g.iw + tx * ST;
         A wr[KS * KS];
 #pragma unroll
         for (int i = 0; i < KS * KS; ++i) wr[i] = ws[i];
@@ -234,7 +263,7 @@ dw_correlate(CorrArgs a, TileGeom g, gptr<const T> src, gptr<const T> w, gptr<co
           }
         }
       } else {
-        gptr<const A> base = tile + int64_t(slot) * g.ih * g.iw + tx * a.sw;
+        gptr<const A> base = smem + int64_t(slot) * g.ih * g.iw + tx * a.sw;
         for (int j = 0; j < VP; ++j) {
           const int64_t row = (int64_t(sid) * VP + j) * a.sh;
           for (int r = 0; r < a.R; ++r)
@@ -243,12 +272,47 @@ dw_correlate(CorrArgs a, TileGeom g, gptr<const T> src, gptr<const T> w, gptr<co
         }
       }
     }
-    if (ow < a.Wo) {
-      gptr<T> op = out + o * a.Ho * a.Wo + ow;
+  };
+  auto store = [&](int k, const A (&acc)[VP]) {
+    const int64_t ohs = oh0 + int64_t(tyi + k * g.ty) * VP;
+    gptr<T> op = out + o * a.Ho * a.Wo + ow;
 #pragma unroll
-      for (int j = 0; j < VP; ++j)
-        if (ohs + j < a.Ho) op[(ohs + j) * a.Wo] = from_acc<T>(acc[j]);
+    for (int j = 0; j < VP; ++j)
+      if (ohs + j < a.Ho) op[(ohs + j) * a.Wo] = from_acc<T>(acc[j]);
+  };
+  auto strip_live = [&](int k) { return oh0 + int64_t(tyi + k * g.ty) * VP < a.Ho; };
+
+  if constexpr (!MULTI) {
+    // every source of the block's planes in one tile: one strip's accumulators at a time
+    load(0, int(a.msrc));
+    if (!active) return;  // no barrier follows
+    for (int k = 0; k < g.strips && strip_live(k); ++k) {
+      A acc[VP];
+#pragma unroll
+      for (int j = 0; j < VP; ++j) acc[j] = b0;
+      strip(k, int(a.msrc), acc);
+      if (ow < a.Wo) store(k, acc);
     }
+  } else {
+    // the sources do not fit one tile: nsrc at a time, every strip's accumulators kept
+    A acc[kMaxStrips][VP];
+#pragma unroll
+    for (int k = 0; k < kMaxStrips; ++k)
+#pragma unroll
+      for (int j = 0; j < VP; ++j) acc[k][j] = b0;
+    for (int64_t m0 = 0; m0 < a.msrc; m0 += a.nsrc) {
+      if (m0 > 0) __syncthreads();  // the previous sources' tiles and weights are consumed
+      const int nsrc = int(std::min(a.nsrc, a.msrc - m0));
+      load(m0, nsrc);
+      if (!active) continue;
+#pragma unroll
+      for (int k = 0; k < kMaxStrips; ++k)
+        if (k < g.strips && strip_live(k)) strip(k, nsrc, acc[k]);
+    }
+    if (!active || ow >= a.Wo) return;
+#pragma unroll
+    for (int k = 0; k < kMaxStrips; ++k)
+      if (k < g.strips && strip_live(k)) store(k, acc[k]);
   }
 }
 
@@ -257,73 +321,113 @@ dw_correlate(CorrArgs a, TileGeom g, gptr<const T> src, gptr<const T> w, gptr<co
 // of the M dy planes of a dx plane, the dy rows / columns that reach it (origin floor((h0 + pt -
 // (R-1)*dh) / sh)); thread = one dx column, strips of VP rows, taps filtered by divisibility.
 // ---------------------------------------------------------------------------------------------
-template <class T, int ST>
+template <class T, int KS, int ST, bool MULTI>
 __global__ void __launch_bounds__(kMaxThreads)
-dw_backward_input_strided(Conv2dParams p, TileGeom g, gptr<const T> dy, gptr<const T> w,
-                          gptr<T> dx) {
+dw_backward_input_strided(Conv2dParams p, TileGeom g, int64_t nchunk, gptr<const T> dy,
+                          gptr<const T> w, gptr<T> dx) {
   using A = acc_t<T>;
   FC_DYN_SHARED(A, smem);
+  FC_SHARED(int64_t, splane, [kMaxSlots]);
   const int64_t sh = ST > 0 ? ST : p.stride_h, sw = ST > 0 ? ST : p.stride_w;
   const int64_t M = p.K / p.C, planes = p.N * p.C;
   const int t = threadIdx.x;
   const int tx = t % g.txt, rest = t / g.txt, tyi = rest % g.ty, pli = rest / g.ty;
   const int64_t h0 = int64_t(blockIdx.y / g.tiles_q) * g.tp, v0 = int64_t(blockIdx.y % g.tiles_q) * g.txt;
   const int64_t o0 = int64_t(blockIdx.x) * g.pl;
-  const int RS = int(p.R * p.S), nslots = g.pl * int(M);
+  const int RS = int(p.R * p.S);
   const int64_t row0 = floor_div(h0 + p.pad_t - (p.R - 1) * p.dil_h, sh);
   const int64_t col0 = floor_div(v0 + p.pad_l - (p.S - 1) * p.dil_w, sw);
-  gptr<A> tile = smem;
-  gptr<A> wsh = smem + int64_t(nslots) * g.ih * g.iw;
+  const int64_t o = o0 + pli, v = v0 + tx;
+  const bool active = pli < g.pl && o < planes && v < p.W;
+  // compile-time taps for KS x KS, dilation 1; local (tile) coordinates fit in int
+  const int R = KS > 0 ? KS : int(p.R), S = KS > 0 ? KS : int(p.S);
+  const int dh = KS > 0 ? 1 : int(p.dil_h), dw = KS > 0 ? 1 : int(p.dil_w);
+  const int ish = int(sh), isw = int(sw);
+  const int bcol = int(v + p.pad_l - col0 * sw);  // >= (S-1)*dw
 
-  auto src_plane = [&](int s) -> int64_t {
-    const int64_t o = o0 + s / M, m = s % M;
-    if (o >= planes) return -1;
-    const int64_t n = o / p.C, c = o % p.C;
-    return n * p.K + c * M + m;
+  // Loads dy planes m0 .. m0 + nsrc of the block's dx planes (slot s = (dx plane o0 + s / nsrc,
+  // m0 + s % nsrc)), their weights and the tile.
+  auto load = [&](int64_t m0, int nsrc) {
+    const int nslots = g.pl * nsrc;
+    gptr<A> wsh = smem + int64_t(nslots) * g.ih * g.iw;
+    for (int s = t; s < nslots; s += blockDim.x) {
+      const int64_t os = o0 + s / nsrc, m = m0 + s % nsrc;
+      splane[s] = os < planes ? (os / p.C) * p.K + (os % p.C) * M + m : -1;
+    }
+    for (int i = t; i < nslots * RS; i += blockDim.x) {
+      const int s = i / RS, tap = i - s * RS;
+      const int64_t os = o0 + s / nsrc, m = m0 + s % nsrc;
+      wsh[i] = os < planes ? to_acc(w[((os % p.C) * M + m) * RS + tap]) : A(0);
+    }
+    __syncthreads();
+    fill_tiles<T, A>(smem, dy, nslots, g.ih, g.iw, p.P, p.Q, row0, col0,
+                     [&](int s) -> int64_t { return splane[s]; });
+    __syncthreads();
   };
-  for (int i = t; i < nslots * RS; i += blockDim.x) {
-    const int s = i / RS, tap = i - s * RS;
-    const int64_t o = o0 + s / M, m = s % M;
-    wsh[i] = o < planes ? to_acc(w[((o % p.C) * M + m) * RS + tap]) : A(0);
-  }
-  fill_tiles<T, A>(tile, dy, nslots, g.ih, g.iw, p.P, p.Q, row0, col0, src_plane);
-  __syncthreads();
-
-  const int64_t o = o0 + pli;
-  if (pli >= g.pl || o >= planes) return;  // no barrier follows
-  const int64_t v = v0 + tx;
-  if (v >= p.W) return;
-  const int64_t bcol = v + p.pad_l - col0 * sw;  // >= (S-1)*dw
-  for (int k = 0; k < g.strips; ++k) {
-    const int sid = tyi + k * g.ty;
-    const int64_t hs = h0 + int64_t(sid) * VP;
-    if (hs >= p.H) break;
-    A acc[VP];
-#pragma unroll
-    for (int j = 0; j < VP; ++j) acc[j] = A(0);
-    for (int m = 0; m < M; ++m) {
-      const int slot = pli * int(M) + m;
+  // Adds the loaded dy planes' taps to the VP rows of strip k.
+  auto strip = [&](int k, int nsrc, A (&acc)[VP]) {
+    const int64_t hs = h0 + int64_t(tyi + k * g.ty) * VP;
+    gptr<const A> wsh = smem + int64_t(g.pl * nsrc) * g.ih * g.iw;
+    for (int m = 0; m < nsrc; ++m) {
+      const int slot = pli * nsrc + m;
       gptr<const A> ws = wsh + int64_t(slot) * RS;
-      gptr<const A> base = tile + int64_t(slot) * g.ih * g.iw;
+      gptr<const A> base = smem + int64_t(slot) * g.ih * g.iw;
 #pragma unroll
       for (int j = 0; j < VP; ++j) {
-        const int64_t brow = hs + j + p.pad_t - row0 * sh;  // >= (R-1)*dh
-        for (int r = 0; r < p.R; ++r) {
-          const int64_t ar = brow - r * p.dil_h;
-          if (ar % sh != 0) continue;
-          gptr<const A> trow = base + (ar / sh) * g.iw;
-          for (int s = 0; s < p.S; ++s) {
-            const int64_t ac = bcol - s * p.dil_w;
-            if (ac % sw != 0) continue;
-            acc[j] += ws[r * p.S + s] * trow[ac / sw];
+        const int brow = int(hs + j + p.pad_t - row0 * sh);  // >= (R-1)*dh
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const int ar = brow - r * dh;
+          if (ar % ish != 0) continue;
+          gptr<const A> trow = base + (ar / ish) * g.iw;
+#pragma unroll
+          for (int s = 0; s < S; ++s) {
+            const int ac = bcol - s * dw;
+            if (ac % isw != 0) continue;
+            acc[j] += ws[r * S + s] * trow[ac / isw];
           }
         }
       }
     }
+  };
+  auto store = [&](int k, const A (&acc)[VP]) {
+    const int64_t hs = h0 + int64_t(tyi + k * g.ty) * VP;
     gptr<T> op = dx + o * p.H * p.W + v;
 #pragma unroll
     for (int j = 0; j < VP; ++j)
       if (hs + j < p.H) op[(hs + j) * p.W] = from_acc<T>(acc[j]);
+  };
+  auto strip_live = [&](int k) { return h0 + int64_t(tyi + k * g.ty) * VP < p.H; };
+
+  if constexpr (!MULTI) {
+    load(0, int(M));
+    if (!active) return;  // no barrier follows
+    for (int k = 0; k < g.strips && strip_live(k); ++k) {
+      A acc[VP];
+#pragma unroll
+      for (int j = 0; j < VP; ++j) acc[j] = A(0);
+      strip(k, int(M), acc);
+      store(k, acc);
+    }
+  } else {
+    A acc[kMaxStrips][VP];
+#pragma unroll
+    for (int k = 0; k < kMaxStrips; ++k)
+#pragma unroll
+      for (int j = 0; j < VP; ++j) acc[k][j] = A(0);
+    for (int64_t m0 = 0; m0 < M; m0 += nchunk) {
+      if (m0 > 0) __syncthreads();  // the previous dy planes' tiles and weights are consumed
+      const int nsrc = int(std::min(nchunk, M - m0));
+      load(m0, nsrc);
+      if (!active) continue;
+#pragma unroll
+      for (int k = 0; k < kMaxStrips; ++k)
+        if (k < g.strips && strip_live(k)) strip(k, nsrc, acc[k]);
+    }
+    if (!active) return;
+#pragma unroll
+    for (int k = 0; k < kMaxStrips; ++k)
+      if (k < g.strips && strip_live(k)) store(k, acc[k]);
   }
 }
 
@@ -341,7 +445,7 @@ struct WeightPlan {
 };
 
 template <class T, int KS, int ST>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kMaxThreads, KS >= 5 ? 2 : 3)
 dw_weight_partial(Conv2dParams p, TileGeom g, int64_t ngroups, int64_t nper, int64_t nchunk,
                   int64_t tchunks, gptr<const T> dy, gptr<const T> x, gptr<acc_t<T>> ws) {
   using A = acc_t<T>;
@@ -472,11 +576,9 @@ void check_grid(const char* op, const Conv2dParams& p, int64_t tiles) {
 }
 
 template <class T>
-void run_correlate(const char* op, const Conv2dParams& p, const CorrArgs& a, const T* src,
-                   const T* w, const T* bias, T* out, int64_t src_count, int64_t K, bool st1,
-                   cudaStream_t stream) {
-  const TileGeom g = plan_tiles(op, a.planes, a.Ho, a.Wo, a.nsrc, a.R, a.S, a.sh, a.sw, a.dh, a.dw,
-                                false, a.R * a.S, sizeof(acc_t<T>));
+void run_correlate(const char* op, const Conv2dParams& p, const TileGeom& g, const CorrArgs& a,
+                   const T* src, const T* w, const T* bias, T* out, int64_t src_count, int64_t K,
+                   bool st1, cudaStream_t stream) {
   check_grid(op, p, int64_t(g.tiles_p) * g.tiles_q);
   const dim3 grid(unsigned(ceil_div(a.planes, g.pl)), unsigned(g.tiles_p * g.tiles_q));
   auto gsrc = global(src, src_count);
@@ -485,10 +587,15 @@ void run_correlate(const char* op, const Conv2dParams& p, const CorrArgs& a, con
   auto gout = global(out, a.planes * a.Ho * a.Wo);
   Conv2dParams q = p;
   if (st1) q.stride_h = q.stride_w = 1;  // variant selection for the stride-1 correlation
-  select_variant(q, [&](auto ks, auto st) {
-    auto k = dw_correlate<T, decltype(ks)::value, decltype(st)::value>;
+  if (a.nsrc < a.msrc) {  // sources in chunks: the run-time variant keeps all strips' sums
+    auto k = dw_correlate<T, 0, 0, true>;
     FC_LAUNCH(k, grid, g.threads, g.smem, stream, a, g, gsrc, gw, gb, gout);
-  });
+  } else {
+    select_variant(q, [&](auto ks, auto st) {
+      auto k = dw_correlate<T, decltype(ks)::value, decltype(st)::value, false>;
+      FC_LAUNCH(k, grid, g.threads, g.smem, stream, a, g, gsrc, gw, gb, gout);
+    });
+  }
   check_launch(op, describe(p));
 }
 
@@ -520,11 +627,14 @@ void depthwise_conv2d_forward(const Conv2dParams& p, DType dt, const void* x, co
   dtype_switch(dt, [&](auto tag) {
     using T = decltype(tag);
     CorrArgs a{};
-    a.planes = p.N * p.K, a.Ko = p.K, a.Cs = p.C, a.M = p.K / p.C, a.nsrc = 1, a.bwd = false;
+    a.planes = p.N * p.K, a.Ko = p.K, a.Cs = p.C, a.M = p.K / p.C, a.msrc = 1, a.nsrc = 1;
+    a.bwd = false;
     a.Hs = p.H, a.Ws = p.W, a.Ho = p.P, a.Wo = p.Q;
     a.sh = p.stride_h, a.sw = p.stride_w, a.dh = p.dil_h, a.dw = p.dil_w;
     a.off_h = p.pad_t, a.off_w = p.pad_l, a.R = p.R, a.S = p.S;
-    run_correlate<T>("depthwise_conv2d_forward", p, a, static_cast<const T*>(x),
+    const TileGeom g = plan_tiles("depthwise_conv2d_forward", a.planes, a.Ho, a.Wo, 1, a.R, a.S,
+                                  a.sh, a.sw, a.dh, a.dw, false, a.R * a.S, sizeof(acc_t<T>));
+    run_correlate<T>("depthwise_conv2d_forward", p, g, a, static_cast<const T*>(x),
                      static_cast<const T*>(w), static_cast<const T*>(bias), static_cast<T*>(y),
                      p.N * p.C * p.H * p.W, p.K, false, stream);
   });
@@ -540,29 +650,45 @@ void depthwise_conv2d_backward_input(const Conv2dParams& p, DType dt, const void
     const T* wp = static_cast<const T*>(w);
     T* dxp = static_cast<T*>(dx);
     const int64_t M = p.K / p.C;
-    if (p.stride_h == 1 && p.stride_w == 1) {
+    const bool st1 = p.stride_h == 1 && p.stride_w == 1;
+    // all M dy planes of a dx plane in one tile when they fit, else chunks of the multiplier
+    // that the kernel loads one after another (float accumulators throughout)
+    auto plan = [&](int64_t nsrc, bool* fits) {
+      return plan_tiles(op, p.N * p.C, p.H, p.W, nsrc, p.R, p.S, st1 ? 1 : p.stride_h,
+                        st1 ? 1 : p.stride_w, p.dil_h, p.dil_w, !st1, p.R * p.S,
+                        sizeof(acc_t<T>), fits);
+    };
+    int64_t mchunk = M;
+    bool fits = false;
+    TileGeom g = plan(mchunk, &fits);
+    while (!fits && mchunk > 1) g = plan(mchunk = ceil_div(mchunk, 2), &fits);
+    if (!fits) g = plan(1, nullptr);  // throws, naming the geometry
+    check_grid(op, p, int64_t(g.tiles_p) * g.tiles_q);
+    if (st1) {
       CorrArgs a{};
-      a.planes = p.N * p.C, a.Ko = p.C, a.Cs = p.K, a.M = M, a.nsrc = M, a.bwd = true;
+      a.planes = p.N * p.C, a.Ko = p.C, a.Cs = p.K, a.M = M, a.msrc = M, a.nsrc = mchunk;
+      a.bwd = true;
       a.Hs = p.P, a.Ws = p.Q, a.Ho = p.H, a.Wo = p.W;
       a.sh = 1, a.sw = 1, a.dh = p.dil_h, a.dw = p.dil_w;
       a.off_h = (p.R - 1) * p.dil_h - p.pad_t, a.off_w = (p.S - 1) * p.dil_w - p.pad_l;
       a.R = p.R, a.S = p.S;
-      run_correlate<T>(op, p, a, dyp, wp, nullptr, dxp, p.N * p.K * p.P * p.Q, p.K, true, stream);
+      run_correlate<T>(op, p, g, a, dyp, wp, nullptr, dxp, p.N * p.K * p.P * p.Q, p.K, true,
+                       stream);
       return;
     }
-    const TileGeom g = plan_tiles(op, p.N * p.C, p.H, p.W, M, p.R, p.S, p.stride_h, p.stride_w,
-                                  p.dil_h, p.dil_w, true, p.R * p.S, sizeof(acc_t<T>));
-    check_grid(op, p, int64_t(g.tiles_p) * g.tiles_q);
     const dim3 grid(unsigned(ceil_div(p.N * p.C, g.pl)), unsigned(g.tiles_p * g.tiles_q));
     auto gdy = global(dyp, p.N * p.K * p.P * p.Q);
     auto gw = global(wp, p.K * p.R * p.S);
     auto gdx = global(dxp, p.N * p.C * p.H * p.W);
-    if (p.stride_h == 2 && p.stride_w == 2) {
-      auto k = dw_backward_input_strided<T, 2>;
-      FC_LAUNCH(k, grid, g.threads, g.smem, stream, p, g, gdy, gw, gdx);
+    if (mchunk < M) {  // dy planes in chunks: the run-time variant keeps all strips' sums
+      auto k = dw_backward_input_strided<T, 0, 0, true>;
+      FC_LAUNCH(k, grid, g.threads, g.smem, stream, p, g, mchunk, gdy, gw, gdx);
     } else {
-      auto k = dw_backward_input_strided<T, 0>;
-      FC_LAUNCH(k, grid, g.threads, g.smem, stream, p, g, gdy, gw, gdx);
+      select_variant(p, [&](auto ks, auto st) {
+        constexpr int KS = decltype(ks)::value, ST = decltype(st)::value == 2 ? 2 : 0;
+        auto k = dw_backward_input_strided<T, ST == 2 ? KS : 0, ST, false>;
+        FC_LAUNCH(k, grid, g.threads, g.smem, stream, p, g, mchunk, gdy, gw, gdx);
+      });
     }
     check_launch(op, describe(p));
   });

@@ -19,6 +19,9 @@
 #include "common/geometry.h"
 #include "common/params.h"
 #include "cuda/runtime.h"
+#if FC_CUDA_EMULATION
+#include "cuda/emulation_selftest.h"
+#endif
 
 namespace py = pybind11;
 using namespace fastconv;
@@ -89,4 +92,52 @@ PYBIND11_MODULE(FC_MODULE_NAME, m) {
   // ---- depthwise convolution bindings ----
 
   // ---- channel affine bindings ----
+
+  // ---- emulation self-test ----
+  // The emulation's planted-bug kernels (csrc/cuda/emulation_selftest.h; variant 0 = correct),
+  // float32 arrays by address, for tests/test_cuda_emulation.py.
+#if FC_CUDA_EMULATION
+  {
+    namespace st = cuda::selftest;
+    auto t = m.def_submodule("selftest", "CUDA emulation self-test kernels (planted bugs)");
+    t.def("sgemm", [](uintptr_t a, uintptr_t b, uintptr_t c, int M, int N, int K, int variant) {
+      py::gil_scoped_release nogil;
+      st::sgemm(as_ptr<const float>(a), as_ptr<const float>(b), as_ptr<float>(c), M, N, K, variant);
+    });
+    t.def("block_sum", [](uintptr_t x, uintptr_t out, int n, int variant) {
+      py::gil_scoped_release nogil;
+      st::block_sum(as_ptr<const float>(x), as_ptr<float>(out), n, variant);
+    });
+    t.def("stencil", [](uintptr_t x, uintptr_t y, int n, int variant) {
+      py::gil_scoped_release nogil;
+      st::stencil(as_ptr<const float>(x), as_ptr<float>(y), n, variant);
+    });
+    t.def("reverse", [](uintptr_t x, uintptr_t y, int n, int variant) {
+      py::gil_scoped_release nogil;
+      st::reverse(as_ptr<const float>(x), as_ptr<float>(y), n, variant);
+    });
+    t.def("wmma_gemm", [](int dtype, uintptr_t a, uintptr_t b, uintptr_t c, int M, int N, int K,
+                          bool a_col, bool b_col) {
+      py::gil_scoped_release nogil;
+      st::wmma_gemm(dtype, as_ptr<const void>(a), as_ptr<const void>(b), as_ptr<float>(c), M, N, K,
+                    a_col, b_col);
+    });
+    t.def("scatter_add", [](uintptr_t x, uintptr_t idx, uintptr_t y, int n, int m, int variant) {
+      py::gil_scoped_release nogil;
+      st::scatter_add(as_ptr<const float>(x), as_ptr<const int>(idx), as_ptr<float>(y), n, m, variant);
+    });
+    t.def("proxy_forms", [](uintptr_t x, uintptr_t y, uintptr_t z) {
+      py::gil_scoped_release nogil;
+      st::proxy_forms(as_ptr<const float>(x), as_ptr<float>(y), as_ptr<float>(z));
+    });
+    t.def("warp_sum", [](uintptr_t x, uintptr_t out, int nwarps, int variant) {
+      py::gil_scoped_release nogil;
+      st::warp_sum(as_ptr<const float>(x), as_ptr<float>(out), nwarps, variant);
+    });
+    t.def("max_pool3x3", [](uintptr_t x, uintptr_t y, int NC, int H, int W) {
+      py::gil_scoped_release nogil;
+      st::max_pool3x3(as_ptr<const float>(x), as_ptr<float>(y), NC, H, W);
+    });
+  }
+#endif
 }

@@ -192,7 +192,10 @@ HALF_CASES = {
     "grouped_strided": ((1, 6, 9, 8), (9, 2, 3, 3), (2, 1), (1, 1, 0, 1), (1, 2), 3),
     "1x1": ((2, 8, 5, 5), (16, 8, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
     "split_k": SPLITK,
+    "k70_c13_pq47": ((1, 13, 1, 47), (70, 13, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "k70_c13_pq47_1x1": ((1, 13, 1, 47), (70, 13, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
 }
+TILES16 = (3, 2, 0)  # tensor cores (the default for 16-bit), SIMT 32x32 and 128x128
 
 
 def _half_inputs(rng, xshape, wshape, yshape, round_):
@@ -217,17 +220,18 @@ def _yshape(xshape, wshape, st, pad, dl):
     return (xshape[0], wshape[0], P, Q)
 
 
+@pytest.mark.parametrize("tile", TILES16)
 @pytest.mark.parametrize("case", HALF_CASES.values(), ids=HALF_CASES.keys())
-def test_float16(be, rng, case):
+def test_float16(be, rng, case, tile):
     xshape, wshape, st, pad, dl, groups = case
     yshape = _yshape(xshape, wshape, st, pad, dl)
     r16 = lambda a: a.astype(np.float16).astype(np.float64)
     x, w, b, gy = _half_inputs(rng, xshape, wshape, yshape, r16)
     (y, ya), (dx, dxa), (dw, dwa) = _refs(x, w, b, gy, xshape, wshape, st, pad, dl, groups)
     h = lambda a: a.astype(np.float16)
-    yh = cd.conv2d(be, h(x), h(w), h(b), st, pad, dl, groups, yshape[2:])
-    dxh = cd.conv2d_backward_input(be, h(gy), h(w), xshape, st, pad, dl, groups)
-    dwh = cd.conv2d_backward_weight(be, h(gy), h(x), wshape, st, pad, dl, groups)
+    yh = cd.conv2d(be, h(x), h(w), h(b), st, pad, dl, groups, yshape[2:], tile=tile)
+    dxh = cd.conv2d_backward_input(be, h(gy), h(w), xshape, st, pad, dl, groups, tile=tile)
+    dwh = cd.conv2d_backward_weight(be, h(gy), h(x), wshape, st, pad, dl, groups, tile=tile)
     assert yh.dtype == dxh.dtype == dwh.dtype == np.float16
     eps = 2.0**-10
     RS = wshape[2] * wshape[3]
@@ -247,8 +251,9 @@ def _from_bf16_bits(bits):
     return (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
 
 
+@pytest.mark.parametrize("tile", TILES16)
 @pytest.mark.parametrize("case", HALF_CASES.values(), ids=HALF_CASES.keys())
-def test_bfloat16(be, rng, case):
+def test_bfloat16(be, rng, case, tile):
     """bfloat16 (dtype code 2) through the bindings directly, on uint16 bit patterns."""
     xshape, wshape, st, pad, dl, groups = case
     yshape = _yshape(xshape, wshape, st, pad, dl)
@@ -258,15 +263,16 @@ def test_bfloat16(be, rng, case):
     xb, wb, bb, gyb = (_to_bf16_bits(a) for a in (x, w, b, gy))
     out = np.full(yshape, 0xFFFF, np.uint16)  # NaN bit patterns
     be.mod.conv2d_forward(2, be.ptr(xb), be.ptr(wb), be.ptr(bb), be.ptr(out), xshape, wshape, st,
-                          pad, dl, groups, -1, 0)
+                          pad, dl, groups, tile, 0)
     dxb = np.full(xshape, 0xFFFF, np.uint16)
     be.mod.conv2d_backward_input(2, be.ptr(gyb), be.ptr(wb), be.ptr(dxb), xshape, wshape, st, pad,
-                                 dl, groups, -1, 0)
+                                 dl, groups, tile, 0)
     dwb = np.full(wshape, 0xFFFF, np.uint16)
-    nbytes = be.mod.conv2d_backward_weight_workspace_bytes(2, xshape, wshape, st, pad, dl, groups)
+    nbytes = be.mod.conv2d_backward_weight_workspace_bytes(2, xshape, wshape, st, pad, dl, groups,
+                                                           tile, 0)
     ws = np.empty(max(nbytes, 1), np.uint8)
     be.mod.conv2d_backward_weight(2, be.ptr(gyb), be.ptr(xb), be.ptr(dwb), be.ptr(ws), nbytes,
-                                  xshape, wshape, st, pad, dl, groups, -1, 0, 0)
+                                  xshape, wshape, st, pad, dl, groups, tile, 0, 0)
     eps = 2.0**-7
     RS = wshape[2] * wshape[3]
     _check16(_from_bf16_bits(out), y, ya, wshape[1] * RS, eps, "bfloat16 conv2d")
@@ -309,12 +315,15 @@ def test_bad_arguments_raise(be, rng):
     with pytest.raises(ValueError, match="tile"):
         be.mod.conv2d_forward(0, be.ptr(x), be.ptr(w), 0, be.ptr(y), x.shape, w.shape, s, p, d, 1,
                               5, 0)
+    with pytest.raises(ValueError, match="tile 3 .tensor cores. needs float16 or bfloat16"):
+        be.mod.conv2d_forward(0, be.ptr(x), be.ptr(w), 0, be.ptr(y), x.shape, w.shape, s, p, d, 1,
+                              3, 0)
     with pytest.raises(ValueError, match="unknown dtype code 9"):
         be.mod.conv2d_forward(9, be.ptr(x), be.ptr(w), 0, be.ptr(y), x.shape, w.shape, s, p, d, 1,
                               -1, 0)
     with pytest.raises(ValueError, match="out_hw"):
         cd.conv2d(be, x, w, None, s, p, d, 1, (5, 5))
-    gy = randn(rng, (1, 6, 4, 4), np.float32)
+    x, gy = randn(rng, (2, 4, 12, 12), np.float32), randn(rng, (2, 6, 10, 10), np.float32)
     dw = np.empty(w.shape, np.float32)
     need = be.mod.conv2d_backward_weight_workspace_bytes(0, x.shape, w.shape, s, p, d, 1, 2, 2)
     assert need > 0

@@ -29,14 +29,20 @@
 // slice and then stepped.
 // Tile configurations (pick_tile, or forced by `tile`): 0: 128x128 (8x8 per thread, 256
 // threads), 1: 64x64 (4x4, 256), 2: 32x32 (4x4, 64); the heuristic takes the largest one that
-// still gives about a wave of blocks on an H100/H200 (132 SMs).
+// still gives about a wave of blocks on an H100/H200 (132 SMs). 3: tensor cores for __half and
+// __nv_bfloat16 (igemm_wmma_kernel: 64x64 block tile, 4 warps of 2x2 wmma 16x16x16 fragments,
+// float accumulators, the same Op loaders and epilogue), the default for those types.
 // Storage types float, double, __half, __nv_bfloat16; shared tiles and accumulators in acc_t
 // (float for the 16-bit types). Index math: addresses in int64, GEMM coordinates in int (the
 // launchers check that M, N and Kd fit).
-// Not here yet: tensor cores (WMMA / TF32), vectorised 128-bit loads, a stride-aware dgrad,
-// channels-last layouts.
+// Not here yet: TF32 tensor cores for float32, mma.sync / wgmma, vectorised 128-bit loads, a
+// stride-aware dgrad, channels-last layouts, timing-based tile selection.
 #include "cuda/compat.h"
 #include "cuda/conv2d_cuda.h"
+
+#if !FC_EMULATION
+#include <mma.h>
+#endif
 
 #include <algorithm>
 #include <climits>
@@ -115,6 +121,7 @@ struct Pix {
 // ---------------------------------------------------------------------------------------------
 template <class T, bool ONE>
 struct FwdOp {
+  using storage = T;
   using acc = acc_t<T>;
   gptr<const T> x, w, bias;
   gptr<T> y;
@@ -177,6 +184,7 @@ struct FwdOp {
 
 template <class T, bool ONE>
 struct DgradOp {
+  using storage = T;
   using acc = acc_t<T>;
   gptr<const T> dy, w;
   gptr<T> dx;
@@ -247,6 +255,7 @@ struct DgradOp {
 
 template <class T, bool ONE>
 struct WgradOp {
+  using storage = T;
   using acc = acc_t<T>;
   gptr<const T> dy, x;
   gptr<T> dw;
@@ -395,6 +404,101 @@ igemm_kernel(Op op, int splits, int chunk) {
   }
 }
 
+// Shared arrays that WMMA loads and stores from: 32-byte aligned on the GPU (the emulation does
+// not need it: its FC_SHARED arrays carry the race and initialisation checks).
+#if FC_EMULATION
+#define FC_SHARED_WMMA(T, name, dims) FC_SHARED(T, name, dims)
+#else
+#define FC_SHARED_WMMA(T, name, dims) __shared__ __align__(32) T name dims
+#endif
+
+template <class T> struct is_16bit : std::false_type {};
+template <> struct is_16bit<__half> : std::true_type {};
+template <> struct is_16bit<__nv_bfloat16> : std::true_type {};
+
+// Tensor cores for the 16-bit storage types: one 64x64 tile of C per block (grid as in
+// igemm_kernel), 4 warps each a 32x32 quarter as 2x2 wmma 16x16x16 fragments with float
+// accumulators; k-slices of 16 in shared memory (storage type), double-buffered like
+// igemm_kernel; the accumulators go through a float tile in shared memory to Op::store (bias,
+// split-K partials, conversion).
+template <class Op>
+__global__ void __launch_bounds__(128) igemm_wmma_kernel(Op op, int splits, int chunk) {
+  using T = typename Op::storage;
+  namespace wmma = nvcuda::wmma;
+  constexpr int BM = 64, BN = 64, BK = 16, NT = 128;
+  constexpr int KA = BM * BK / NT, KB = BN * BK / NT, TPR = BK / KA;
+  constexpr int LDA = BK + 8, LDB = BN + 8, LDC = BN + 4;  // multiples of 8 (16-bit) / 4 (float)
+  FC_SHARED_WMMA(T, As, [2][BM][LDA]);
+  FC_SHARED_WMMA(T, Bs, [2][BK][LDB]);
+  FC_SHARED_WMMA(float, Cs, [BM][LDC]);
+
+  const int t = int(threadIdx.x);
+  const int grp = int(blockIdx.z) / splits, split = int(blockIdx.z) % splits;
+  const int kbeg = split * chunk, kend = min(op.Kd, kbeg + chunk);
+  const int m0 = int(blockIdx.y) * BM, n0 = int(blockIdx.x) * BN;
+  const int a_m = t / TPR, a_k = (t % TPR) * KA;
+  const int b_n = t % BN, b_k = (t / BN) * KB;
+  const typename Op::Row arow = op.a_ctx(grp, m0 + a_m);
+  const typename Op::Col bcol = op.b_ctx(grp, n0 + b_n);
+
+  float ra[KA], rb[KB];
+  op.a_load(arow, kbeg + a_k, kend, ra);
+  op.b_load(bcol, kbeg + b_k, kend, rb);
+#pragma unroll
+  for (int j = 0; j < KA; ++j) As[0][a_m][a_k + j] = from_acc<T>(ra[j]);
+#pragma unroll
+  for (int j = 0; j < KB; ++j) Bs[0][b_k + j][b_n] = from_acc<T>(rb[j]);
+  __syncthreads();
+
+  const int warp = t / 32, wm = (warp / 2) * 32, wn = (warp % 2) * 32;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+
+  const int steps = kend > kbeg ? (kend - kbeg + BK - 1) / BK : 0;
+  for (int step = 0; step < steps; ++step) {
+    const int cur = step & 1;
+    const bool more = step + 1 < steps;
+    if (more) {
+      const int k0 = kbeg + (step + 1) * BK;
+      op.a_load(arow, k0 + a_k, kend, ra);
+      op.b_load(bcol, k0 + b_k, kend, rb);
+    }
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa[2];
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &As[cur][wm + 16 * i][0], LDA);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &Bs[cur][0][wn + 16 * j], LDB);
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    if (more) {
+#pragma unroll
+      for (int j = 0; j < KA; ++j) As[cur ^ 1][a_m][a_k + j] = from_acc<T>(ra[j]);
+#pragma unroll
+      for (int j = 0; j < KB; ++j) Bs[cur ^ 1][b_k + j][b_n] = from_acc<T>(rb[j]);
+    }
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(&Cs[wm + 16 * i][wn + 16 * j], acc[i][j], LDC,
+                              wmma::mem_row_major);
+  __syncthreads();
+  for (int idx = t; idx < BM * BN; idx += NT) {
+    const int m = idx / BN, n = idx % BN;
+    const float v = Cs[m][n];
+    op.store(grp, split, m0 + m, op.c_ctx(n0 + n), v);
+  }
+}
+
 // dw[i] = sum over s of ws[s][i], s in order (grid-stride over the count elements).
 template <class T>
 __global__ void splitk_reduce_kernel(gptr<const acc_t<T>> ws, gptr<T> dw, int64_t count,
@@ -411,24 +515,29 @@ __global__ void splitk_reduce_kernel(gptr<const acc_t<T>> ws, gptr<T> dw, int64_
 // Host side: tile and split-K heuristics, launchers.
 // ---------------------------------------------------------------------------------------------
 struct TileShape { int bm, bn; };
-constexpr TileShape kTiles[3] = {{128, 128}, {64, 64}, {32, 32}};
+constexpr TileShape kTiles[4] = {{128, 128}, {64, 64}, {32, 32}, {64, 64}};  // 3: tensor cores
 
 int64_t tile_blocks(int tile, int64_t M, int64_t N, int64_t groups) {
   return ceil_div(M, kTiles[tile].bm) * ceil_div(N, kTiles[tile].bn) * groups;
 }
 
-int pick_tile(int64_t M, int64_t N, int64_t groups, int tile) {
+bool is_16bit_dtype(DType dt) { return dt == DType::f16 || dt == DType::bf16; }
+
+// tc: the storage type is 16-bit (the tensor-core tile 3 is available and the default).
+int pick_tile(int64_t M, int64_t N, int64_t groups, int tile, bool tc) {
   if (tile >= 0) {
-    FC_CHECK(tile <= 2, "conv2d: tile must be -1 (heuristic), 0, 1 or 2, got ", tile);
+    FC_CHECK(tile <= 3, "conv2d: tile must be -1 (heuristic), 0, 1, 2 or 3, got ", tile);
+    FC_CHECK(tile != 3 || tc, "conv2d: tile 3 (tensor cores) needs float16 or bfloat16 arrays");
     return tile;
   }
+  if (tc) return 3;
   if (M <= 32 || N <= 32) return 2;
   if (M > 64 && tile_blocks(0, M, N, groups) >= kSMs) return 0;
   if (tile_blocks(1, M, N, groups) >= kSMs / 2) return 1;
   return 2;
 }
 
-// The weight gradient's split of the reduction: (splits, chunk), chunk a multiple of kBK and
+// The weight gradient's split of the reduction: (splits, chunk), chunk a multiple of 16 and
 // every split non-empty.
 struct Split { int splits, chunk; };
 
@@ -440,7 +549,7 @@ Split pick_split(int64_t M, int64_t N, int64_t Kd, int64_t groups, int tile, int
     s = std::max<int64_t>(1, std::min<int64_t>(s, 64));
   }
   s = std::min(s, std::max<int64_t>(1, 65535 / groups));
-  const int64_t chunk = ceil_div(ceil_div(std::max<int64_t>(Kd, 1), s), kBK) * kBK;
+  const int64_t chunk = ceil_div(ceil_div(std::max<int64_t>(Kd, 1), s), 16) * 16;
   return Split{int(std::max<int64_t>(1, ceil_div(Kd, chunk))), int(chunk)};
 }
 
@@ -463,12 +572,28 @@ void launch_tile(const char* name, const Op& op, const Conv2dParams& p, int64_t 
 }
 
 template <class Op>
+void launch_wmma(const char* name, const Op& op, const Conv2dParams& p, Split sp,
+                 cudaStream_t stream) {
+  const dim3 grid(unsigned(ceil_div(op.N, 64)), unsigned(ceil_div(op.M, 64)),
+                  unsigned(p.groups * sp.splits));
+  FC_CHECK(grid.y <= 65535 && grid.z <= 65535, name, ": too many channels per group or groups (",
+           describe(p), ")");
+  auto k = igemm_wmma_kernel<Op>;
+  FC_LAUNCH(k, grid, dim3(128), 0, stream, op, sp.splits, sp.chunk);
+  check_launch(name, describe(p));
+}
+
+template <class Op>
 void launch_igemm(const char* name, const Op& op, const Conv2dParams& p, int tile, Split sp,
                   cudaStream_t stream) {
   switch (tile) {
     case 0: return launch_tile<Op, 128, 128, 8, 8>(name, op, p, p.groups, sp, stream);
     case 1: return launch_tile<Op, 64, 64, 4, 4>(name, op, p, p.groups, sp, stream);
-    default: return launch_tile<Op, 32, 32, 4, 4>(name, op, p, p.groups, sp, stream);
+    case 2: return launch_tile<Op, 32, 32, 4, 4>(name, op, p, p.groups, sp, stream);
+    default:
+      if constexpr (is_16bit<typename Op::storage>::value)
+        return launch_wmma(name, op, p, sp, stream);
+      throw ValueError(str_cat(name, ": tile 3 (tensor cores) needs float16 or bfloat16"));
   }
 }
 
@@ -477,7 +602,7 @@ void forward_typed(const Conv2dParams& p, const void* x, const void* w, const vo
                    int tile, cudaStream_t stream) {
   const int64_t M = p.Kg(), N = p.N * p.P * p.Q, Kd = p.Cg() * p.R * p.S;
   check_gemm_dims("conv2d_forward", p, M, N, Kd);
-  const int t = pick_tile(M, N, p.groups, tile);
+  const int t = pick_tile(M, N, p.groups, tile, is_16bit<T>::value);
   auto run = [&](auto one) {
     FwdOp<T, decltype(one)::value> op;
     op.x = global(static_cast<const T*>(x), p.N * p.C * p.H * p.W);
@@ -496,7 +621,7 @@ void backward_input_typed(const Conv2dParams& p, const void* dy, const void* w, 
                           cudaStream_t stream) {
   const int64_t M = p.Cg(), N = p.N * p.H * p.W, Kd = p.Kg() * p.R * p.S;
   check_gemm_dims("conv2d_backward_input", p, M, N, Kd);
-  const int t = pick_tile(M, N, p.groups, tile);
+  const int t = pick_tile(M, N, p.groups, tile, is_16bit<T>::value);
   auto run = [&](auto one) {
     DgradOp<T, decltype(one)::value> op;
     op.dy = global(static_cast<const T*>(dy), p.N * p.K * p.P * p.Q);
@@ -517,7 +642,7 @@ WgradPlan plan_wgrad(const Conv2dParams& p, DType dt, int tile, int splits) {
   FC_CHECK(splits >= 0, "conv2d_backward_weight: splits must be >= 0 (0: heuristic), got ",
            splits);
   WgradPlan plan;
-  plan.tile = pick_tile(M, N, p.groups, tile);
+  plan.tile = pick_tile(M, N, p.groups, tile, is_16bit_dtype(dt));
   plan.split = pick_split(M, N, Kd, p.groups, plan.tile, splits);
   const int64_t acc_bytes = dt == DType::f64 ? 8 : 4;
   plan.ws_bytes = plan.split.splits > 1 ? plan.split.splits * p.K * N * acc_bytes : 0;

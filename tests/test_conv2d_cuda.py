@@ -121,6 +121,23 @@ def test_tiles_not_dividing_float64(be, rng, tile):
     check_dense(be, rng, *EDGES["k70_c13_pq47"], np.float64, tile=tile)
 
 
+STRIDED_DGRAD = {
+    # the input gradient runs one GEMM per stride phase over the taps that reach it
+    "s2_d2_gcd2": ((1, 3, 11, 10), (4, 3, 3, 3), False, 2, 2, 2, 1),
+    "s4_d2": ((1, 2, 13, 14), (3, 2, 5, 4), True, 4, (3, 1, 0, 2), 2, 1),
+    "s3_d3_pad_odd": ((2, 2, 10, 9), (2, 2, 3, 2), True, 3, (2, 0, 1, 1), 3, 1),
+    "s3_k2_phase_without_taps": ((1, 3, 10, 8), (4, 3, 2, 2), True, 3, 0, 1, 1),
+    "input_smaller_than_stride": ((2, 2, 2, 5), (3, 2, 1, 1), True, 3, 0, 1, 1),
+    "s2_1x1_grouped": ((1, 6, 9, 7), (4, 3, 1, 1), True, 2, 0, 1, 2),
+}
+
+
+@pytest.mark.parametrize("tile", (-1, 0, 2))
+@pytest.mark.parametrize("case", STRIDED_DGRAD.values(), ids=STRIDED_DGRAD.keys())
+def test_strided_input_gradient_phases(be, rng, case, tile):
+    check_dense(be, rng, *case, np.float64, tile=tile, cpu=False)
+
+
 def test_one_by_one_gemm_path(be, rng):
     """1x1 stride-1 unpadded: plain GEMMs (batch of 3 so the pixel columns cross images)."""
     for case in (((3, 8, 5, 5), (16, 8, 1, 1), True, 1, 0, 1, 1),

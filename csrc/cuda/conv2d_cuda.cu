@@ -9,7 +9,9 @@
 //   dgrad    M = Cg,  N = N*H*W (input pixels),        Kd = Kg*R*S
 //            A[c][(k,r,s)] = w[k][c][r][s], B[(k,r,s)][(n,h,w)] = dy[n][k][p][q] where
 //            h = p*sh - pt + r*dh (and likewise w) has an integer solution inside the output,
-//            else 0. Stride-agnostic: with stride > 1 most taps are zeros (correct, not fast).
+//            else 0. Stride > 1: one GEMM per stride phase (h mod sh, w mod sw) of the input
+//            pixels over only the taps r = r0 + i*sh/gcd(sh, dh) that reach that phase, so no
+//            structural zeros are multiplied (N and Kd shrink by about sh*sw each).
 //   wgrad    M = Kg,  N = Cg*R*S,                     Kd = N*P*Q (the whole batch's pixels)
 //            A = dY_g rows, B[(n,p,q)][(c,r,s)] = x[n][c][p*sh - pt + r*dh][q*sw - pl + s*dw].
 //            When the output is small and the reduction long, split-K: blockIdx.z also runs
@@ -35,8 +37,8 @@
 // Storage types float, double, __half, __nv_bfloat16; shared tiles and accumulators in acc_t
 // (float for the 16-bit types). Index math: addresses in int64, GEMM coordinates in int (the
 // launchers check that M, N and Kd fit).
-// Not here yet: TF32 tensor cores for float32, mma.sync / wgmma, vectorised 128-bit loads, a
-// stride-aware dgrad, channels-last layouts, timing-based tile selection.
+// Not here yet: TF32 tensor cores for float32, mma.sync / wgmma, vectorised 128-bit loads,
+// channels-last layouts, timing-based tile selection.
 #include "cuda/compat.h"
 #include "cuda/conv2d_cuda.h"
 
@@ -182,6 +184,13 @@ struct FwdOp {
   }
 };
 
+// One stride phase (ph, pw) of the input gradient: the input pixels h = ph + hh*sh,
+// w = pw + ww*sw (hh < Hp, ww < Wp) and the only taps that reach them from an output pixel,
+// r = r0 + i*rstep (i < nr), s = s0 + j*sstep (j < ns); output row p = pp0(h) - i*dp.
+struct Phase {
+  int ph, pw, Hp, Wp, r0, rstep, nr, s0, sstep, ns, dp, dq;
+};
+
 template <class T, bool ONE>
 struct DgradOp {
   using storage = T;
@@ -189,35 +198,57 @@ struct DgradOp {
   gptr<const T> dy, w;
   gptr<T> dx;
   Geo g;
+  Phase ph;
   int M, N, Kd;
 
   struct Row { int64_t base; bool ok; };
-  struct Col { int64_t base; int th0, tw0; bool ok; };
+  struct Col { int64_t base; int p0, q0; bool ok; };
   struct Out { int64_t base; bool ok; };
 
-  // A[c][(k, r, s)] = w[g*Kg + k][c][r][s]
+  // (k, i, j) of a reduction index, stepped one at a time.
+  struct KTap {
+    int k, i, j;
+    __device__ __forceinline__ KTap(int kd, const Phase& f) {
+      k = kd / (f.nr * f.ns);
+      const int ij = kd - k * f.nr * f.ns;
+      i = ij / f.ns;
+      j = ij - i * f.ns;
+    }
+    __device__ __forceinline__ void step(const Phase& f) {
+      if (++j == f.ns) {
+        j = 0;
+        if (++i == f.nr) i = 0, ++k;
+      }
+    }
+  };
+
+  // A[c][(k, i, j)] = w[g*Kg + k][c][r0 + i*rstep][s0 + j*sstep]
   __device__ __forceinline__ Row a_ctx(int grp, int m) const {
     return Row{int64_t(grp) * g.Kg * g.Cg * g.RS + int64_t(m) * g.RS, m < M};
   }
   template <int KA>
   __device__ __forceinline__ void a_load(const Row& rw, int k0, int kend, acc (&out)[KA]) const {
-    int kk = k0 / g.RS, rs = k0 - kk * g.RS;
+    KTap tp(k0, ph);
 #pragma unroll
     for (int j = 0; j < KA; ++j) {
-      out[j] = rw.ok && k0 + j < kend ? to_acc(w[rw.base + int64_t(kk) * g.Cg * g.RS + rs])
+      const int rs = (ph.r0 + tp.i * ph.rstep) * g.S + ph.s0 + tp.j * ph.sstep;
+      out[j] = rw.ok && k0 + j < kend ? to_acc(w[rw.base + int64_t(tp.k) * g.Cg * g.RS + rs])
                                       : acc(0);
-      if (++rs == g.RS) rs = 0, ++kk;
+      tp.step(ph);
     }
   }
-  // B[(k, r, s)][(img, h, w)] = dy[img][g*Kg + k][p][q] with p*sh = h + pt - r*dh (same for q)
+  // B[(k, i, j)][(img, hh, ww)] = dy[img][g*Kg + k][p0 - i*dp][q0 - j*dq] inside the output
   __device__ __forceinline__ Col b_ctx(int grp, int n) const {
     Col c{0, 0, 0, n < N};
     if (!c.ok) return c;
-    const Pix px(n, g.H, g.W);
+    const Pix px(n, ph.Hp, ph.Wp);
     c.base = (int64_t(px.img) * g.K + int64_t(grp) * g.Kg) * g.PQ;
     if (ONE) c.base += px.p * g.Q + px.q;
-    c.th0 = px.p + g.pt;
-    c.tw0 = px.q + g.pl;
+    // exact divisions: r0 was chosen so that sh divides h + pt - r0*dh (floor for negatives)
+    const int th = ph.ph + px.p * g.sh + g.pt - ph.r0 * g.dh;
+    const int tw = ph.pw + px.q * g.sw + g.pl - ph.s0 * g.dw;
+    c.p0 = th >= 0 ? th / g.sh : -((-th) / g.sh);
+    c.q0 = tw >= 0 ? tw / g.sw : -((-tw) / g.sw);
     return c;
   }
   template <int KB>
@@ -228,24 +259,21 @@ struct DgradOp {
         out[j] = cl.ok && k0 + j < kend ? to_acc(dy[cl.base + int64_t(k0 + j) * g.PQ]) : acc(0);
       return;
     }
-    Tap tp(k0, g);  // (k, r, s): tp.c is the output channel within the group
+    KTap tp(k0, ph);
 #pragma unroll
     for (int j = 0; j < KB; ++j) {
-      const int th = cl.th0 - tp.r * g.dh, tw = cl.tw0 - tp.s * g.dw;
-      acc v = acc(0);
-      if (cl.ok && k0 + j < kend && th >= 0 && tw >= 0) {
-        const int p = th / g.sh, q = tw / g.sw;
-        if (p * g.sh == th && q * g.sw == tw && p < g.P && q < g.Q)
-          v = to_acc(dy[cl.base + int64_t(tp.c) * g.PQ + p * g.Q + q]);
-      }
-      out[j] = v;
-      tp.step(g);
+      const int p = cl.p0 - tp.i * ph.dp, q = cl.q0 - tp.j * ph.dq;
+      out[j] = cl.ok && k0 + j < kend && p >= 0 && p < g.P && q >= 0 && q < g.Q
+                   ? to_acc(dy[cl.base + int64_t(tp.k) * g.PQ + p * g.Q + q])
+                   : acc(0);
+      tp.step(ph);
     }
   }
   __device__ __forceinline__ Out c_ctx(int n) const {
     if (n >= N) return Out{0, false};
-    const int img = n / g.HW;
-    return Out{int64_t(img) * g.C * g.HW + (n - img * g.HW), true};
+    const Pix px(n, ph.Hp, ph.Wp);
+    return Out{int64_t(px.img) * g.C * g.HW + (ph.ph + px.p * g.sh) * g.W + ph.pw + px.q * g.sw,
+               true};
   }
   __device__ __forceinline__ void store(int grp, int, int m, const Out& o, acc v) const {
     if (!o.ok || m >= M) return;
@@ -616,20 +644,46 @@ void forward_typed(const Conv2dParams& p, const void* x, const void* w, const vo
   else run(std::false_type{});
 }
 
+// The taps of one axis that reach input positions ph (mod stride) from an output position:
+// r = r0 + i*step, i < n, with stride | (ph + pad - r*dil); and the output step dp per tap.
+void phase_taps(int64_t ph, int64_t pad, int64_t k, int64_t stride, int64_t dil, int& r0,
+                int& step, int& n, int& dp) {
+  int64_t g = stride, b = dil;  // gcd(stride, dil)
+  while (b) { const int64_t t = g % b; g = b; b = t; }
+  step = int(stride / g), dp = int(dil * (stride / g) / stride), n = 0, r0 = 0;
+  for (int64_t r = 0; r < std::min<int64_t>(k, step); ++r)
+    if (((ph + pad - r * dil) % stride + stride) % stride == 0) {
+      r0 = int(r), n = int(ceil_div(k - r, step));
+      return;
+    }
+}
+
 template <class T>
 void backward_input_typed(const Conv2dParams& p, const void* dy, const void* w, void* dx, int tile,
                           cudaStream_t stream) {
-  const int64_t M = p.Cg(), N = p.N * p.H * p.W, Kd = p.Kg() * p.R * p.S;
-  check_gemm_dims("conv2d_backward_input", p, M, N, Kd);
-  const int t = pick_tile(M, N, p.groups, tile, is_16bit<T>::value);
+  const char* name = "conv2d_backward_input";
+  check_gemm_dims(name, p, p.Cg(), p.N * p.H * p.W, p.Kg() * p.R * p.S);
+  // stride > 1: one launch per stride phase of the input pixels, each with only the taps that
+  // reach its pixels (no multiplications by structural zeros); phases without taps write zeros.
   auto run = [&](auto one) {
     DgradOp<T, decltype(one)::value> op;
     op.dy = global(static_cast<const T*>(dy), p.N * p.K * p.P * p.Q);
     op.w = global(static_cast<const T*>(w), p.K * p.Cg() * p.R * p.S);
     op.dx = global(static_cast<T*>(dx), p.N * p.C * p.H * p.W);
-    op.g = make_geo(p), op.M = int(M), op.N = int(N), op.Kd = int(Kd);
-    launch_igemm("conv2d_backward_input", op, p, t, Split{1, int(std::max<int64_t>(Kd, 1))},
-                 stream);
+    op.g = make_geo(p);
+    for (int64_t ph = 0; ph < std::min(p.stride_h, p.H); ++ph)
+      for (int64_t pw = 0; pw < std::min(p.stride_w, p.W); ++pw) {
+        Phase& f = op.ph;
+        f.ph = int(ph), f.pw = int(pw);
+        f.Hp = int(ceil_div(p.H - ph, p.stride_h)), f.Wp = int(ceil_div(p.W - pw, p.stride_w));
+        phase_taps(ph, p.pad_t, p.R, p.stride_h, p.dil_h, f.r0, f.rstep, f.nr, f.dp);
+        phase_taps(pw, p.pad_l, p.S, p.stride_w, p.dil_w, f.s0, f.sstep, f.ns, f.dq);
+        const int64_t M = p.Cg(), N = p.N * f.Hp * f.Wp, Kd = p.Kg() * f.nr * f.ns;
+        op.M = int(M), op.N = int(N), op.Kd = int(Kd);
+        if (f.nr == 0 || f.ns == 0) f.nr = f.ns = 1;  // no taps (Kd = 0): keep the decode defined
+        const int t = pick_tile(M, N, p.groups, tile, is_16bit<T>::value);
+        launch_igemm(name, op, p, t, Split{1, int(std::max<int64_t>(Kd, 1))}, stream);
+      }
   };
   if (is_one_by_one(p)) run(std::true_type{});
   else run(std::false_type{});

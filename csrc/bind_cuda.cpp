@@ -21,6 +21,7 @@
 #include "common/params.h"
 #include "cuda/channel_affine_cuda.h"
 #include "cuda/conv2d_bias_cuda.h"
+#include "cuda/conv2d_cuda.h"
 #include "cuda/depthwise_conv2d_cuda.h"
 #include "cuda/pool2d_cuda.h"
 #include "cuda/runtime.h"
@@ -305,6 +306,53 @@ void channel_affine(int dtype, uintptr_t x, uintptr_t scale, uintptr_t shift, ui
   py::gil_scoped_release nogil;
   cuda::channel_affine(p, dt, as_ptr(x), as_ptr(scale), as_ptr(shift), as_ptr(out),
                        as_stream(stream));
+// ---- dense convolution ------------------------------------------------------------------------
+// Dense and grouped conv2d (implicit GEMM), addresses of C-contiguous NCHW arrays. tile: -1 for
+// the heuristic, 0/1/2 (128x128, 64x64, 32x32 SIMT block tiles) or 3 (WMMA, 16-bit types only);
+// splits: the weight gradient's split-K factor, 0 for the heuristic (the workspace query must get
+// the same tile and splits).
+void conv2d_forward(int dtype, uintptr_t x, uintptr_t w, uintptr_t b, uintptr_t y,
+                    const Dims4& xs, const Dims4& ws, Pair stride, Quad pad, Pair dil,
+                    int64_t groups, int tile, uintptr_t stream) {
+  const char* op = "conv2d_forward";
+  const cuda::DType dt = as_dtype(dtype, op);
+  const Conv2dParams p = make_conv_params(op, xs, ws, stride, pad, dil, groups);
+  FC_CHECK(p.N >= 1, op, ": empty batch (the caller skips the launch)");
+  py::gil_scoped_release nogil;
+  cuda::conv2d_forward(p, dt, as_ptr(x), as_ptr(w), as_ptr(b), as_ptr(y), tile, as_stream(stream));
+}
+
+void conv2d_backward_input(int dtype, uintptr_t dy, uintptr_t w, uintptr_t dx, const Dims4& xs,
+                           const Dims4& ws, Pair stride, Quad pad, Pair dil, int64_t groups,
+                           int tile, uintptr_t stream) {
+  const char* op = "conv2d_backward_input";
+  const cuda::DType dt = as_dtype(dtype, op);
+  const Conv2dParams p = make_conv_params(op, xs, ws, stride, pad, dil, groups);
+  FC_CHECK(p.N >= 1, op, ": empty batch (the caller skips the launch)");
+  py::gil_scoped_release nogil;
+  cuda::conv2d_backward_input(p, dt, as_ptr(dy), as_ptr(w), as_ptr(dx), tile, as_stream(stream));
+}
+
+int64_t conv2d_backward_weight_workspace_bytes(int dtype, const Dims4& xs, const Dims4& ws,
+                                               Pair stride, Quad pad, Pair dil, int64_t groups,
+                                               int tile, int splits) {
+  const char* op = "conv2d_backward_weight_workspace_bytes";
+  const cuda::DType dt = as_dtype(dtype, op);
+  return cuda::conv2d_backward_weight_workspace_bytes(
+      make_conv_params(op, xs, ws, stride, pad, dil, groups), dt, tile, splits);
+}
+
+void conv2d_backward_weight(int dtype, uintptr_t dy, uintptr_t x, uintptr_t dw,
+                            uintptr_t workspace, int64_t workspace_bytes, const Dims4& xs,
+                            const Dims4& ws, Pair stride, Quad pad, Pair dil, int64_t groups,
+                            int tile, int splits, uintptr_t stream) {
+  const char* op = "conv2d_backward_weight";
+  const cuda::DType dt = as_dtype(dtype, op);
+  const Conv2dParams p = make_conv_params(op, xs, ws, stride, pad, dil, groups);
+  FC_CHECK(p.N >= 1, op, ": empty batch (the caller writes zeros without a launch)");
+  py::gil_scoped_release nogil;
+  cuda::conv2d_backward_weight(p, dt, as_ptr(dy), as_ptr(x), as_ptr(dw), as_ptr(workspace),
+                               workspace_bytes, tile, splits, as_stream(stream));
 }
 
 }  // namespace
@@ -381,6 +429,27 @@ PYBIND11_MODULE(FC_MODULE_NAME, m) {
         py::arg("stream"), "db[k] = sum of dy[:, k] over N, P, Q (any conv; deterministic)");
 
   // ---- channel affine bindings ----
+
+  // ---- dense convolution bindings ----
+  m.def("conv2d_forward", &conv2d_forward, py::arg("dtype"), py::arg("x"), py::arg("w"),
+        py::arg("b"), py::arg("y"), py::arg("x_shape"), py::arg("w_shape"), py::arg("stride"),
+        py::arg("pad"), py::arg("dilation"), py::arg("groups"), py::arg("tile"),
+        py::arg("stream"),
+        "y = conv(x, w) (+ b; address 0 = none) on `stream`; y (N, K, P, Q) overwritten");
+  m.def("conv2d_backward_input", &conv2d_backward_input, py::arg("dtype"), py::arg("dy"),
+        py::arg("w"), py::arg("dx"), py::arg("x_shape"), py::arg("w_shape"), py::arg("stride"),
+        py::arg("pad"), py::arg("dilation"), py::arg("groups"), py::arg("tile"),
+        py::arg("stream"), "dx (N, C, H, W) = input gradient of conv2d, overwritten");
+  m.def("conv2d_backward_weight_workspace_bytes", &conv2d_backward_weight_workspace_bytes,
+        py::arg("dtype"), py::arg("x_shape"), py::arg("w_shape"), py::arg("stride"),
+        py::arg("pad"), py::arg("dilation"), py::arg("groups"), py::arg("tile") = -1,
+        py::arg("splits") = 0, "scratch bytes conv2d_backward_weight needs (split-K partials)");
+  m.def("conv2d_backward_weight", &conv2d_backward_weight, py::arg("dtype"), py::arg("dy"),
+        py::arg("x"), py::arg("dw"), py::arg("workspace"), py::arg("workspace_bytes"),
+        py::arg("x_shape"), py::arg("w_shape"), py::arg("stride"), py::arg("pad"),
+        py::arg("dilation"), py::arg("groups"), py::arg("tile"), py::arg("splits"),
+        py::arg("stream"),
+        "dw (K, C/groups, R, S) = weight gradient of conv2d (deterministic), overwritten");
 
   // ---- emulation self-test ----
   // The emulation's planted-bug kernels (csrc/cuda/emulation_selftest.h; variant 0 = correct),

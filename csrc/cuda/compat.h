@@ -19,6 +19,9 @@
 //     then call check_launch(op, describe(params)) (throws CudaError naming op and shapes).
 //   - storage types float, double, __half, __nv_bfloat16; accumulate in acc_t<T> (float, or
 //     double for double), converting with to_acc() / from_acc<T>().
+//   - write the type of a value read from memory (`float v = tile[i];`, not `auto v = tile[i];`):
+//     under the emulation an element of shared memory or of a non-const gptr is a proxy that
+//     records reads and writes (the race checks), and it cannot be copied into an `auto`.
 #pragma once
 #include <cstdint>
 #include <stdexcept>

@@ -306,6 +306,8 @@ void channel_affine(int dtype, uintptr_t x, uintptr_t scale, uintptr_t shift, ui
   py::gil_scoped_release nogil;
   cuda::channel_affine(p, dt, as_ptr(x), as_ptr(scale), as_ptr(shift), as_ptr(out),
                        as_stream(stream));
+}
+
 // ---- dense convolution ------------------------------------------------------------------------
 // Dense and grouped conv2d (implicit GEMM), addresses of C-contiguous NCHW arrays. tile: -1 for
 // the heuristic, 0/1/2 (128x128, 64x64, 32x32 SIMT block tiles) or 3 (WMMA, 16-bit types only);
@@ -429,6 +431,10 @@ PYBIND11_MODULE(FC_MODULE_NAME, m) {
         py::arg("stream"), "db[k] = sum of dy[:, k] over N, P, Q (any conv; deterministic)");
 
   // ---- channel affine bindings ----
+  m.def("channel_affine", &channel_affine, py::arg("dtype"), py::arg("x"), py::arg("scale"),
+        py::arg("shift"), py::arg("out"), py::arg("N"), py::arg("C"), py::arg("L"), py::arg("lo"),
+        py::arg("hi"), py::arg("stream"),
+        "out = clamp(x * scale[c] + shift[c], lo, hi) for x viewed as (N, C, L); out may be x");
 
   // ---- dense convolution bindings ----
   m.def("conv2d_forward", &conv2d_forward, py::arg("dtype"), py::arg("x"), py::arg("w"),
@@ -498,8 +504,4 @@ PYBIND11_MODULE(FC_MODULE_NAME, m) {
     });
   }
 #endif
-  m.def("channel_affine", &channel_affine, py::arg("dtype"), py::arg("x"), py::arg("scale"),
-        py::arg("shift"), py::arg("out"), py::arg("N"), py::arg("C"), py::arg("L"), py::arg("lo"),
-        py::arg("hi"), py::arg("stream"),
-        "out = clamp(x * scale[c] + shift[c], lo, hi) for x viewed as (N, C, L); out may be x");
 }

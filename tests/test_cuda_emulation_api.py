@@ -18,6 +18,7 @@ from helpers import randn
 from test_adaptive_avg_pool2d import CASES as ADAPTIVE_CASES
 from test_avg_pool2d import FLAGS as AVG_FLAGS
 from test_avg_pool2d import GEOMETRIES as AVG_GEOMETRIES
+from test_conv2d import CASES as CONV_CASES
 from test_depthwise_conv2d import CASES as DW_CASES
 from test_max_pool2d import CASES as MAX_CASES
 
@@ -96,10 +97,7 @@ def test_adaptive_avg_pool2d(rng, case, dtype):
     agree(dx, dx64, dtype, "adaptive_avg_pool2d_input")
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=ids)
-@pytest.mark.parametrize("case", DW_CASES.values(), ids=DW_CASES.keys())
-def test_depthwise_conv2d(rng, case, dtype):
-    xshape, wshape, has_bias, stride, padding, dilation, groups = case
+def check_conv_case(rng, xshape, wshape, has_bias, stride, padding, dilation, groups, dtype):
     x, x64 = inputs(rng, xshape, dtype)
     w, w64 = inputs(rng, wshape, dtype)
     b, b64 = inputs(rng, (wshape[0],), dtype) if has_bias else (None, None)
@@ -118,6 +116,12 @@ def test_depthwise_conv2d(rng, case, dtype):
     agree(dx, dx64, dtype, "conv2d_input")
     agree(dw, dw64, dtype, "conv2d_weight")
     agree(db, db64, dtype, "conv2d_bias")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=ids)
+@pytest.mark.parametrize("case", DW_CASES.values(), ids=DW_CASES.keys())
+def test_depthwise_conv2d(rng, case, dtype):
+    check_conv_case(rng, *case, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=ids)
@@ -143,15 +147,11 @@ def test_unbatched_and_empty_inputs(rng):
     assert e.shape == (0, 3, 2, 2)
 
 
-def test_dense_conv_has_no_cuda_kernel_yet(rng):
-    """No silent fallback to the CPU kernels: dense and grouped conv raise inside the switch."""
-    x, w = randn(rng, (1, 4, 6, 6), np.float32), randn(rng, (8, 4, 3, 3), np.float32)
-    with cuda_emulation():
-        with pytest.raises(NotImplementedError, match="conv2d: dense and grouped convolution"):
-            F.conv2d(x, w)
-        with pytest.raises(NotImplementedError, match="dense and grouped convolution"):
-            F.conv2d(x, randn(rng, (8, 2, 3, 3), np.float32), groups=2)
-    assert F.conv2d(x, w).shape == (1, 8, 4, 4)   # and the switch is off again
+@pytest.mark.parametrize("dtype", DTYPES, ids=ids)
+@pytest.mark.parametrize("case", CONV_CASES.values(), ids=CONV_CASES.keys())
+def test_dense_and_grouped_conv2d(rng, case, dtype):
+    xshape, wshape, has_bias, stride, padding, dilation, groups = case
+    check_conv_case(rng, xshape, wshape, has_bias, stride, padding, dilation, groups, dtype)
 
 
 def test_switch_restores_the_cpu_kernels_after_an_error(rng):
@@ -222,8 +222,8 @@ def test_fastconv_torch_ops_take_the_cuda_path(rng, torch):
         torch.testing.assert_close(gx, x.grad)
         torch.testing.assert_close(gw, w.grad)
         dense = fct.Conv2d(4, 6, 3).double()
-        with pytest.warns(RuntimeWarning, match="dense and grouped convolution"):
-            dense(x.detach())
+        torch.testing.assert_close(dense(x.detach()),
+                                   torch.nn.Conv2d.forward(dense, x.detach()))
 
 
 def test_fastconv_torch_under_torch_autocast_runs_16_bit(torch):

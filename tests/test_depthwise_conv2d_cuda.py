@@ -281,17 +281,18 @@ def test_depthwise_conv2d_cuda_empty_batch(be, rng):
 
 
 @pytest.mark.parametrize("case", ["3x3_pad1", "groups2", "groups3_stride2", "1x1"])
-def test_dense_and_grouped_conv2d_cuda_not_implemented(be, rng, case):
+def test_dense_and_grouped_shapes_go_to_the_dense_kernels(be, rng, case):
+    """conv.py routes shapes that are not depthwise to the implicit-GEMM kernels (conv_dense.py,
+    tested in test_conv2d_cuda.py); here only that the route gives the reference's answers."""
     xshape, wshape, _, s, pad, d, groups = _resolve(DENSE_CASES[case])
     x, w = randn(rng, xshape), randn(rng, wshape)
-    gy = randn(rng, ref.conv2d(x, w, None, s, pad, d, groups).shape)
-    msg = "dense and grouped convolution have no CUDA kernel yet"
-    with pytest.raises(NotImplementedError, match=msg):
-        gconv.conv2d(be, x, w, None, s, pad, d, groups, gy.shape[2:])
-    with pytest.raises(NotImplementedError, match=msg):
-        gconv.conv2d_backward_input(be, gy, w, xshape, s, pad, d, groups)
-    with pytest.raises(NotImplementedError, match=msg):
-        gconv.conv2d_backward_weight(be, gy, x, wshape, s, pad, d, groups)
+    y = ref.conv2d(x, w, None, s, pad, d, groups)
+    gy = randn(rng, y.shape)
+    assert_close(gconv.conv2d(be, x, w, None, s, pad, d, groups, gy.shape[2:]), y, np.float64)
+    assert_close(gconv.conv2d_backward_input(be, gy, w, xshape, s, pad, d, groups),
+                 ref.conv2d_input(gy, w, xshape, s, pad, d, groups), np.float64)
+    assert_close(gconv.conv2d_backward_weight(be, gy, x, wshape, s, pad, d, groups),
+                 ref.conv2d_weight(gy, x, wshape, s, pad, d, groups), np.float64)
     assert_close(gconv.conv2d_backward_bias(be, gy), ref.conv2d_bias(gy), np.float64)
 
 

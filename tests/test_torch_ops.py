@@ -378,8 +378,6 @@ def test_cuda_tensors_without_a_gpu_are_unsupported():
     cuda_like = types.SimpleNamespace(device=torch.device("cuda", 0), dtype=f32)
     if fastconv.cuda_available():  # pragma: no cover - GPU machines
         assert _launch.unsupported("max_pool2d", input=cuda_like) is None
-        err = _launch.unsupported("conv2d", False, input=cuda_like)
-        assert "dense and grouped convolution have no CUDA kernel" in str(err)
         return
     err = _launch.unsupported("conv2d", input=cuda_like)
     assert isinstance(err, NotImplementedError)
@@ -388,14 +386,12 @@ def test_cuda_tensors_without_a_gpu_are_unsupported():
                      r"torch.nn.functional.conv2d", str(err)), str(err)
 
 
-def test_dense_conv_on_the_device_path_is_unsupported():
-    """Under the emulation (the CUDA path on CPU tensors) only depthwise conv has kernels: the
-    others are reported unsupported, so the modules run torch's conv instead."""
+def test_the_device_path_takes_16_bit_tensors():
+    """Under the emulation (the CUDA path on CPU tensors) float16 and bfloat16 are accepted; on
+    the CPU kernels they are not."""
     x = torch.ones(1, 4, 5, 5)
     with fastconv.testing.cuda_emulation():
-        err = _launch.unsupported("conv2d", False, input=x)
-        assert isinstance(err, NotImplementedError)
-        assert "dense and grouped convolution have no CUDA kernel in fastconv yet" in str(err)
-        assert _launch.unsupported("conv2d", True, input=x) is None
-        assert _launch.unsupported("avg_pool2d", input=x.half()) is None
+        assert _launch.unsupported("conv2d", input=x.half()) is None
+        assert _launch.unsupported("avg_pool2d", input=x.bfloat16()) is None
+        assert isinstance(_launch.unsupported("avg_pool2d", input=x.int()), TypeError)
     assert isinstance(_launch.unsupported("avg_pool2d", input=x.half()), TypeError)

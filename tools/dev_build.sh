@@ -12,7 +12,7 @@ name=${1:-dev}
 root=$(cd "$(dirname "$0")/.." && pwd)
 build="$root/build/dev-$name"
 site="$build/site/fastconv"
-cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFASTCONV_CUDA="${FASTCONV_CUDA:-OFF}" \
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFASTCONV_CUDA="${FASTCONV_CUDA:-OFF}" -DFASTCONV_CUDA_ARCHS="${FASTCONV_CUDA_ARCHS:-}" \
   -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v python3)" >/dev/null
 targets="_C _cuda_emu"
 [ "${FASTCONV_CUDA:-OFF}" = OFF ] || targets="$targets _cuda"

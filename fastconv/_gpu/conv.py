@@ -1,27 +1,20 @@
 """conv2d on the CUDA path (fastconv._cuda / fastconv._cuda_emu): the twins of fastconv._C's conv
 entry points. Arguments arrive checked and resolved by fastconv.nn._array / fastconv.nn.grad: 4-D
 arrays of the backend's library, stride and dilation (h, w) int pairs, pad (top, bottom, left,
-right), groups an int, out_hw = (P, Q). Depthwise convolution (groups == C, K a multiple of C) has
-CUDA kernels (csrc/cuda/depthwise_conv2d_cuda.cu); dense and grouped convolution raise
-NotImplementedError until their kernels land. The bias gradient serves any convolution
+right), groups an int, out_hw = (P, Q). Depthwise convolution (groups == C, K a multiple of C) runs
+the kernels of csrc/cuda/depthwise_conv2d_cuda.cu; dense and grouped convolution go to the
+implicit-GEMM kernels through fastconv/_gpu/conv_dense.py. The bias gradient serves any convolution
 (csrc/cuda/conv2d_bias_cuda.cu). Inputs in any layout are made C-contiguous (NCHW); outputs are new
 C-contiguous arrays of the input's library, written on the library's current stream.
 """
 from __future__ import annotations
 
 from fastconv import _shape
+from fastconv._gpu import conv_dense
 
 
 def _is_depthwise(C: int, K: int, groups: int) -> bool:
     return groups == C and C >= 1 and K % C == 0
-
-
-def _require_depthwise(op: str, C: int, K: int, groups: int) -> None:
-    if not _is_depthwise(C, K, groups):
-        raise NotImplementedError(
-            f"{op}: dense and grouped convolution have no CUDA kernel yet (only depthwise, groups == "
-            f"in_channels); got in_channels={C}, out_channels={K}, groups={groups}. Run it on the "
-            f"CPU (numpy arrays) or use torch for this layer")
 
 
 def _geometry(stride, pad, dilation):
@@ -38,7 +31,8 @@ def conv2d(be, x, w, b, stride, pad, dilation, groups, out_hw):
     op = "conv2d"
     N, C, H, W = x.shape
     K, _, R, S = w.shape
-    _require_depthwise(op, C, K, groups)
+    if not _is_depthwise(C, K, groups):
+        return conv_dense.conv2d(be, x, w, b, stride, pad, dilation, groups, out_hw)
     stride, pad, dilation = _geometry(stride, pad, dilation)
     P, Q = (int(v) for v in out_hw)
     if (P, Q) != _out_hw(op, (H, W), (R, S), stride, pad, dilation):
@@ -58,7 +52,9 @@ def conv2d_backward_input(be, dy, w, input_shape, stride, pad, dilation, groups)
     op = "conv2d_backward_input"
     N, C, H, W = (int(v) for v in input_shape)
     K = w.shape[0]
-    _require_depthwise(op, C, K, groups)
+    if not _is_depthwise(C, K, groups):
+        return conv_dense.conv2d_backward_input(be, dy, w, input_shape, stride, pad, dilation,
+                                                groups)
     stride, pad, dilation = _geometry(stride, pad, dilation)
     code = be.dtype_code(op, "grad_output", dy)
     dy, w = be.contiguous(dy), be.contiguous(w)
@@ -73,7 +69,9 @@ def conv2d_backward_weight(be, dy, x, weight_shape, stride, pad, dilation, group
     op = "conv2d_backward_weight"
     C = x.shape[1]
     wshape = tuple(int(v) for v in weight_shape)
-    _require_depthwise(op, C, wshape[0], groups)
+    if not _is_depthwise(C, wshape[0], groups):
+        return conv_dense.conv2d_backward_weight(be, dy, x, weight_shape, stride, pad, dilation,
+                                                 groups)
     stride, pad, dilation = _geometry(stride, pad, dilation)
     code = be.dtype_code(op, "input", x)
     dy, x = be.contiguous(dy), be.contiguous(x)

@@ -14,10 +14,12 @@
 - _ops.py: the fastconv:: custom ops (torch.library.custom_op with fake implementations and
   autograd formulas), which torch.compile(fullgraph=True) and torch.export see as single ops.
 - _launch.py: which tensors the kernels take, and the one launch function (CPU: numpy views of
-  the tensors into fastconv._C; CUDA: the slot for fastconv._cuda, not built yet).
+  the tensors into fastconv._C); CUDA tensors go to the CUDA twins of fastconv/_gpu/.
 
-float32 and float64 on the CPU. CUDA tensors raise NotImplementedError in the functions (the
-modules run torch's implementation instead, with a warning): this build has no CUDA kernels.
+float32 and float64 on the CPU; float32, float16, bfloat16 and float64 on CUDA (fastconv._cuda,
+torch's current stream and caching allocator; torch.autocast casts conv2d there). Without the CUDA
+build or a GPU, CUDA tensors raise NotImplementedError in the functions (the modules run torch's
+implementation instead, with a warning).
 Double backward (create_graph=True through fastconv's backward) is not supported.
 """
 try:

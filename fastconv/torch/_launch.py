@@ -35,11 +35,10 @@ def device_backend(t: torch.Tensor):
     return None
 
 
-def unsupported(op: str, depthwise: Optional[bool] = None, **tensors) -> Optional[Exception]:
+def unsupported(op: str, **tensors) -> Optional[Exception]:
     """The exception op raises for these tensors (None entries skipped) because of their device
     or dtype, or None when fastconv's kernels can take them. The modules fall back to torch's
-    implementation exactly when this is not None. depthwise: for conv2d, whether the convolution
-    is depthwise (the only kind with CUDA kernels so far); None when unknown."""
+    implementation exactly when this is not None."""
     for name, t in tensors.items():
         if t is None:
             continue
@@ -58,11 +57,6 @@ def unsupported(op: str, depthwise: Optional[bool] = None, **tensors) -> Optiona
             if t.dtype not in DEVICE_DTYPES:
                 return TypeError(f"{op}: {name} must be a float32, float16, bfloat16 or float64 "
                                  f"tensor, got dtype {t.dtype}")
-            if op == "conv2d" and depthwise is False:
-                return NotImplementedError(
-                    f"{op}: dense and grouped convolution have no CUDA kernel in fastconv yet "
-                    f"(depthwise only, groups == in_channels); use torch.nn.functional.conv2d "
-                    f"(fastconv.torch's modules fall back to it)")
             continue
         if t.dtype in (torch.float16, torch.bfloat16):
             return TypeError(

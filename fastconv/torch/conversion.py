@@ -47,8 +47,7 @@ def _check(fn: str, model, inplace) -> None:
 def _why_not(layer: torch.nn.Module) -> Optional[str]:
     """Why fastconv cannot compute this torch layer, or None."""
     if isinstance(layer, torch.nn.Conv2d):
-        depthwise = layer.groups > 1 and layer.groups == layer.in_channels
-        err = unsupported("conv2d", depthwise=depthwise, weight=layer.weight, bias=layer.bias)
+        err = unsupported("conv2d", weight=layer.weight, bias=layer.bias)
         return None if err is None else str(err)
     return None
 

@@ -7,9 +7,10 @@ torch.nn.functional's signatures and results, computed by fastconv's kernels and
 Each function checks its arguments (the messages of fastconv.nn.functional, from the same
 helpers), resolves them (unbatched input, pairs, padding as (top, bottom, left, right)) and calls
 one fastconv:: custom op (see _ops.py), so torch.compile(fullgraph=True) and torch.export trace
-them. float32 and float64 CPU tensors; float16/bfloat16 raise TypeError and CUDA tensors
-NotImplementedError (this build has no CUDA kernels). Non-contiguous and channels_last inputs are
-copied to NCHW first (one copy per call; the output is NCHW-contiguous).
+them. float32 and float64 CPU tensors (float16/bfloat16 raise TypeError there); CUDA tensors in
+float32, float16, bfloat16 or float64 run fastconv's CUDA kernels (NotImplementedError without
+fastconv._cuda or a GPU). Non-contiguous and channels_last inputs are copied to NCHW first (one
+copy per call; the output is NCHW-contiguous).
 
 The extensions of fastconv.nn.functional hold here too: `padding` may be a 4-tuple (top, bottom,
 left, right), and 'same' works at any stride (TensorFlow/Keras semantics), also in pooling. One
@@ -28,13 +29,13 @@ from fastconv.torch._launch import device_backend, unsupported
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
 
-def _check_tensors(op: str, depthwise=None, **tensors) -> None:
+def _check_tensors(op: str, **tensors) -> None:
     """Tensors (None skipped) that fastconv's kernels can take, of one dtype and one device as
     the first."""
     for name, t in tensors.items():
         if t is not None and not isinstance(t, torch.Tensor):
             raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    err = unsupported(op, depthwise, **tensors)
+    err = unsupported(op, **tensors)
     if err is not None:
         raise err
     (first, ref), *rest = [(n, t) for n, t in tensors.items() if t is not None]
@@ -73,9 +74,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         (N, K, P, Q), or (K, P, Q) for an unbatched input.
     """
     op = "conv2d"
-    depthwise = (isinstance(input, torch.Tensor) and input.dim() >= 3 and isinstance(groups, int)
-                 and groups > 1 and groups == input.shape[-3])
-    _check_tensors(op, depthwise, input=input, weight=weight, bias=bias)
+    _check_tensors(op, input=input, weight=weight, bias=bias)
     input, weight, bias = _autocast(input, weight, bias)
     x, unbatched = c.batched(op, "input", input)
     stride, pad, dilation, groups, _ = c.conv_geometry(

@@ -29,10 +29,10 @@ __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
 _warned: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
 
 
-def _runs_torch(layer: torch.nn.Module, op: str, depthwise=None, **tensors) -> bool:
+def _runs_torch(layer: torch.nn.Module, op: str, **tensors) -> bool:
     """Whether this call must use torch's implementation (fastconv's kernels cannot take the
     tensors); warns the first time for each layer."""
-    err = unsupported(op, depthwise, **tensors)
+    err = unsupported(op, **tensors)
     if err is None:
         return False
     if layer not in _warned:
@@ -56,8 +56,7 @@ class Conv2d(torch.nn.Conv2d):
     """
 
     def forward(self, input):
-        depthwise = self.groups > 1 and self.groups == self.in_channels
-        if _runs_torch(self, "conv2d", depthwise, input=input, weight=self.weight, bias=self.bias):
+        if _runs_torch(self, "conv2d", input=input, weight=self.weight, bias=self.bias):
             return super().forward(input)
         if self.padding_mode != "zeros":
             padded = torch.nn.functional.pad(input, self._reversed_padding_repeated_twice,

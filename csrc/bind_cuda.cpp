@@ -360,6 +360,8 @@ void conv2d_backward_weight(int dtype, uintptr_t dy, uintptr_t x, uintptr_t dw,
 }  // namespace
 
 PYBIND11_MODULE(FC_MODULE_NAME, m) {
+  py::register_local_exception<ValueError>(m, "_ValueError", PyExc_ValueError);
+  py::register_local_exception<TypeError>(m, "_TypeError", PyExc_TypeError);
   py::register_exception<CudaError>(m, "CudaError", PyExc_RuntimeError);
 #if FC_CUDA_EMULATION
   m.doc() = "fastconv CUDA kernels run on the CPU by the CUDA emulation (tests only)";

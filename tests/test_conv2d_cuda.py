@@ -360,6 +360,27 @@ def test_random_shapes_vs_ref(be, c):
                 c["dilation"], c["groups"], np.float64, tile=int(rng.integers(-1, 3)), cpu=False)
 
 
+@settings(max_examples=20)
+@given(conv_shapes())
+def test_random_shapes_float16_tensor_cores(be, c):
+    """float16 on the WMMA path (and bias always) for random geometry, bounds as test_float16."""
+    rng = np.random.default_rng(c["seed"])
+    xshape, wshape, groups = c["xshape"], c["wshape"], c["groups"]
+    st, pad, dl, out_hw = _resolved(xshape, wshape, c["stride"], c["padding"], c["dilation"])
+    yshape = (xshape[0], wshape[0]) + out_hw
+    r16 = lambda a: a.astype(np.float16).astype(np.float64)
+    x, w, b, gy = _half_inputs(rng, xshape, wshape, yshape, r16)
+    (y, ya), (dx, dxa), (dw, dwa) = _refs(x, w, b, gy, xshape, wshape, st, pad, dl, groups)
+    h = lambda a: a.astype(np.float16)
+    RS = wshape[2] * wshape[3]
+    _check16(cd.conv2d(be, h(x), h(w), h(b), st, pad, dl, groups, out_hw), y, ya, wshape[1] * RS,
+             2.0**-10, "float16 conv2d")
+    _check16(cd.conv2d_backward_input(be, h(gy), h(w), xshape, st, pad, dl, groups), dx, dxa,
+             wshape[0] // groups * RS, 2.0**-10, "float16 dgrad")
+    _check16(cd.conv2d_backward_weight(be, h(gy), h(x), wshape, st, pad, dl, groups), dw, dwa,
+             int(np.prod(yshape)) // wshape[0], 2.0**-10, "float16 wgrad")
+
+
 # ---- on a GPU, against cuDNN -------------------------------------------------------------------
 
 needs_gpu = pytest.mark.skipif(not fastconv.cuda_available(),

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/geometry.h"
 #include "common/output_size.h"
 #include "common/parallel.h"
 #include "common/params.h"
@@ -26,9 +27,6 @@ namespace py = pybind11;
 using namespace fastconv;
 
 namespace {
-
-using Pair = std::array<int64_t, 2>;
-using Quad = std::array<int64_t, 4>;
 
 enum class DType { f32, f64 };
 
@@ -95,53 +93,6 @@ const T* cptr(const py::array& a) { return static_cast<const T*>(a.data()); }
 
 // ---- convolution ------------------------------------------------------------------------------
 
-// Every geometry value at most kMaxGeometry (so that the int64 arithmetic cannot overflow).
-template <size_t n>
-void check_geometry(const char* op, const char* name, const std::array<int64_t, n>& v) {
-  for (int64_t x : v)
-    FC_CHECK(x <= kMaxGeometry, op, ": ", name, " must be at most ", kMaxGeometry, ", got ", x);
-}
-
-// Fills Conv2dParams from the input shape (N, C, H, W) and the weight shape (K, C/groups, R, S).
-Conv2dParams conv_params(const char* op, const std::array<int64_t, 4>& xs,
-                         const std::array<int64_t, 4>& ws, Pair stride, Quad pad, Pair dil,
-                         int64_t groups) {
-  FC_CHECK(groups >= 1, op, ": groups must be a positive integer, got ", groups);
-  FC_CHECK(stride[0] >= 1 && stride[1] >= 1, op, ": stride must be positive, got (", stride[0],
-           ", ", stride[1], ")");
-  FC_CHECK(dil[0] >= 1 && dil[1] >= 1, op, ": dilation must be positive, got (", dil[0], ", ",
-           dil[1], ")");
-  for (int64_t v : pad)
-    FC_CHECK(v >= 0, op, ": padding must be non-negative, got (", pad[0], ", ", pad[1], ", ",
-             pad[2], ", ", pad[3], ") as (top, bottom, left, right)");
-  FC_CHECK(groups <= kMaxGeometry, op, ": groups must be at most ", kMaxGeometry, ", got ", groups);
-  check_geometry(op, "stride", stride);
-  check_geometry(op, "dilation", dil);
-  check_geometry(op, "padding", pad);
-  check_geometry(op, "kernel size", std::array<int64_t, 2>{ws[2], ws[3]});
-  Conv2dParams p;
-  p.N = xs[0], p.C = xs[1], p.H = xs[2], p.W = xs[3];
-  p.K = ws[0], p.R = ws[2], p.S = ws[3];
-  p.groups = groups;
-  p.stride_h = stride[0], p.stride_w = stride[1];
-  p.dil_h = dil[0], p.dil_w = dil[1];
-  p.pad_t = pad[0], p.pad_b = pad[1], p.pad_l = pad[2], p.pad_r = pad[3];
-  FC_CHECK(p.C % groups == 0, op, ": input has ", p.C, " channels, which is not divisible by groups=",
-           groups);
-  FC_CHECK(p.K % groups == 0, op, ": weight has ", p.K,
-           " output channels, which is not divisible by groups=", groups);
-  FC_CHECK(ws[1] == p.C / groups, op, ": weight has ", ws[1], " input channels per group but input has ",
-           p.C, " channels and groups=", groups, " (expected ", p.C / groups, ")");
-  FC_CHECK(p.K >= 1 && p.R >= 1 && p.S >= 1, op, ": weight must have non-zero sizes");
-  const int64_t eh = p.dil_h * (p.R - 1) + 1, ew = p.dil_w * (p.S - 1) + 1;
-  FC_CHECK(p.H + p.pad_t + p.pad_b >= eh && p.W + p.pad_l + p.pad_r >= ew, op,
-           ": padded input size (", p.H + p.pad_t + p.pad_b, " x ", p.W + p.pad_l + p.pad_r,
-           ") is smaller than the dilated kernel (", eh, " x ", ew, ")");
-  p.P = output_size(p.H, p.R, p.stride_h, p.pad_t, p.pad_b, p.dil_h, false);
-  p.Q = output_size(p.W, p.S, p.stride_w, p.pad_l, p.pad_r, p.dil_w, false);
-  return p;
-}
-
 std::array<int64_t, 4> dims4(const py::array& a) {
   return {a.shape(0), a.shape(1), a.shape(2), a.shape(3)};
 }
@@ -155,7 +106,7 @@ void conv2d_forward(py::array x, py::array w, py::object bias, py::array y, Pair
   check_array(x, 4, op, "input", false);
   check_array(w, 4, op, "weight", false);
   check_array(y, 4, op, "out", true);
-  Conv2dParams p = conv_params(op, dims4(x), dims4(w), stride, pad, dil, groups);
+  Conv2dParams p = make_conv_params(op, dims4(x), dims4(w), stride, pad, dil, groups);
   check_shape(y, {p.N, p.K, p.P, p.Q}, op, "out");
   check_no_overlap(y, x, op, "out", "input");
   check_no_overlap(y, w, op, "out", "weight");
@@ -185,7 +136,7 @@ void conv2d_backward_input(py::array dy, py::array w, py::array dx, Pair stride,
   check_array(dy, 4, op, "grad_output", false);
   check_array(w, 4, op, "weight", false);
   check_array(dx, 4, op, "grad_input", true);
-  Conv2dParams p = conv_params(op, dims4(dx), dims4(w), stride, pad, dil, groups);
+  Conv2dParams p = make_conv_params(op, dims4(dx), dims4(w), stride, pad, dil, groups);
   check_shape(dy, {p.N, p.K, p.P, p.Q}, op, "grad_output");
   check_no_overlap(dx, dy, op, "grad_input", "grad_output");
   check_no_overlap(dx, w, op, "grad_input", "weight");
@@ -205,7 +156,7 @@ void conv2d_backward_weight(py::array dy, py::array x, py::array dw, Pair stride
   check_array(dy, 4, op, "grad_output", false);
   check_array(x, 4, op, "input", false);
   check_array(dw, 4, op, "grad_weight", true);
-  Conv2dParams p = conv_params(op, dims4(x), dims4(dw), stride, pad, dil, groups);
+  Conv2dParams p = make_conv_params(op, dims4(x), dims4(dw), stride, pad, dil, groups);
   check_shape(dy, {p.N, p.K, p.P, p.Q}, op, "grad_output");
   check_no_overlap(dw, dy, op, "grad_weight", "grad_output");
   check_no_overlap(dw, x, op, "grad_weight", "input");
@@ -235,56 +186,6 @@ void conv2d_backward_bias(py::array dy, py::array db) {
 
 // ---- pooling ----------------------------------------------------------------------------------
 
-Pool2dParams pool_params(const char* op, const std::array<int64_t, 4>& xs, Pair kernel, Pair stride,
-                         Quad pad, Pair dil, bool ceil_mode) {
-  FC_CHECK(kernel[0] >= 1 && kernel[1] >= 1, op, ": kernel_size must be positive, got (", kernel[0],
-           ", ", kernel[1], ")");
-  FC_CHECK(stride[0] >= 1 && stride[1] >= 1, op, ": stride must be positive, got (", stride[0],
-           ", ", stride[1], ")");
-  FC_CHECK(dil[0] >= 1 && dil[1] >= 1, op, ": dilation must be positive, got (", dil[0], ", ",
-           dil[1], ")");
-  check_geometry(op, "kernel_size", kernel);
-  check_geometry(op, "stride", stride);
-  check_geometry(op, "dilation", dil);
-  Pool2dParams p;
-  p.N = xs[0], p.C = xs[1], p.H = xs[2], p.W = xs[3];
-  p.R = kernel[0], p.S = kernel[1];
-  p.stride_h = stride[0], p.stride_w = stride[1];
-  p.dil_h = dil[0], p.dil_w = dil[1];
-  p.pad_t = pad[0], p.pad_b = pad[1], p.pad_l = pad[2], p.pad_r = pad[3];
-  p.ceil_mode = ceil_mode;
-  // PyTorch's limit: at most half the (undilated) kernel per side.
-  for (int i = 0; i < 4; ++i) {
-    const int64_t k = i < 2 ? p.R : p.S;
-    FC_CHECK(pad[i] >= 0 && pad[i] <= k / 2, op,
-             ": padding must be non-negative and at most half the kernel size, got (", pad[0], ", ",
-             pad[1], ", ", pad[2], ", ", pad[3], ") as (top, bottom, left, right) for kernel (", p.R,
-             ", ", p.S, ")");
-  }
-  const int64_t eh = p.dil_h * (p.R - 1) + 1, ew = p.dil_w * (p.S - 1) + 1;
-  p.P = output_size(p.H, p.R, p.stride_h, p.pad_t, p.pad_b, p.dil_h, ceil_mode);
-  p.Q = output_size(p.W, p.S, p.stride_w, p.pad_l, p.pad_r, p.dil_w, ceil_mode);
-  FC_CHECK(p.P >= 1 && p.Q >= 1, op, ": input of size (", p.H, " x ", p.W, ") with kernel (", eh,
-           " x ", ew, "), stride (", p.stride_h, ", ", p.stride_w, ") and padding gives an empty output (",
-           p.P, " x ", p.Q, ")");
-  return p;
-}
-
-// First output position along one axis whose dilated window has no tap inside the input, or -1.
-// (With dilation, taps can straddle the whole input: in=2, k=2, dilation=3, pad=1 puts them at -1
-// and 2. PyTorch returns -inf and an out-of-range index there; we refuse the geometry.)
-// O(1) per output position: only the first tap at or past index 0 can be inside the input, so
-// a huge kernel costs nothing (a loop over the taps held the GIL for minutes).
-int64_t first_empty_window(int64_t in, int64_t k, int64_t stride, int64_t pad_lo, int64_t dil,
-                           int64_t out) {
-  for (int64_t o = 0; o < out; ++o) {
-    const int64_t start = o * stride - pad_lo;
-    const int64_t first = start >= 0 ? 0 : (-start + dil - 1) / dil;  // ceil(-start / dil)
-    if (first >= k || start + first * dil >= in) return o;
-  }
-  return -1;
-}
-
 void max_pool2d_forward(py::array x, py::array y, py::object indices, Pair kernel, Pair stride,
                         Quad pad, Pair dil, bool ceil_mode) {
   const char* op = "max_pool2d";
@@ -292,7 +193,7 @@ void max_pool2d_forward(py::array x, py::array y, py::object indices, Pair kerne
   check_same_dtype(x, y, op, "input", "out");
   check_array(x, 4, op, "input", false);
   check_array(y, 4, op, "out", true);
-  Pool2dParams p = pool_params(op, dims4(x), kernel, stride, pad, dil, ceil_mode);
+  Pool2dParams p = make_pool_params(op, dims4(x), kernel, stride, pad, dil, ceil_mode);
   const int64_t eh = first_empty_window(p.H, p.R, p.stride_h, p.pad_t, p.dil_h, p.P);
   const int64_t ew = first_empty_window(p.W, p.S, p.stride_w, p.pad_l, p.dil_w, p.Q);
   FC_CHECK(eh < 0 && ew < 0, op, ": with this dilation and padding the pooling window at output ",
@@ -349,7 +250,7 @@ void max_pool2d_backward(py::array dy, py::array indices, py::array dx) {
 
 Pool2dParams avg_params(const char* op, const std::array<int64_t, 4>& xs, Pair kernel, Pair stride,
                         Quad pad, bool ceil_mode, bool count_include_pad, int64_t divisor_override) {
-  Pool2dParams p = pool_params(op, xs, kernel, stride, pad, {1, 1}, ceil_mode);
+  Pool2dParams p = make_pool_params(op, xs, kernel, stride, pad, {1, 1}, ceil_mode);
   // Any non-zero value, negative included, as in torch; 0 = no override.
   FC_CHECK(divisor_override >= -kMaxGeometry && divisor_override <= kMaxGeometry, op,
            ": divisor_override must be at most ", kMaxGeometry, " in magnitude, got ",

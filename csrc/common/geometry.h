@@ -16,6 +16,14 @@ using Pair = std::array<int64_t, 2>;
 using Quad = std::array<int64_t, 4>;
 using Dims4 = std::array<int64_t, 4>;
 
+// Every geometry value at most kMaxGeometry (common/output_size.h), so that no int64 sum of them
+// can overflow.
+template <size_t n>
+inline void check_geometry(const char* op, const char* name, const std::array<int64_t, n>& v) {
+  for (int64_t x : v)
+    FC_CHECK(x <= kMaxGeometry, op, ": ", name, " must be at most ", kMaxGeometry, ", got ", x);
+}
+
 // Conv2dParams from the input shape (N, C, H, W) and the weight shape (K, C/groups, R, S).
 inline Conv2dParams make_conv_params(const char* op, const Dims4& xs, const Dims4& ws, Pair stride,
                                      Quad pad, Pair dil, int64_t groups) {
@@ -27,6 +35,11 @@ inline Conv2dParams make_conv_params(const char* op, const Dims4& xs, const Dims
   for (int64_t v : pad)
     FC_CHECK(v >= 0, op, ": padding must be non-negative, got (", pad[0], ", ", pad[1], ", ",
              pad[2], ", ", pad[3], ") as (top, bottom, left, right)");
+  FC_CHECK(groups <= kMaxGeometry, op, ": groups must be at most ", kMaxGeometry, ", got ", groups);
+  check_geometry(op, "stride", stride);
+  check_geometry(op, "dilation", dil);
+  check_geometry(op, "padding", pad);
+  check_geometry(op, "kernel size", std::array<int64_t, 2>{ws[2], ws[3]});
   Conv2dParams p;
   p.N = xs[0], p.C = xs[1], p.H = xs[2], p.W = xs[3];
   p.K = ws[0], p.R = ws[2], p.S = ws[3];
@@ -61,6 +74,9 @@ inline Pool2dParams make_pool_params(const char* op, const Dims4& xs, Pair kerne
            ", ", stride[1], ")");
   FC_CHECK(dil[0] >= 1 && dil[1] >= 1, op, ": dilation must be positive, got (", dil[0], ", ",
            dil[1], ")");
+  check_geometry(op, "kernel_size", kernel);
+  check_geometry(op, "stride", stride);
+  check_geometry(op, "dilation", dil);
   Pool2dParams p;
   p.N = xs[0], p.C = xs[1], p.H = xs[2], p.W = xs[3];
   p.R = kernel[0], p.S = kernel[1];
@@ -84,7 +100,10 @@ inline Pool2dParams make_pool_params(const char* op, const Dims4& xs, Pair kerne
 }
 
 // First output position along one axis whose dilated window has no tap inside [0, in), or -1.
-// O(1) per position: the first tap at or after 0 is the only candidate that matters.
+// (With dilation, taps can straddle the whole input: in=2, k=2, dilation=3, pad=1 puts them at -1
+// and 2. PyTorch returns -inf and an out-of-range index there; we refuse the geometry.)
+// O(1) per position: the first tap at or after 0 is the only candidate that matters, so a huge
+// kernel costs nothing.
 inline int64_t first_empty_window(int64_t in, int64_t k, int64_t stride, int64_t pad_lo,
                                   int64_t dil, int64_t out) {
   for (int64_t o = 0; o < out; ++o) {

@@ -213,7 +213,7 @@ HALF_CASES = {
     "k70_c13_pq47": ((1, 13, 1, 47), (70, 13, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "k70_c13_pq47_1x1": ((1, 13, 1, 47), (70, 13, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
 }
-TILES16 = (3, 2, 0)  # tensor cores (the default for 16-bit), SIMT 32x32 and 128x128
+TILES16 = (3, 4, 2, 0)  # tensor cores 64x64 (the default here) and 128x128, SIMT 32x32, 128x128
 
 
 def _half_inputs(rng, xshape, wshape, yshape, round_):
@@ -333,9 +333,9 @@ def test_bad_arguments_raise(be, rng):
     with pytest.raises(ValueError, match="tile"):
         be.mod.conv2d_forward(0, be.ptr(x), be.ptr(w), 0, be.ptr(y), x.shape, w.shape, s, p, d, 1,
                               5, 0)
-    with pytest.raises(ValueError, match="tile 3 .tensor cores. needs float16 or bfloat16"):
+    with pytest.raises(ValueError, match="tile 4 .tensor cores. needs float16 or bfloat16"):
         be.mod.conv2d_forward(0, be.ptr(x), be.ptr(w), 0, be.ptr(y), x.shape, w.shape, s, p, d, 1,
-                              3, 0)
+                              4, 0)
     with pytest.raises(TypeError, match="unknown dtype code 9"):
         be.mod.conv2d_forward(9, be.ptr(x), be.ptr(w), 0, be.ptr(y), x.shape, w.shape, s, p, d, 1,
                               -1, 0)

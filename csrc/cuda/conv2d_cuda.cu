@@ -31,9 +31,10 @@
 // slice and then stepped.
 // Tile configurations (pick_tile, or forced by `tile`): 0: 128x128 (8x8 per thread, 256
 // threads), 1: 64x64 (4x4, 256), 2: 32x32 (4x4, 64); the heuristic takes the largest one that
-// still gives about a wave of blocks on an H100/H200 (132 SMs). 3: tensor cores for __half and
-// __nv_bfloat16 (igemm_wmma_kernel: 64x64 block tile, 4 warps of 2x2 wmma 16x16x16 fragments,
-// float accumulators, the same Op loaders and epilogue), the default for those types.
+// still gives about a wave of blocks on an H100/H200 (132 SMs). 3, 4: tensor cores for __half and
+// __nv_bfloat16 (igemm_wmma_kernel, float accumulators, the same Op loaders and epilogue; 3:
+// 64x64 block tile, 4 warps of 2x2 wmma 16x16x16 fragments; 4: 128x128, 8 warps of 2x4), the
+// default for those types (4 when it still fills the GPU).
 // Storage types float, double, __half, __nv_bfloat16; shared tiles and accumulators in acc_t
 // (float for the 16-bit types). Index math: addresses in int64, GEMM coordinates in int (the
 // launchers check that M, N and Kd fit).
@@ -444,21 +445,26 @@ template <class T> struct is_16bit : std::false_type {};
 template <> struct is_16bit<__half> : std::true_type {};
 template <> struct is_16bit<__nv_bfloat16> : std::true_type {};
 
-// Tensor cores for the 16-bit storage types: one 64x64 tile of C per block (grid as in
-// igemm_kernel), 4 warps each a 32x32 quarter as 2x2 wmma 16x16x16 fragments with float
-// accumulators; k-slices of 16 in shared memory (storage type), double-buffered like
-// igemm_kernel; the accumulators go through a float tile in shared memory to Op::store (bias,
-// split-K partials, conversion).
-template <class Op>
-__global__ void __launch_bounds__(128) igemm_wmma_kernel(Op op, int splits, int chunk) {
+// Tensor cores for the 16-bit storage types: one BM x BN tile of C per block (grid as in
+// igemm_kernel), NT/32 warps in a WM x (NT/32/WM) grid, each warp a (BM/WM) x (BN/WN) tile as
+// FM x FN wmma 16x16x16 fragments with float accumulators; k-slices of 16 in shared memory
+// (storage type), double-buffered like igemm_kernel. Epilogue: each warp passes one fragment at a
+// time through its own 16x16 float staging tile in shared memory to Op::store (bias, split-K
+// partials, conversion).
+template <class Op, int BM, int BN, int NT, int WM>
+__global__ void __launch_bounds__(NT) igemm_wmma_kernel(Op op, int splits, int chunk) {
   using T = typename Op::storage;
   namespace wmma = nvcuda::wmma;
-  constexpr int BM = 64, BN = 64, BK = 16, NT = 128;
+  constexpr int BK = 16, NW = NT / 32, WN = NW / WM;
+  constexpr int FM = BM / WM / 16, FN = BN / WN / 16;  // fragments per warp
   constexpr int KA = BM * BK / NT, KB = BN * BK / NT, TPR = BK / KA;
-  constexpr int LDA = BK + 8, LDB = BN + 8, LDC = BN + 4;  // multiples of 8 (16-bit) / 4 (float)
+  static_assert(FM >= 1 && FN >= 1 && BM % (WM * 16) == 0 && BN % (WN * 16) == 0 &&
+                    KA >= 1 && BK % KA == 0 && KB >= 1 && BK % KB == 0 && NT % BN == 0,
+                "igemm_wmma_kernel: tile shape does not split evenly over the warps");
+  constexpr int LDA = BK + 8, LDB = BN + 8, LDC = 16 + 4;  // multiples of 8 (16-bit) / 4 (float)
   FC_SHARED_WMMA(T, As, [2][BM][LDA]);
   FC_SHARED_WMMA(T, Bs, [2][BK][LDB]);
-  FC_SHARED_WMMA(float, Cs, [BM][LDC]);
+  FC_SHARED_WMMA(float, Cs, [NW][16][LDC]);
 
   const int t = int(threadIdx.x);
   const int grp = int(blockIdx.z) / splits, split = int(blockIdx.z) % splits;
@@ -478,12 +484,13 @@ __global__ void __launch_bounds__(128) igemm_wmma_kernel(Op op, int splits, int 
   for (int j = 0; j < KB; ++j) Bs[0][b_k + j][b_n] = from_acc<T>(rb[j]);
   __syncthreads();
 
-  const int warp = t / 32, wm = (warp / 2) * 32, wn = (warp % 2) * 32;
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+  const int warp = t / 32, lane = t % 32;
+  const int wm = (warp / WN) * (BM / WM), wn = (warp % WN) * (BN / WN);
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FM][FN];
 #pragma unroll
-  for (int i = 0; i < 2; ++i)
+  for (int i = 0; i < FM; ++i)
 #pragma unroll
-    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+    for (int j = 0; j < FN; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
 
   const int steps = kend > kbeg ? (kend - kbeg + BK - 1) / BK : 0;
   for (int step = 0; step < steps; ++step) {
@@ -494,16 +501,16 @@ __global__ void __launch_bounds__(128) igemm_wmma_kernel(Op op, int splits, int 
       op.a_load(arow, k0 + a_k, kend, ra);
       op.b_load(bcol, k0 + b_k, kend, rb);
     }
-    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa[2];
-    wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb[2];
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa[FM];
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb[FN];
 #pragma unroll
-    for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &As[cur][wm + 16 * i][0], LDA);
+    for (int i = 0; i < FM; ++i) wmma::load_matrix_sync(fa[i], &As[cur][wm + 16 * i][0], LDA);
 #pragma unroll
-    for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &Bs[cur][0][wn + 16 * j], LDB);
+    for (int j = 0; j < FN; ++j) wmma::load_matrix_sync(fb[j], &Bs[cur][0][wn + 16 * j], LDB);
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+    for (int i = 0; i < FM; ++i)
 #pragma unroll
-      for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+      for (int j = 0; j < FN; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
     if (more) {
 #pragma unroll
       for (int j = 0; j < KA; ++j) As[cur ^ 1][a_m][a_k + j] = from_acc<T>(ra[j]);
@@ -514,17 +521,18 @@ __global__ void __launch_bounds__(128) igemm_wmma_kernel(Op op, int splits, int 
   }
 
 #pragma unroll
-  for (int i = 0; i < 2; ++i)
+  for (int i = 0; i < FM; ++i)
 #pragma unroll
-    for (int j = 0; j < 2; ++j)
-      wmma::store_matrix_sync(&Cs[wm + 16 * i][wn + 16 * j], acc[i][j], LDC,
-                              wmma::mem_row_major);
-  __syncthreads();
-  for (int idx = t; idx < BM * BN; idx += NT) {
-    const int m = idx / BN, n = idx % BN;
-    const float v = Cs[m][n];
-    op.store(grp, split, m0 + m, op.c_ctx(n0 + n), v);
-  }
+    for (int j = 0; j < FN; ++j) {
+      wmma::store_matrix_sync(&Cs[warp][0][0], acc[i][j], LDC, wmma::mem_row_major);
+      __syncwarp();
+      for (int e = lane; e < 256; e += 32) {
+        const int r = e / 16, c = e % 16;
+        const float v = Cs[warp][r][c];
+        op.store(grp, split, m0 + wm + 16 * i + r, op.c_ctx(n0 + wn + 16 * j + c), v);
+      }
+      __syncwarp();
+    }
 }
 
 // dw[i] = sum over s of ws[s][i], s in order (grid-stride over the count elements).
@@ -543,7 +551,8 @@ __global__ void splitk_reduce_kernel(gptr<const acc_t<T>> ws, gptr<T> dw, int64_
 // Host side: tile and split-K heuristics, launchers.
 // ---------------------------------------------------------------------------------------------
 struct TileShape { int bm, bn; };
-constexpr TileShape kTiles[4] = {{128, 128}, {64, 64}, {32, 32}, {64, 64}};  // 3: tensor cores
+// 3, 4: tensor cores (WMMA)
+constexpr TileShape kTiles[5] = {{128, 128}, {64, 64}, {32, 32}, {64, 64}, {128, 128}};
 
 int64_t tile_blocks(int tile, int64_t M, int64_t N, int64_t groups) {
   return ceil_div(M, kTiles[tile].bm) * ceil_div(N, kTiles[tile].bn) * groups;
@@ -554,11 +563,12 @@ bool is_16bit_dtype(DType dt) { return dt == DType::f16 || dt == DType::bf16; }
 // tc: the storage type is 16-bit (the tensor-core tile 3 is available and the default).
 int pick_tile(int64_t M, int64_t N, int64_t groups, int tile, bool tc) {
   if (tile >= 0) {
-    FC_CHECK(tile <= 3, "conv2d: tile must be -1 (heuristic), 0, 1, 2 or 3, got ", tile);
-    FC_CHECK(tile != 3 || tc, "conv2d: tile 3 (tensor cores) needs float16 or bfloat16 arrays");
+    FC_CHECK(tile <= 4, "conv2d: tile must be -1 (heuristic), 0, 1, 2, 3 or 4, got ", tile);
+    FC_CHECK(tile < 3 || tc, "conv2d: tile ", tile,
+             " (tensor cores) needs float16 or bfloat16 arrays");
     return tile;
   }
-  if (tc) return 3;
+  if (tc) return M > 64 && tile_blocks(4, M, N, groups) >= kSMs ? 4 : 3;
   if (M <= 32 || N <= 32) return 2;
   if (M > 64 && tile_blocks(0, M, N, groups) >= kSMs) return 0;
   if (tile_blocks(1, M, N, groups) >= kSMs / 2) return 1;
@@ -599,15 +609,15 @@ void launch_tile(const char* name, const Op& op, const Conv2dParams& p, int64_t 
   check_launch(name, describe(p));
 }
 
-template <class Op>
+template <class Op, int BM, int BN, int NT, int WM>
 void launch_wmma(const char* name, const Op& op, const Conv2dParams& p, Split sp,
                  cudaStream_t stream) {
-  const dim3 grid(unsigned(ceil_div(op.N, 64)), unsigned(ceil_div(op.M, 64)),
+  const dim3 grid(unsigned(ceil_div(op.N, BN)), unsigned(ceil_div(op.M, BM)),
                   unsigned(p.groups * sp.splits));
   FC_CHECK(grid.y <= 65535 && grid.z <= 65535, name, ": too many channels per group or groups (",
            describe(p), ")");
-  auto k = igemm_wmma_kernel<Op>;
-  FC_LAUNCH(k, grid, dim3(128), 0, stream, op, sp.splits, sp.chunk);
+  auto k = igemm_wmma_kernel<Op, BM, BN, NT, WM>;
+  FC_LAUNCH(k, grid, dim3(NT), 0, stream, op, sp.splits, sp.chunk);
   check_launch(name, describe(p));
 }
 
@@ -619,9 +629,11 @@ void launch_igemm(const char* name, const Op& op, const Conv2dParams& p, int til
     case 1: return launch_tile<Op, 64, 64, 4, 4>(name, op, p, p.groups, sp, stream);
     case 2: return launch_tile<Op, 32, 32, 4, 4>(name, op, p, p.groups, sp, stream);
     default:
-      if constexpr (is_16bit<typename Op::storage>::value)
-        return launch_wmma(name, op, p, sp, stream);
-      throw ValueError(str_cat(name, ": tile 3 (tensor cores) needs float16 or bfloat16"));
+      if constexpr (is_16bit<typename Op::storage>::value) {
+        if (tile == 4) return launch_wmma<Op, 128, 128, 256, 4>(name, op, p, sp, stream);
+        return launch_wmma<Op, 64, 64, 128, 2>(name, op, p, sp, stream);
+      }
+      throw ValueError(str_cat(name, ": tiles 3 and 4 (tensor cores) need float16 or bfloat16"));
   }
 }
 

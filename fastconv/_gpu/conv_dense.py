@@ -7,8 +7,8 @@ int, out_hw = (P, Q). Inputs in any layout are made C-contiguous (NCHW); outputs
 C-contiguous arrays of the input's library, written on the library's current stream. An empty
 batch launches nothing (empty outputs; zeros for the weight gradient).
 
-`tile` (-1: the kernels' heuristic; 0, 1, 2: 128x128, 64x64, 32x32 SIMT block tiles; 3: tensor
-cores through WMMA, float16 / bfloat16 only, their default) and, for the
+`tile` (-1: the kernels' heuristic; 0, 1, 2: 128x128, 64x64, 32x32 SIMT block tiles; 3, 4:
+64x64, 128x128 on tensor cores through WMMA, float16 / bfloat16 only, their default) and, for the
 weight gradient, `splits` (0: heuristic; else the split-K factor) force a configuration, for tests
 and benchmarks.
 """

@@ -10,7 +10,7 @@ from fastconv.autograd import (Function, Tensor, cat, concat, enable_grad, is_gr
                                maximum, minimum, no_grad, ones, stack, tensor, where, zeros)
 from fastconv.io import load, save
 from fastconv.amp import GradScaler, autocast
-from fastconv import data, models, nn, optim, train, transfer  # noqa: E402  (fc.nn, fc.models ...)
+from fastconv import backends, data, models, nn, optim, train, transfer  # noqa: E402  (fc.nn, fc.models ...)
 
 __version__ = "0.1.0"
 

@@ -48,6 +48,17 @@ class Backend:
         """The handle of the stream to launch on (the library's current stream)."""
         raise NotImplementedError
 
+    def device_key(self) -> int:
+        """Which device the arrays are on (for per-device caches)."""
+        return 0
+
+    def time(self, fn) -> float:
+        """Seconds fn() takes on the device (synchronises: for autotuning only)."""
+        import time
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
     def workspace(self, nbytes: int):
         """A scratch buffer of at least nbytes from the library's caching allocator; keep the
         returned array alive until the launch that uses it is enqueued (the allocator's stream
@@ -172,6 +183,18 @@ class CupyBackend(Backend):
     def stream(self) -> int:
         return int(self.xp.cuda.get_current_stream().ptr)
 
+    def device_key(self) -> int:
+        return int(self.xp.cuda.Device().id)
+
+    def time(self, fn) -> float:
+        stream = self.xp.cuda.get_current_stream()
+        start, end = self.xp.cuda.Event(), self.xp.cuda.Event()
+        start.record(stream)
+        fn()
+        end.record(stream)
+        end.synchronize()
+        return self.xp.cuda.get_elapsed_time(start, end) / 1e3
+
     def strides(self, a):
         return tuple(s // a.itemsize for s in a.strides)
 
@@ -205,6 +228,21 @@ class TorchBackend(Backend):
         if self.device.type != "cuda":  # CPU tensors under the emulation
             return 0
         return int(self.xp.cuda.current_stream(self.device).cuda_stream)
+
+    def device_key(self) -> int:
+        return -1 if self.device.type != "cuda" else int(self.device.index or 0)
+
+    def time(self, fn) -> float:
+        if self.device.type != "cuda":
+            return super().time(fn)
+        stream = self.xp.cuda.current_stream(self.device)
+        start = self.xp.cuda.Event(enable_timing=True)
+        end = self.xp.cuda.Event(enable_timing=True)
+        start.record(stream)
+        fn()
+        end.record(stream)
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
 
     def strides(self, a):
         return tuple(a.stride())

@@ -10,11 +10,13 @@ batch launches nothing (empty outputs; zeros for the weight gradient).
 `tile` (-1: the kernels' heuristic; 0, 1, 2: 128x128, 64x64, 32x32 SIMT block tiles; 3, 4:
 64x64, 128x128 on tensor cores through WMMA, float16 / bfloat16 only, their default) and, for the
 weight gradient, `splits` (0: heuristic; else the split-K factor) force a configuration, for tests
-and benchmarks.
+and benchmarks. With `tile=-1` and fastconv.backends.cuda.benchmark on, the configuration is
+chosen by timing each once per problem (fastconv/_gpu/autotune.py).
 """
 from __future__ import annotations
 
 from fastconv import _shape
+from fastconv._gpu import autotune
 
 
 def _geometry(stride, pad, dilation):
@@ -42,9 +44,15 @@ def conv2d(be, x, w, b, stride, pad, dilation, groups, out_hw, *, tile=-1):
         return y
     x, w = be.contiguous(x), be.contiguous(w)
     b = None if b is None else be.contiguous(b)
-    be.mod.conv2d_forward(code, be.ptr(x), be.ptr(w), be.ptr(b), be.ptr(y), (N, C, H, W),
-                          (K, int(w.shape[1]), R, S), stride, pad, dilation, int(groups),
-                          int(tile), be.stream())
+    wshape = (K, int(w.shape[1]), R, S)
+
+    def launch(t):
+        be.mod.conv2d_forward(code, be.ptr(x), be.ptr(w), be.ptr(b), be.ptr(y), (N, C, H, W),
+                              wshape, stride, pad, dilation, int(groups), int(t), be.stream())
+    if tile == -1:
+        tile = autotune.choose(be, (op, code, (N, C, H, W), wshape, stride, pad, dilation,
+                                    int(groups), b is not None), code, launch)
+    launch(tile)
     return y
 
 
@@ -57,9 +65,15 @@ def conv2d_backward_input(be, dy, w, input_shape, stride, pad, dilation, groups,
     if xshape[0] == 0:
         return dx
     dy, w = be.contiguous(dy), be.contiguous(w)
-    be.mod.conv2d_backward_input(code, be.ptr(dy), be.ptr(w), be.ptr(dx), xshape,
-                                 tuple(int(v) for v in w.shape), stride, pad, dilation,
-                                 int(groups), int(tile), be.stream())
+    wshape = tuple(int(v) for v in w.shape)
+
+    def launch(t):
+        be.mod.conv2d_backward_input(code, be.ptr(dy), be.ptr(w), be.ptr(dx), xshape, wshape,
+                                     stride, pad, dilation, int(groups), int(t), be.stream())
+    if tile == -1:
+        tile = autotune.choose(be, (op, code, xshape, wshape, stride, pad, dilation,
+                                    int(groups)), code, launch)
+    launch(tile)
     return dx
 
 
@@ -73,11 +87,17 @@ def conv2d_backward_weight(be, dy, x, weight_shape, stride, pad, dilation, group
     if xshape[0] == 0:
         return be.zeros(wshape, x.dtype)
     dy, x = be.contiguous(dy), be.contiguous(x)
-    nbytes = int(be.mod.conv2d_backward_weight_workspace_bytes(
-        code, xshape, wshape, stride, pad, dilation, int(groups), int(tile), int(splits)))
-    ws = be.workspace(nbytes) if nbytes else None
     dw = be.empty(wshape, x.dtype)
-    be.mod.conv2d_backward_weight(code, be.ptr(dy), be.ptr(x), be.ptr(dw), be.ptr(ws), nbytes,
-                                  xshape, wshape, stride, pad, dilation, int(groups), int(tile),
-                                  int(splits), be.stream())
+
+    def launch(t):
+        nbytes = int(be.mod.conv2d_backward_weight_workspace_bytes(
+            code, xshape, wshape, stride, pad, dilation, int(groups), int(t), int(splits)))
+        ws = be.workspace(nbytes) if nbytes else None
+        be.mod.conv2d_backward_weight(code, be.ptr(dy), be.ptr(x), be.ptr(dw), be.ptr(ws), nbytes,
+                                      xshape, wshape, stride, pad, dilation, int(groups), int(t),
+                                      int(splits), be.stream())
+    if tile == -1:
+        tile = autotune.choose(be, (op, code, xshape, wshape, stride, pad, dilation, int(groups),
+                                    int(splits)), code, launch)
+    launch(tile)
     return dw

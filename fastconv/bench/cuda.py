@@ -19,7 +19,9 @@ the host queue the timed call before the device reaches it (no launch gap is tim
 device times, like the CUDA-graph figures of bench/ANCHORS.md, not host overhead). The
 median of the samples is reported; samples of the implementations are interleaved.
 
-Units: GB/s of the least DRAM traffic (harness.bytes_of: pooling reads x and writes y, plus
+Units: dense and grouped conv layers also get TFLOP/s (harness.conv_flops) and % of the H100's
+dense tensor-core peak for the dtype (PEAK_TFLOPS: TF32 for float32, BF16/FP16 for the others);
+every row gets GB/s of the least DRAM traffic (harness.bytes_of: pooling reads x and writes y, plus
 indices, dy and dx for fwd+bwd; conv reads/writes x, w and y once each), and % of the device's
 copy bandwidth measured in the same run (machine.gpu_copy_gbps).
 
@@ -27,8 +29,9 @@ float32 and float16 inputs reach fastconv as CuPy arrays sharing torch's memory 
 bfloat16 (CuPy has no such dtype) as the torch tensors themselves, which fastconv's functions take
 through `__dlpack__`.
 
-Without a GPU, `projection()` gives each case's bytes, the time 85% of an H100's bandwidth would
-take (figures from bench/ANCHORS.md), and the cuDNN times measured on an H200
+Without a GPU, `projection()` gives each pooling and depthwise case's bytes and the time 85% of an
+H100's bandwidth would take (figures from bench/ANCHORS.md), each dense conv case's FLOPs and the
+time at 70% of the H100's peak for the dtype, and the cuDNN times measured on an H200
 (baselines/h200_cudnn_torch2.11.json): the targets the kernels are written against.
 """
 from __future__ import annotations
@@ -56,6 +59,15 @@ H100_COPY_GBPS = 2436.0
 H200_COPY_GBPS = 2768.0
 TARGET_SHARE = 0.85      # issue 11: pooling at >= 85% of DRAM bandwidth
 TARGET_SPEEDUP = 2.0     # issue 11: pooling and depthwise >= 2x faster than cuDNN
+# Dense (non-sparse) tensor-core peaks of the H100 SXM, TFLOP/s, from NVIDIA's H100 datasheet
+# (bench/ANCHORS.md lists only GEMM ceilings measured by cuBLAS: tf32 369, bf16 737, fp32 52).
+# float32 counts against the TF32 peak: torch runs float32 convolutions on TF32 tensor cores by
+# default (torch.backends.cudnn.allow_tf32), and issue 12's float32 target is against that.
+H100_PEAK_TFLOPS = {"float32": 494.0, "float16": 989.0, "bfloat16": 989.0}
+H100_FP32_SIMT_TFLOPS = 67.0  # the same datasheet's FP32 (no tensor cores), for reference
+TARGET_PEAK_SHARE = 0.70      # issue 12: each dense layer's time at 70% of the H100 peak
+# issue 12: dense conv at most 1.0x cuDNN (float32, TF32 on) and 1.3x (bfloat16, WMMA)
+DENSE_TARGET_RATIO = {"float32": 1.0, "float16": 1.3, "bfloat16": 1.3}
 BASELINE_JSON = os.path.join(harness.HERE, "baselines", "h200_cudnn_torch2.11.json")
 # H200 json modes for each dtype: (NCHW, channels_last); None where that run has none.
 H200_MODES = {"float32": ("fp32", "fp32_cl"), "float16": (None, None),
@@ -69,8 +81,8 @@ MIN_FLUSH_BYTES = 128 << 20
 
 
 def default_ops() -> List[str]:
-    """The op groups `--device cuda` runs by default: those with CUDA kernels (issue 11)."""
-    return ["depthwise", "pool"]
+    """The op groups `--device cuda` runs by default: all three have CUDA kernels (issues 11, 12)."""
+    return ["conv", "depthwise", "pool"]
 
 
 def gpu_unavailable_reason() -> Optional[str]:
@@ -103,14 +115,26 @@ def h200_times(h200: Dict[tuple, dict], case: str, dtype: str, direction: str):
     return tuple(out)
 
 
+def h200_tf32(h200: Dict[tuple, dict], case: str, dtype: str, direction: str):
+    """The H200 cuDNN time with TF32 on (NCHW) for float32, torch's default; None otherwise."""
+    r = h200.get((case, "tf32")) if dtype == "float32" else None
+    return r.get(direction) if r else None
+
+
+def is_dense(case: dict) -> bool:
+    return harness.group_of(case) == harness.DENSE
+
+
 def directions(case: dict):
     return harness.CONV_DIRS if case["op"] == "conv2d" else harness.POOL_DIRS
 
 
 def projection(cases: Sequence[dict], dtypes: Sequence[str]) -> List[dict]:
-    """One row per case, direction and dtype: bytes moved at batch n, the time at 85% of the
-    H100's and the H200's copy bandwidth, the H200 cuDNN times (NCHW, channels_last) and the time
-    2x faster than the better of them."""
+    """One row per case, direction and dtype. Pooling and depthwise: bytes moved at batch n, the
+    time at 85% of the H100's and the H200's copy bandwidth, the H200 cuDNN times (NCHW,
+    channels_last) and the time 2x faster than the better of them. Dense and grouped conv: FLOPs,
+    the time at 70% of the H100's peak for the dtype, the H200 cuDNN times (float32 also with
+    TF32 on) and the target time (1.0x / 1.3x the best cuDNN time that counts for the dtype)."""
     h200 = load_h200()
     rows = []
     for case in cases:
@@ -119,16 +143,42 @@ def projection(cases: Sequence[dict], dtypes: Sequence[str]) -> List[dict]:
             for direction in directions(case):
                 nbytes = harness.bytes_of(case, direction, "n", ITEMSIZE[dtype])
                 nchw, cl = h200_times(h200, case["name"], dtype, direction)
-                best = min([t for t in (nchw, cl) if t is not None], default=None)
-                rows.append(dict(
+                row = dict(
                     case=case["name"], group=harness.group_of(case), op=case["op"],
                     direction=direction, dtype=dtype, n=d["N"], shape=shape_str(case, d),
                     status="no GPU: projection", bytes=nbytes,
                     h100_85_us=nbytes / (TARGET_SHARE * H100_COPY_GBPS * 1e9) * 1e6,
                     h200_85_us=nbytes / (TARGET_SHARE * H200_COPY_GBPS * 1e9) * 1e6,
-                    h200_cudnn_nchw_us=nchw, h200_cudnn_cl_us=cl,
-                    target_2x_us=best / TARGET_SPEEDUP if best is not None else None))
+                    h200_cudnn_nchw_us=nchw, h200_cudnn_cl_us=cl)
+                if is_dense(case):
+                    flops = harness.conv_flops(d)
+                    tf32 = h200_tf32(h200, case["name"], dtype, direction)
+                    # float32's target is cuDNN as torch runs it by default: TF32 on
+                    best = tf32 if tf32 is not None else min(
+                        [t for t in (nchw, cl) if t is not None], default=None)
+                    row.update(flops=flops, h100_peak_tflops=H100_PEAK_TFLOPS[dtype],
+                               h100_70_us=flops / (TARGET_PEAK_SHARE * H100_PEAK_TFLOPS[dtype]
+                                                   * 1e12) * 1e6,
+                               h200_cudnn_tf32_us=tf32,
+                               target_us=(best * DENSE_TARGET_RATIO[dtype]
+                                          if best is not None else None))
+                else:
+                    best = min([t for t in (nchw, cl) if t is not None], default=None)
+                    row["target_2x_us"] = best / TARGET_SPEEDUP if best is not None else None
+                rows.append(row)
     return rows
+
+
+def add_flop_rates(row: dict, peak_tflops: float) -> None:
+    """TFLOP/s of each timed implementation of a dense conv row (after fill_times) and
+    fastconv's and the baseline's share of the H100 peak (row["flops"] at batch n)."""
+    for name in ("fastconv", "torch_nchw", "torch_cl", "baseline"):
+        t = row.get(f"{name}_us")
+        tflops = row["flops"] / (t * 1e-6) / 1e12 if t else None
+        row[f"{name}_tflops"] = tflops
+        if name in ("fastconv", "baseline"):
+            row[f"{name}_pct_h100_peak"] = 100.0 * tflops / peak_tflops if tflops else None
+    row["h100_peak_tflops"] = peak_tflops
 
 
 # ---- timing -----------------------------------------------------------------------------------
@@ -408,6 +458,8 @@ def run_case(ctx: Ctx, timer: EventTimer, case: dict, cfg: harness.TimingConfig,
         for name in ("fastconv", "torch_nchw", "torch_cl", "baseline"):
             rate = row.get(f"{name}_rate")
             row[f"{name}_pct_peak"] = 100.0 * rate / copy_gbps if rate else None
+        if is_dense(case):
+            add_flop_rates(row, H100_PEAK_TFLOPS[ctx.dtype_name])
         rows.append(row)
         if on_row:
             on_row(row)

@@ -11,8 +11,10 @@ a markdown table (time, ratio, GFLOP/s or GB/s, % of the ceilings measured in th
     fastconv bench --ops depthwise,pool --threads 1,2 --plot ratios.png
     fastconv bench --device cuda --dtype float32,bfloat16 --json gpu.json
 
-Without a GPU, --device cuda prints what each pooling and depthwise layer has to beat (its bytes at
-85% of an H100's bandwidth, and cuDNN's times on an H200) and exits 0.
+Without a GPU, --device cuda prints what each layer has to beat (pooling and depthwise: its bytes
+at 85% of an H100's bandwidth; dense conv: its FLOPs at 70% of the H100's tensor-core peak; and
+cuDNN's times on an H200) and exits 0. On a GPU, dense conv rows also show TFLOP/s and % of the
+H100 peak (TF32 for float32, BF16/FP16 otherwise).
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ def add_arguments(s) -> None:
                    help="where fastconv and PyTorch run (default: cpu)")
     s.add_argument("--ops", type=_word_list(tuple(harness.OP_WORDS)), metavar="LIST",
                    help="op groups to run: conv (dense and grouped), depthwise, pool (default: "
-                   "all three on the CPU; depthwise,pool with --device cuda)")
+                   "all three)")
     s.add_argument("--cases", metavar="NAMES", help="also filter by case names or substrings, "
                    "comma-separated (default: every case of the selected groups)")
     s.add_argument("--suite", metavar="FILE", default=harness.SUITE,
@@ -87,8 +89,13 @@ def _select(args):
     """(the whole suite, the selected cases)."""
     try:
         suite = harness.load_suite(args.suite)
-        ops = args.ops or (["depthwise", "pool"] if args.device == "cuda"
-                           else list(harness.OP_WORDS))
+        if args.ops:
+            ops = args.ops
+        elif args.device == "cuda":
+            from fastconv.bench import cuda
+            ops = cuda.default_ops()
+        else:
+            ops = list(harness.OP_WORDS)
         cases = harness.select_ops(suite, ops)
         if not cases:
             raise ValueError(f"--ops {','.join(ops)}: the suite {args.suite} has no such case")

@@ -112,3 +112,20 @@ def test_cpu_run_end_to_end(runner, tmp_path, capsys):
     assert float(rows[3]["err_logits"]) <= 2 * float(rows[2]["err_logits"]) + 1e-3
     assert rows[0]["ratio"] == "1.0" or float(rows[0]["ratio"]) == 1.0
     assert rows[1]["check"] == "ok" and rows[1]["target"] == ""
+
+
+def test_a_layer_falling_back_to_torch_is_an_error(runner, tmp_path, monkeypatch, capsys):
+    """A fastconv layer that would run torch's implementation would time torch against itself:
+    the run reports it, times torch alone and exits 1."""
+    import fastconv.torch.modules as modules
+    monkeypatch.setattr(modules, "unsupported",
+                        lambda op, **t: ValueError("test: no kernel") if op == "conv2d" else None)
+    rc = runner.main(["--device", "cpu", "--models", "resnet18", "--batch", "2", "--size", "32",
+                      "--classes", "10", "--repeat", "1", "--warmup", "0",
+                      "--out", str(tmp_path / "m.csv")])
+    _, err = capsys.readouterr()
+    assert rc == 1 and "runs torch's implementation" in err
+    with open(tmp_path / "m.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["impl"] for r in rows] == ["torch", "fastconv"]
+    assert rows[1]["check"].startswith("error: RuntimeWarning") and rows[1]["median_ms"] == ""

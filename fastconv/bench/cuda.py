@@ -81,7 +81,7 @@ MIN_FLUSH_BYTES = 128 << 20
 
 
 def default_ops() -> List[str]:
-    """The op groups `--device cuda` runs by default: all three have CUDA kernels (issues 11, 12)."""
+    """The op groups `--device cuda` runs by default: all three have CUDA kernels (issues 11-12)."""
     return ["conv", "depthwise", "pool"]
 
 

@@ -235,7 +235,9 @@ def test_cuda_runner_checks_on_the_cpu(torch, monkeypatch):
         for check, timed in impls.values():
             err_fc, err_torch = check()
             assert err_fc < 1e-4 and err_torch < 1e-4
-            assert set(timed) == {"fastconv", "torch_nchw", "torch_cl"}
+            dense = harness.group_of(case) == harness.DENSE  # float32: also cuDNN with TF32
+            assert set(timed) == {"fastconv", "torch_nchw", "torch_cl"} | (
+                {"torch_tf32"} if dense else set())
             outs = [np.asarray(ctx.torch_of(fn())) for fn in timed.values()]
             for o in outs[1:]:
                 np.testing.assert_allclose(o, outs[0], rtol=1e-4, atol=1e-4)
@@ -312,13 +314,27 @@ def test_cuda_rows_and_reports_on_the_cpu(torch, tmp_path):
         assert r["fastconv_tflops"] == pytest.approx(flops / r["fastconv_us"] / 1e6)
         assert r["baseline_pct_h100_peak"] == pytest.approx(
             100 * flops / r["baseline_us"] / 1e6 / 494.0)
+        assert r["ratio_tf32"] == pytest.approx(r["fastconv_us"] / r["torch_tf32_us"])
+        assert r["torch_tf32_pct_h100_peak"] == pytest.approx(
+            100 * flops / r["torch_tf32_us"] / 1e6 / 494.0)
     assert "fastconv_tflops" not in rows[3]  # depthwise: bandwidth only
+    assert "torch_tf32_us" not in rows[3]
+    # issue 12's float32 target, by hand: the geometric mean of fastconv / cuDNN with TF32 on
+    (t,) = cuda.dense_targets(rows)
+    ratios = [r["fastconv_us"] / r["torch_tf32_us"] for r in rows[:3]]
+    assert t["dtype"] == "float32" and t["layers"] == 3 and t["target"] == 1.0
+    assert t["geomean"] == pytest.approx((ratios[0] * ratios[1] * ratios[2]) ** (1 / 3))
+    assert t["verdict"] == ("met" if t["geomean"] <= 1.0 else "not met")
+    fake = [dict(rows[0], dtype="bfloat16", ratio=v) for v in (1.2, 1.5)]
+    (t,) = cuda.dense_targets(fake)
+    assert t["geomean"] == pytest.approx(1.8 ** 0.5) and t["verdict"] == "not met"
     meta = dict(device="cuda", machine=facts, settings=dict(repeat=2, warmup=0),
                 copy_gbps=2000.0, flush_mib=100.0, elapsed_s=1.0)
     text = report.render(rows, meta)
     assert "GPU: Test GPU" in text and "2000 GB/s" in text and "Not timed for fastconv" in text
     assert sum(line.startswith("| tiny_") for line in text.splitlines()) == len(rows)
-    assert "% H100 peak" in text and "fastconv TFLOP/s" in text
+    assert "% H100 peak" in text and "fastconv TFLOP/s" in text and "vs tf32" in text
+    assert "| float32 | cuDNN TF32 on | 3 |" in text
     report.write_csv(str(tmp_path / "g.csv"), rows)
     report.write_json(str(tmp_path / "g.json"), rows, meta)
     assert len(json.loads((tmp_path / "g.json").read_text())["rows"]) == len(rows)

@@ -8,6 +8,7 @@ floor per dtype), then time fastconv, torch NCHW and torch channels_last side by
   conv2d     fwd        F.conv2d                  vs aten.convolution
              bwd_input  grad.conv2d_input         vs aten.convolution_backward(mask T,F,F)
              bwd_weight grad.conv2d_weight        vs aten.convolution_backward(mask F,T,F)
+             (dense float32 also against cuDNN with TF32 on, torch's default: torch_tf32)
   max_pool2d fwd        F.max_pool2d              vs aten.max_pool2d
              fwd+bwd    F.max_pool2d(return_indices=True) + grad.max_pool2d_input
   avg_pool2d fwd, fwd+bwd likewise with F.avg_pool2d and grad.avg_pool2d_input
@@ -169,14 +170,19 @@ def projection(cases: Sequence[dict], dtypes: Sequence[str]) -> List[dict]:
     return rows
 
 
-def add_flop_rates(row: dict, peak_tflops: float) -> None:
+def add_flop_rates(row: dict, us: Dict[str, float], peak_tflops: float) -> None:
     """TFLOP/s of each timed implementation of a dense conv row (after fill_times) and
-    fastconv's and the baseline's share of the H100 peak (row["flops"] at batch n)."""
-    for name in ("fastconv", "torch_nchw", "torch_cl", "baseline"):
+    fastconv's and the baseline's share of the H100 peak (row["flops"] at batch n); for float32
+    also torch with TF32 on (torch_tf32_us) and fastconv's ratio to it (ratio_tf32)."""
+    if "torch_tf32" in us:
+        row["torch_tf32_us"] = us["torch_tf32"]
+        if row.get("fastconv_us") is not None:
+            row["ratio_tf32"] = row["fastconv_us"] / us["torch_tf32"]
+    for name in ("fastconv", "torch_nchw", "torch_cl", "torch_tf32", "baseline"):
         t = row.get(f"{name}_us")
         tflops = row["flops"] / (t * 1e-6) / 1e12 if t else None
         row[f"{name}_tflops"] = tflops
-        if name in ("fastconv", "baseline"):
+        if name in ("fastconv", "torch_tf32", "baseline"):
             row[f"{name}_pct_h100_peak"] = 100.0 * tflops / peak_tflops if tflops else None
     row["h100_peak_tflops"] = peak_tflops
 
@@ -320,6 +326,20 @@ def conv_impls(ctx: Ctx, case: dict, d: dict):
         return aten.convolution_backward(dy, x, w, None, S2, P2, D2, False, [0, 0], groups,
                                          [False, True, False])[1]
 
+    tf32 = ctx.dtype_name == "float32" and harness.group_of(case) == harness.DENSE
+
+    def with_tf32(fn):
+        """fn with cuDNN's TF32 on, torch's default for float32 convolutions (issue 12's float32
+        target); cudnn.benchmark keys its choices by the TF32 setting too."""
+        def run():
+            old = torch.backends.cudnn.allow_tf32
+            torch.backends.cudnn.allow_tf32 = True
+            try:
+                return fn()
+            finally:
+                torch.backends.cudnn.allow_tf32 = old
+        return run
+
     fc = {"fwd": lambda: F.conv2d(xc, wc, None, st, pad, 1, groups),
           "bwd_input": lambda: G.conv2d_input(tuple(x.shape), wc, dyc, st, pad, 1, groups),
           "bwd_weight": lambda: G.conv2d_weight(xc, tuple(w.shape), dyc, st, pad, 1, groups)}
@@ -330,9 +350,11 @@ def conv_impls(ctx: Ctx, case: dict, d: dict):
             return check_on_device(torch, f"{case['name']} {direction} {ctx.dtype_name}",
                                    ctx.torch_of(f_fn()), t_fn(x, w, dy), ref,
                                    CHECK_FLOOR[ctx.dtype_name])
-        out[direction] = (check, {"fastconv": fc[direction],
-                                  "torch_nchw": (lambda t_fn=t_fn: t_fn(x, w, dy)),
-                                  "torch_cl": (lambda t_fn=t_fn: t_fn(*cl))})
+        timed = {"fastconv": fc[direction], "torch_nchw": (lambda t_fn=t_fn: t_fn(x, w, dy)),
+                 "torch_cl": (lambda t_fn=t_fn: t_fn(*cl))}
+        if tf32:  # dense float32: also cuDNN with TF32 on (NCHW), the float32 target
+            timed["torch_tf32"] = with_tf32(timed["torch_nchw"])
+        out[direction] = (check, timed)
     return out
 
 
@@ -459,11 +481,29 @@ def run_case(ctx: Ctx, timer: EventTimer, case: dict, cfg: harness.TimingConfig,
             rate = row.get(f"{name}_rate")
             row[f"{name}_pct_peak"] = 100.0 * rate / copy_gbps if rate else None
         if is_dense(case):
-            add_flop_rates(row, H100_PEAK_TFLOPS[ctx.dtype_name])
+            add_flop_rates(row, us, H100_PEAK_TFLOPS[ctx.dtype_name])
         rows.append(row)
         if on_row:
             on_row(row)
     return rows
+
+
+def dense_targets(rows: Sequence[dict]) -> List[dict]:
+    """Issue 12's per-dtype targets over the timed dense conv rows: the geometric mean of
+    fastconv's time over cuDNN's (float32: cuDNN with TF32 on; bfloat16, float16: the faster
+    layout) against DENSE_TARGET_RATIO."""
+    out = []
+    for dtype in DTYPES:
+        key = "ratio_tf32" if dtype == "float32" else "ratio"
+        vals = [r[key] for r in rows if r.get("group") == harness.DENSE
+                and r.get("dtype") == dtype and r.get(key)]
+        if vals:
+            g = harness.geomean(vals)
+            out.append(dict(dtype=dtype, versus="cuDNN TF32 on" if dtype == "float32"
+                            else "cuDNN, faster layout", layers=len(vals), geomean=g,
+                            target=DENSE_TARGET_RATIO[dtype],
+                            verdict="met" if g <= DENSE_TARGET_RATIO[dtype] else "not met"))
+    return out
 
 
 def fastconv_gpu_problem(cupy) -> Optional[str]:

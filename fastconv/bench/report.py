@@ -22,7 +22,8 @@ FIRST_COLUMNS = ["device", "case", "group", "op", "direction", "dtype", "threads
                  "fastconv_pct_peak", "baseline_pct_peak", "bytes", "flops", "h100_85_us",
                  "h200_cudnn_nchw_us", "h200_cudnn_cl_us", "h200_cudnn_tf32_us", "h100_70_us",
                  "target_us", "fastconv_tflops", "fastconv_pct_h100_peak", "baseline_tflops",
-                 "baseline_pct_h100_peak", "err_fastconv", "err_torch"]
+                 "baseline_pct_h100_peak", "torch_tf32_us", "ratio_tf32", "err_fastconv",
+                 "err_torch"]
 
 
 def columns(rows: Sequence[dict]) -> List[str]:
@@ -142,16 +143,28 @@ def gpu_table(rows: Sequence[dict]) -> List[str]:
     if dense:
         parts += ["### Dense and grouped conv vs cuDNN (TFLOP/s = 2*N*K*P*Q*(C/groups)*R*S / "
                   "time; % H100 peak = share of the H100 SXM datasheet dense peak: TF32 494 "
-                  "TFLOP/s for float32, BF16/FP16 989)", "", harness.markdown_table(
+                  "TFLOP/s for float32, BF16/FP16 989; torch tf32 = cuDNN NCHW with TF32 on, "
+                  "torch's default and the float32 target; ratio = vs the faster of nchw and cl "
+                  "with TF32 off)", "", harness.markdown_table(
                       ["case", "dtype", "shape", "dir", "fastconv us", "torch nchw us",
-                       "torch cl us", "ratio", "fastconv TFLOP/s", "% H100 peak",
-                       "baseline TFLOP/s", "baseline % H100 peak", "H200 cuDNN us", "check"],
+                       "torch cl us", "torch tf32 us", "ratio", "vs tf32", "fastconv TFLOP/s",
+                       "% H100 peak", "baseline TFLOP/s", "baseline % H100 peak",
+                       "H200 cuDNN us", "check"],
                       [[r["case"], r["dtype"], r["shape"], r["direction"], r["fastconv_us"],
-                        r["torch_nchw_us"], r["torch_cl_us"], r.get("ratio"),
-                        r.get("fastconv_tflops"), r.get("fastconv_pct_h100_peak"),
-                        r.get("baseline_tflops"), r.get("baseline_pct_h100_peak"),
+                        r["torch_nchw_us"], r["torch_cl_us"], r.get("torch_tf32_us"),
+                        r.get("ratio"), r.get("ratio_tf32"), r.get("fastconv_tflops"),
+                        r.get("fastconv_pct_h100_peak"), r.get("baseline_tflops"),
+                        r.get("baseline_pct_h100_peak"),
                         _best(r.get("h200_cudnn_nchw_us"), r.get("h200_cudnn_cl_us")),
                         r["status"]] for r in dense]), ""]
+        from fastconv.bench import cuda
+        targets = cuda.dense_targets(dense)
+        if targets:
+            parts += ["Dense conv targets (issue 12; geometric mean of fastconv time / cuDNN "
+                      "time over the layers and directions):", "", harness.markdown_table(
+                          ["dtype", "vs", "layers x dirs", "geomean ratio", "target", "verdict"],
+                          [[t["dtype"], t["versus"], t["layers"], t["geomean"],
+                            f"<= {t['target']:g}", t["verdict"]] for t in targets]), ""]
     if other:
         parts += ["### Kernels vs cuDNN (H200 cuDNN = the better of NCHW and cl measured on an "
                   "H200, bench/ANCHORS.md; 85% H100 = bytes at 85% of the H100's copy "

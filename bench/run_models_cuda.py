@@ -273,7 +273,15 @@ def run_one(torch, name: str, dtype: str, args, facts: dict, timer: Timer) -> li
         status, err_f, err_t = f"error: {type(e).__name__}: {e}".splitlines()[0], None, None
     fns = {"torch": make_step(torch, model, x, y, dtype, device)}
     if status == "ok":
-        fns["fastconv"] = make_step(torch, ours, x, y, dtype, device)
+        ours_step = make_step(torch, ours, x, y, dtype, device)
+        try:  # the check ran forward only: a failing backward is reported, not a crash
+            loss = ours_step()
+            if not bool(torch.isfinite(loss)):
+                raise FloatingPointError(f"the training step's loss is {float(loss)}")
+            fns["fastconv"] = ours_step
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            status = f"error: {type(e).__name__}: {e}".splitlines()[0]
     times = timer.measure(fns, args.warmup, args.repeat)
     rows = []
     base = times["torch"][len(times["torch"]) // 2]

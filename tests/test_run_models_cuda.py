@@ -129,3 +129,22 @@ def test_a_layer_falling_back_to_torch_is_an_error(runner, tmp_path, monkeypatch
         rows = list(csv.DictReader(f))
     assert [r["impl"] for r in rows] == ["torch", "fastconv"]
     assert rows[1]["check"].startswith("error: RuntimeWarning") and rows[1]["median_ms"] == ""
+
+
+def test_a_failing_backward_is_reported(runner, tmp_path, monkeypatch, capsys):
+    """The check runs forward only; a fastconv backward that raises is reported in the row and
+    the exit status, torch is still timed."""
+    import fastconv.torch._ops as ops
+
+    def broken(*a, **k):
+        raise RuntimeError("test: broken weight gradient")
+    monkeypatch.setattr(ops, "conv2d_backward_weight", broken)
+    rc = runner.main(["--device", "cpu", "--models", "resnet18", "--batch", "2", "--size", "32",
+                      "--classes", "10", "--repeat", "1", "--warmup", "0",
+                      "--out", str(tmp_path / "m.csv")])
+    _, err = capsys.readouterr()
+    assert rc == 1 and "broken weight gradient" in err
+    with open(tmp_path / "m.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["impl"] == "torch" and float(rows[0]["median_ms"]) > 0
+    assert rows[1]["check"] == "error: RuntimeError: test: broken weight gradient"

@@ -104,7 +104,7 @@ export -f fastconv_cli
 
 step pytest_gpu 150 python3 -m pytest -q -m gpu -p no:cacheprovider "$root/tests" || failed=1
 step bench_gpu_fp32 120 bash -c "set -o pipefail; fastconv_cli bench --device cuda --ops conv,depthwise,pool \
-  --json '$OUT/gpu_bench.json' --csv '$OUT/gpu_bench.csv' --plot '$OUT/gpu_bench.png' \
+  --dtype float32 --json '$OUT/gpu_bench.json' --csv '$OUT/gpu_bench.csv' --plot '$OUT/gpu_bench.png' \
   | tee '$OUT/gpu_bench.md'" || failed=1
 step bench_gpu_half 100 bash -c "set -o pipefail; fastconv_cli bench --device cuda --ops conv,depthwise,pool --quick \
   --dtype float16,bfloat16 --json '$OUT/gpu_bench_half.json' --csv '$OUT/gpu_bench_half.csv' \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (issue 11): one command, under 8 minutes on an H100/H200 including the build.
+# The GPU check (issues 11, 12): one command, under 9 minutes on an H100/H200 including the build.
 #
 #   bench/gpu_check.sh              # results and logs in ./gpu_check_out
 #   OUT=/tmp/gc bench/gpu_check.sh  # elsewhere
@@ -8,17 +8,21 @@
 # 2. build fastconv._C, _cuda (sm_90 only) and _cuda_emu with CMake into $OUT/build (nothing is
 #    installed: the package is laid out in $OUT/build/site, as tools/dev_build.sh does)
 # 3. pytest -m gpu: every CUDA kernel against PyTorch/cuDNN on the device
-# 4. fastconv bench --device cuda --ops pool,depthwise: float32, then float16 and bfloat16
-# 5. fastconv bench --device cpu, once per thread count (16, 1, 4, 8, 2) while time is left
+# 4. fastconv bench --device cuda --ops conv,depthwise,pool: float32, then float16 and bfloat16
+#    (dense conv rows with TFLOP/s and % of the H100 peak)
+# 5. bench/run_models_cuda.py: ResNet-18 and EfficientNet-Lite0 training step (batch 64, 224x224,
+#    bf16 autocast and fp32), fastconv.torch vs PyTorch eager
+# 6. fastconv bench --device cpu, once per thread count (16, 1, 4, 8, 2) while time is left
 # Every step runs under a timeout fitted to what is left of the budget (GPU_CHECK_BUDGET_S, default
-# 450 s) and logs to $OUT/<step>.log; $OUT/summary.txt lists each step's status and time. Exit
+# 540 s: under the device's 10-minute command limit) and logs to $OUT/<step>.log; $OUT/summary.txt
+# lists each step's status and time (and the GPU rows, the whole-model rows at a glance). Exit
 # status 0 when every step passed, 1 otherwise. Needs python3 with torch (CUDA), cupy, numpy,
 # pytest, cmake, ninja, pybind11 and nvcc; no network.
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$PWD/gpu_check_out}
-budget=${GPU_CHECK_BUDGET_S:-450}
+budget=${GPU_CHECK_BUDGET_S:-540}
 start=$(date +%s)
 
 if ! command -v nvidia-smi >/dev/null 2>&1; then
@@ -99,12 +103,14 @@ fastconv_cli() { python3 -m fastconv.cli "$@"; }
 export -f fastconv_cli
 
 step pytest_gpu 150 python3 -m pytest -q -m gpu -p no:cacheprovider "$root/tests" || failed=1
-step bench_gpu_fp32 100 bash -c "set -o pipefail; fastconv_cli bench --device cuda --ops pool,depthwise \
-  --json '$OUT/gpu_bench.json' --csv '$OUT/gpu_bench.csv' --plot '$OUT/gpu_bench.png' \
+step bench_gpu_fp32 120 bash -c "set -o pipefail; fastconv_cli bench --device cuda --ops conv,depthwise,pool \
+  --dtype float32 --json '$OUT/gpu_bench.json' --csv '$OUT/gpu_bench.csv' --plot '$OUT/gpu_bench.png' \
   | tee '$OUT/gpu_bench.md'" || failed=1
-step bench_gpu_half 80 bash -c "set -o pipefail; fastconv_cli bench --device cuda --ops pool,depthwise --quick \
+step bench_gpu_half 100 bash -c "set -o pipefail; fastconv_cli bench --device cuda --ops conv,depthwise,pool --quick \
   --dtype float16,bfloat16 --json '$OUT/gpu_bench_half.json' --csv '$OUT/gpu_bench_half.csv' \
   | tee '$OUT/gpu_bench_half.md'" || failed=1
+step models_gpu 100 python3 "$root/bench/run_models_cuda.py" --repeat 10 --warmup 3 \
+  --out "$OUT/models_cuda.md" || failed=1
 for t in 16 1 4 8 2; do
   step "bench_cpu_${t}threads" 90 bash -c "set -o pipefail; fastconv_cli bench --device cpu --quick --threads $t \
     --json '$OUT/cpu_bench_${t}threads.json' --csv '$OUT/cpu_bench_${t}threads.csv' \
@@ -119,12 +125,17 @@ for path in sys.argv[1:]:
         rows = json.load(open(path))["rows"]
     except (OSError, ValueError):
         continue
-    print(f"{path}: case dir dtype fastconv_us baseline_us ratio fastconv_GB/s %peak status")
+    print(f"{path}: case dir dtype fastconv_us baseline_us ratio fastconv_GB/s %peak "
+          "[fastconv_TFLOP/s %H100_peak] status")
     for r in rows:
         f = lambda v: "-" if v is None else f"{v:.3g}"
+        flops = (f" {f(r.get('fastconv_tflops'))} {f(r.get('fastconv_pct_h100_peak'))}"
+                 if "fastconv_tflops" in r else "")
         print(f"  {r['case']} {r['direction']} {r['dtype']} {f(r.get('fastconv_us'))} "
               f"{f(r.get('baseline_us'))} {f(r.get('ratio'))} {f(r.get('fastconv_rate'))} "
-              f"{f(r.get('fastconv_pct_peak'))} {r['status']}")
+              f"{f(r.get('fastconv_pct_peak'))}{flops} {r['status']}")
 PY
+# The whole-model rows (the table is in models_cuda.md).
+[ -f "$OUT/models_cuda.md" ] && grep -E '^\| (resnet18|efficientnet_lite0) ' "$OUT/models_cuda.md" >>"$summary"
 echo "gpu_check: $( [ $failed -eq 0 ] && echo 'all steps passed' || echo 'some steps FAILED' ) in $(($(date +%s) - start)) s; results in $OUT" | tee -a "$summary"
 exit $failed

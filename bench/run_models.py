@@ -14,7 +14,7 @@ updated weights) are compared. ratio = fastconv time / torch time (lower is bett
 
   python bench/run_models.py                       # all cases, CPU, a few minutes on 2 cores
   python bench/run_models.py --cases train --quick
-  python bench/run_models.py --device cuda         # once the CUDA kernels exist
+  python bench/run_models.py --cases train,infer   # (on a GPU: bench/run_models_cuda.py)
 
 Writes <out>/models-<time>.md and .csv (default bench/results/, git-ignored).
 """
@@ -192,7 +192,8 @@ def main(argv=None) -> int:
     p.add_argument("--cases", default="train,infer,finetune")
     p.add_argument("--quick", action="store_true", help="smaller batches, fewer repeats")
     p.add_argument("--device", default="cpu", choices=("cpu",),
-                   help="cpu only until the CUDA kernels land")
+                   help="cpu only (default: cpu); the GPU training step is "
+                   "bench/run_models_cuda.py")
     p.add_argument("--out", default=os.path.join(harness.HERE, "results"))
     args = p.parse_args(argv)
     import torch

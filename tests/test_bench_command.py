@@ -102,9 +102,10 @@ def test_cuda_without_gpu_prints_the_targets(tmp_path, capsys):
     rc = main(["bench", "--device", "cuda", "--dtype", "float32,bfloat16", "--json", str(out)])
     text, err = capsys.readouterr()
     assert rc == 0
-    assert "no GPU" in err and "85% H100 us" in text
-    cases = [c for c in harness.load_suite() if harness.group_of(c) != harness.DENSE]
-    assert len(cases) == 12
+    assert "no GPU" in err and "85% H100 us" in text and "70% H100 us" in text
+    cases = harness.load_suite()  # the default ops with --device cuda: all three groups
+    assert cuda.default_ops() == ["conv", "depthwise", "pool"]
+    assert sum(harness.group_of(c) != harness.DENSE for c in cases) == 12
     for c in cases:
         assert f"| {c['name']} |" in text
     h200 = json.load(open(cuda.BASELINE_JSON))["results"]
@@ -127,6 +128,64 @@ def test_cuda_without_gpu_prints_the_targets(tmp_path, capsys):
     assert r["h200_cudnn_cl_us"] == h200[("mbv2_dw_32_112", "bf16_cl")]["bwd_weight"]
     for r in rows:
         assert r["bytes"] > 0 and r["h100_85_us"] > r["h200_85_us"] > 0
+    # dense conv: FLOPs and the time at 70% of the H100 datasheet peak (TF32 494 TFLOP/s for
+    # float32, BF16 989), recomputed by hand for the ResNet-50 stem (batch 32, 3->64, 7x7/2,
+    # 224 -> 112); cuDNN's H200 times beside it, float32's target that of TF32 on
+    stem = next(c for c in cases if c["name"] == "r50_conv1_7x7s2")
+    assert (stem["n"], stem["c"], stem["h"], stem["k"], stem["r"], stem["stride"]) == \
+        (32, 3, 224, 64, 7, 2)
+    flops = 2 * 32 * 64 * 112 * 112 * 3 * 7 * 7
+    assert flops == h200[("r50_conv1_7x7s2", "fp32")]["flops"]
+    for dtype, peak in (("float32", 494e12), ("bfloat16", 989e12)):
+        for direction in ("fwd", "bwd_input", "bwd_weight"):
+            r = by[("r50_conv1_7x7s2", direction, dtype)]
+            assert r["flops"] == flops and r["h100_peak_tflops"] * 1e12 == peak
+            assert r["h100_70_us"] == pytest.approx(flops / (0.70 * peak) * 1e6)
+    r = by[("r50_conv1_7x7s2", "bwd_weight", "float32")]
+    assert r["h200_cudnn_nchw_us"] == h200[("r50_conv1_7x7s2", "fp32")]["bwd_weight"]
+    assert r["h200_cudnn_tf32_us"] == h200[("r50_conv1_7x7s2", "tf32")]["bwd_weight"]
+    assert r["target_us"] == r["h200_cudnn_tf32_us"]
+    r = by[("r50_conv1_7x7s2", "fwd", "bfloat16")]
+    assert r["h200_cudnn_tf32_us"] is None and r["h200_cudnn_nchw_us"] is None
+    assert r["target_us"] == pytest.approx(1.3 * h200[("r50_conv1_7x7s2", "bf16_cl")]["fwd"])
+    # the markdown row: case, dtype, shape, dir, GFLOP, peak, 70% H100 us, H200 cuDNN (nchw, cl,
+    # tf32), target
+    line = next(line for line in text.splitlines()
+                if line.startswith("| r50_conv1_7x7s2 | bfloat16 |") and "| fwd |" in line)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert len(cells) == 11
+    assert float(cells[4]) == pytest.approx(flops / 1e9, rel=2e-3)
+    assert float(cells[5]) == 989
+    assert float(cells[6]) == pytest.approx(flops / (0.70 * 989e12) * 1e6, rel=2e-3)
+    assert cells[7] == "" and cells[9] == ""
+
+
+def test_cuda_projection_on_a_tiny_suite(tiny, tmp_path, capsys):
+    """The CLI with --device cuda on the tiny suite: a conv projection row per dense direction
+    and dtype (the tiny cases have no H200 figures), the other groups in the bytes table."""
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the projection is for machines without one")
+    out = tmp_path / "p.csv"
+    rc = main(["bench", "--suite", tiny, "--device", "cuda", "--csv", str(out)])  # both dtypes
+    text, _ = capsys.readouterr()
+    assert rc == 0
+    conv = [line for line in text.splitlines() if line.startswith("| tiny_conv |")]
+    assert len(conv) == 6 and all(line.count("|") - 1 == 11 for line in conv)
+    others = [line for line in text.splitlines() if line.startswith("| tiny_")
+              and not line.startswith("| tiny_conv |")]
+    assert len(others) == 2 * (3 + 2 + 2) and all(line.count("|") - 1 == 10 for line in others)
+    with open(out) as f:
+        rows = [r for r in csv.DictReader(f) if r["case"] == "tiny_conv"]
+    # tiny_conv: N 2, C 4, K 6, 9x11 -> 9x11 (3x3, pad 1), groups 2
+    flops = 2 * 2 * 6 * 9 * 11 * (4 // 2) * 3 * 3
+    assert [(r["direction"], r["dtype"]) for r in rows] == \
+        [(d, t) for t in ("float32", "bfloat16") for d in ("fwd", "bwd_input", "bwd_weight")]
+    for r in rows:
+        peak = 494e12 if r["dtype"] == "float32" else 989e12
+        assert float(r["flops"]) == flops
+        assert float(r["h100_70_us"]) == pytest.approx(flops / (0.7 * peak) * 1e6)
+        assert r["h200_cudnn_nchw_us"] == r["target_us"] == ""
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -175,7 +234,9 @@ def test_cuda_runner_checks_on_the_cpu(torch, monkeypatch):
         for check, timed in impls.values():
             err_fc, err_torch = check()
             assert err_fc < 1e-4 and err_torch < 1e-4
-            assert set(timed) == {"fastconv", "torch_nchw", "torch_cl"}
+            dense = harness.group_of(case) == harness.DENSE  # float32: also cuDNN with TF32
+            assert set(timed) == {"fastconv", "torch_nchw", "torch_cl"} | (
+                {"torch_tf32"} if dense else set())
             outs = [np.asarray(ctx.torch_of(fn())) for fn in timed.values()]
             for o in outs[1:]:
                 np.testing.assert_allclose(o, outs[0], rtol=1e-4, atol=1e-4)
@@ -246,11 +307,33 @@ def test_cuda_rows_and_reports_on_the_cpu(torch, tmp_path):
         assert r["bytes"] == harness.bytes_of(TINY["cases"][[c["name"] for c in TINY["cases"]]
                                                          .index(r["case"])], r["direction"])
     assert rows[-1]["status"] == "skipped: no fastconv" and rows[-1]["fastconv_us"] is None
+    for r in rows[:3]:  # tiny_conv: dense, TFLOP/s and % of the H100's TF32 peak
+        flops = harness.conv_flops(harness.case_dims(TINY["cases"][0], "n"))
+        assert r["flops"] == flops and r["h100_peak_tflops"] == 494.0
+        assert r["fastconv_tflops"] == pytest.approx(flops / r["fastconv_us"] / 1e6)
+        assert r["baseline_pct_h100_peak"] == pytest.approx(
+            100 * flops / r["baseline_us"] / 1e6 / 494.0)
+        assert r["ratio_tf32"] == pytest.approx(r["fastconv_us"] / r["torch_tf32_us"])
+        assert r["torch_tf32_pct_h100_peak"] == pytest.approx(
+            100 * flops / r["torch_tf32_us"] / 1e6 / 494.0)
+    assert "fastconv_tflops" not in rows[3]  # depthwise: bandwidth only
+    assert "torch_tf32_us" not in rows[3]
+    # issue 12's float32 target, by hand: the geometric mean of fastconv / cuDNN with TF32 on
+    (t,) = cuda.dense_targets(rows)
+    ratios = [r["fastconv_us"] / r["torch_tf32_us"] for r in rows[:3]]
+    assert t["dtype"] == "float32" and t["layers"] == 3 and t["target"] == 1.0
+    assert t["geomean"] == pytest.approx((ratios[0] * ratios[1] * ratios[2]) ** (1 / 3))
+    assert t["verdict"] == ("met" if t["geomean"] <= 1.0 else "not met")
+    fake = [dict(rows[0], dtype="bfloat16", ratio=v) for v in (1.2, 1.5)]
+    (t,) = cuda.dense_targets(fake)
+    assert t["geomean"] == pytest.approx(1.8 ** 0.5) and t["verdict"] == "not met"
     meta = dict(device="cuda", machine=facts, settings=dict(repeat=2, warmup=0),
                 copy_gbps=2000.0, flush_mib=100.0, elapsed_s=1.0)
     text = report.render(rows, meta)
     assert "GPU: Test GPU" in text and "2000 GB/s" in text and "Not timed for fastconv" in text
     assert sum(line.startswith("| tiny_") for line in text.splitlines()) == len(rows)
+    assert "% H100 peak" in text and "fastconv TFLOP/s" in text and "vs tf32" in text
+    assert "| float32 | cuDNN TF32 on | 3 |" in text
     report.write_csv(str(tmp_path / "g.csv"), rows)
     report.write_json(str(tmp_path / "g.json"), rows, meta)
     assert len(json.loads((tmp_path / "g.json").read_text())["rows"]) == len(rows)

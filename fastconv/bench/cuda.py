@@ -8,6 +8,7 @@ floor per dtype), then time fastconv, torch NCHW and torch channels_last side by
   conv2d     fwd        F.conv2d                  vs aten.convolution
              bwd_input  grad.conv2d_input         vs aten.convolution_backward(mask T,F,F)
              bwd_weight grad.conv2d_weight        vs aten.convolution_backward(mask F,T,F)
+             (dense float32 also against cuDNN with TF32 on, torch's default: torch_tf32)
   max_pool2d fwd        F.max_pool2d              vs aten.max_pool2d
              fwd+bwd    F.max_pool2d(return_indices=True) + grad.max_pool2d_input
   avg_pool2d fwd, fwd+bwd likewise with F.avg_pool2d and grad.avg_pool2d_input
@@ -19,7 +20,9 @@ the host queue the timed call before the device reaches it (no launch gap is tim
 device times, like the CUDA-graph figures of bench/ANCHORS.md, not host overhead). The
 median of the samples is reported; samples of the implementations are interleaved.
 
-Units: GB/s of the least DRAM traffic (harness.bytes_of: pooling reads x and writes y, plus
+Units: dense and grouped conv layers also get TFLOP/s (harness.conv_flops) and % of the H100's
+dense tensor-core peak for the dtype (PEAK_TFLOPS: TF32 for float32, BF16/FP16 for the others);
+every row gets GB/s of the least DRAM traffic (harness.bytes_of: pooling reads x and writes y, plus
 indices, dy and dx for fwd+bwd; conv reads/writes x, w and y once each), and % of the device's
 copy bandwidth measured in the same run (machine.gpu_copy_gbps).
 
@@ -27,8 +30,9 @@ float32 and float16 inputs reach fastconv as CuPy arrays sharing torch's memory 
 bfloat16 (CuPy has no such dtype) as the torch tensors themselves, which fastconv's functions take
 through `__dlpack__`.
 
-Without a GPU, `projection()` gives each case's bytes, the time 85% of an H100's bandwidth would
-take (figures from bench/ANCHORS.md), and the cuDNN times measured on an H200
+Without a GPU, `projection()` gives each pooling and depthwise case's bytes and the time 85% of an
+H100's bandwidth would take (figures from bench/ANCHORS.md), each dense conv case's FLOPs and the
+time at 70% of the H100's peak for the dtype, and the cuDNN times measured on an H200
 (baselines/h200_cudnn_torch2.11.json): the targets the kernels are written against.
 """
 from __future__ import annotations
@@ -56,6 +60,15 @@ H100_COPY_GBPS = 2436.0
 H200_COPY_GBPS = 2768.0
 TARGET_SHARE = 0.85      # issue 11: pooling at >= 85% of DRAM bandwidth
 TARGET_SPEEDUP = 2.0     # issue 11: pooling and depthwise >= 2x faster than cuDNN
+# Dense (non-sparse) tensor-core peaks of the H100 SXM, TFLOP/s, from NVIDIA's H100 datasheet
+# (bench/ANCHORS.md lists only GEMM ceilings measured by cuBLAS: tf32 369, bf16 737, fp32 52).
+# float32 counts against the TF32 peak: torch runs float32 convolutions on TF32 tensor cores by
+# default (torch.backends.cudnn.allow_tf32), and issue 12's float32 target is against that.
+H100_PEAK_TFLOPS = {"float32": 494.0, "float16": 989.0, "bfloat16": 989.0}
+H100_FP32_SIMT_TFLOPS = 67.0  # the same datasheet's FP32 (no tensor cores), for reference
+TARGET_PEAK_SHARE = 0.70      # issue 12: each dense layer's time at 70% of the H100 peak
+# issue 12: dense conv at most 1.0x cuDNN (float32, TF32 on) and 1.3x (bfloat16, WMMA)
+DENSE_TARGET_RATIO = {"float32": 1.0, "float16": 1.3, "bfloat16": 1.3}
 BASELINE_JSON = os.path.join(harness.HERE, "baselines", "h200_cudnn_torch2.11.json")
 # H200 json modes for each dtype: (NCHW, channels_last); None where that run has none.
 H200_MODES = {"float32": ("fp32", "fp32_cl"), "float16": (None, None),
@@ -69,8 +82,8 @@ MIN_FLUSH_BYTES = 128 << 20
 
 
 def default_ops() -> List[str]:
-    """The op groups `--device cuda` runs by default: those with CUDA kernels (issue 11)."""
-    return ["depthwise", "pool"]
+    """The op groups `--device cuda` runs by default: all three have CUDA kernels (issues 11-12)."""
+    return ["conv", "depthwise", "pool"]
 
 
 def gpu_unavailable_reason() -> Optional[str]:
@@ -103,14 +116,26 @@ def h200_times(h200: Dict[tuple, dict], case: str, dtype: str, direction: str):
     return tuple(out)
 
 
+def h200_tf32(h200: Dict[tuple, dict], case: str, dtype: str, direction: str):
+    """The H200 cuDNN time with TF32 on (NCHW) for float32, torch's default; None otherwise."""
+    r = h200.get((case, "tf32")) if dtype == "float32" else None
+    return r.get(direction) if r else None
+
+
+def is_dense(case: dict) -> bool:
+    return harness.group_of(case) == harness.DENSE
+
+
 def directions(case: dict):
     return harness.CONV_DIRS if case["op"] == "conv2d" else harness.POOL_DIRS
 
 
 def projection(cases: Sequence[dict], dtypes: Sequence[str]) -> List[dict]:
-    """One row per case, direction and dtype: bytes moved at batch n, the time at 85% of the
-    H100's and the H200's copy bandwidth, the H200 cuDNN times (NCHW, channels_last) and the time
-    2x faster than the better of them."""
+    """One row per case, direction and dtype. Pooling and depthwise: bytes moved at batch n, the
+    time at 85% of the H100's and the H200's copy bandwidth, the H200 cuDNN times (NCHW,
+    channels_last) and the time 2x faster than the better of them. Dense and grouped conv: FLOPs,
+    the time at 70% of the H100's peak for the dtype, the H200 cuDNN times (float32 also with
+    TF32 on) and the target time (1.0x / 1.3x the best cuDNN time that counts for the dtype)."""
     h200 = load_h200()
     rows = []
     for case in cases:
@@ -119,16 +144,47 @@ def projection(cases: Sequence[dict], dtypes: Sequence[str]) -> List[dict]:
             for direction in directions(case):
                 nbytes = harness.bytes_of(case, direction, "n", ITEMSIZE[dtype])
                 nchw, cl = h200_times(h200, case["name"], dtype, direction)
-                best = min([t for t in (nchw, cl) if t is not None], default=None)
-                rows.append(dict(
+                row = dict(
                     case=case["name"], group=harness.group_of(case), op=case["op"],
                     direction=direction, dtype=dtype, n=d["N"], shape=shape_str(case, d),
                     status="no GPU: projection", bytes=nbytes,
                     h100_85_us=nbytes / (TARGET_SHARE * H100_COPY_GBPS * 1e9) * 1e6,
                     h200_85_us=nbytes / (TARGET_SHARE * H200_COPY_GBPS * 1e9) * 1e6,
-                    h200_cudnn_nchw_us=nchw, h200_cudnn_cl_us=cl,
-                    target_2x_us=best / TARGET_SPEEDUP if best is not None else None))
+                    h200_cudnn_nchw_us=nchw, h200_cudnn_cl_us=cl)
+                if is_dense(case):
+                    flops = harness.conv_flops(d)
+                    tf32 = h200_tf32(h200, case["name"], dtype, direction)
+                    # float32's target is cuDNN as torch runs it by default: TF32 on
+                    best = tf32 if tf32 is not None else min(
+                        [t for t in (nchw, cl) if t is not None], default=None)
+                    row.update(flops=flops, h100_peak_tflops=H100_PEAK_TFLOPS[dtype],
+                               h100_70_us=flops / (TARGET_PEAK_SHARE * H100_PEAK_TFLOPS[dtype]
+                                                   * 1e12) * 1e6,
+                               h200_cudnn_tf32_us=tf32,
+                               target_us=(best * DENSE_TARGET_RATIO[dtype]
+                                          if best is not None else None))
+                else:
+                    best = min([t for t in (nchw, cl) if t is not None], default=None)
+                    row["target_2x_us"] = best / TARGET_SPEEDUP if best is not None else None
+                rows.append(row)
     return rows
+
+
+def add_flop_rates(row: dict, us: Dict[str, float], peak_tflops: float) -> None:
+    """TFLOP/s of each timed implementation of a dense conv row (after fill_times) and
+    fastconv's and the baseline's share of the H100 peak (row["flops"] at batch n); for float32
+    also torch with TF32 on (torch_tf32_us) and fastconv's ratio to it (ratio_tf32)."""
+    if "torch_tf32" in us:
+        row["torch_tf32_us"] = us["torch_tf32"]
+        if row.get("fastconv_us") is not None:
+            row["ratio_tf32"] = row["fastconv_us"] / us["torch_tf32"]
+    for name in ("fastconv", "torch_nchw", "torch_cl", "torch_tf32", "baseline"):
+        t = row.get(f"{name}_us")
+        tflops = row["flops"] / (t * 1e-6) / 1e12 if t else None
+        row[f"{name}_tflops"] = tflops
+        if name in ("fastconv", "torch_tf32", "baseline"):
+            row[f"{name}_pct_h100_peak"] = 100.0 * tflops / peak_tflops if tflops else None
+    row["h100_peak_tflops"] = peak_tflops
 
 
 # ---- timing -----------------------------------------------------------------------------------
@@ -270,6 +326,20 @@ def conv_impls(ctx: Ctx, case: dict, d: dict):
         return aten.convolution_backward(dy, x, w, None, S2, P2, D2, False, [0, 0], groups,
                                          [False, True, False])[1]
 
+    tf32 = ctx.dtype_name == "float32" and harness.group_of(case) == harness.DENSE
+
+    def with_tf32(fn):
+        """fn with cuDNN's TF32 on, torch's default for float32 convolutions (issue 12's float32
+        target); cudnn.benchmark keys its choices by the TF32 setting too."""
+        def run():
+            old = torch.backends.cudnn.allow_tf32
+            torch.backends.cudnn.allow_tf32 = True
+            try:
+                return fn()
+            finally:
+                torch.backends.cudnn.allow_tf32 = old
+        return run
+
     fc = {"fwd": lambda: F.conv2d(xc, wc, None, st, pad, 1, groups),
           "bwd_input": lambda: G.conv2d_input(tuple(x.shape), wc, dyc, st, pad, 1, groups),
           "bwd_weight": lambda: G.conv2d_weight(xc, tuple(w.shape), dyc, st, pad, 1, groups)}
@@ -280,9 +350,11 @@ def conv_impls(ctx: Ctx, case: dict, d: dict):
             return check_on_device(torch, f"{case['name']} {direction} {ctx.dtype_name}",
                                    ctx.torch_of(f_fn()), t_fn(x, w, dy), ref,
                                    CHECK_FLOOR[ctx.dtype_name])
-        out[direction] = (check, {"fastconv": fc[direction],
-                                  "torch_nchw": (lambda t_fn=t_fn: t_fn(x, w, dy)),
-                                  "torch_cl": (lambda t_fn=t_fn: t_fn(*cl))})
+        timed = {"fastconv": fc[direction], "torch_nchw": (lambda t_fn=t_fn: t_fn(x, w, dy)),
+                 "torch_cl": (lambda t_fn=t_fn: t_fn(*cl))}
+        if tf32:  # dense float32: also cuDNN with TF32 on (NCHW), the float32 target
+            timed["torch_tf32"] = with_tf32(timed["torch_nchw"])
+        out[direction] = (check, timed)
     return out
 
 
@@ -408,10 +480,30 @@ def run_case(ctx: Ctx, timer: EventTimer, case: dict, cfg: harness.TimingConfig,
         for name in ("fastconv", "torch_nchw", "torch_cl", "baseline"):
             rate = row.get(f"{name}_rate")
             row[f"{name}_pct_peak"] = 100.0 * rate / copy_gbps if rate else None
+        if is_dense(case):
+            add_flop_rates(row, us, H100_PEAK_TFLOPS[ctx.dtype_name])
         rows.append(row)
         if on_row:
             on_row(row)
     return rows
+
+
+def dense_targets(rows: Sequence[dict]) -> List[dict]:
+    """Issue 12's per-dtype targets over the timed dense conv rows: the geometric mean of
+    fastconv's time over cuDNN's (float32: cuDNN with TF32 on; bfloat16, float16: the faster
+    layout) against DENSE_TARGET_RATIO."""
+    out = []
+    for dtype in DTYPES:
+        key = "ratio_tf32" if dtype == "float32" else "ratio"
+        vals = [r[key] for r in rows if r.get("group") == harness.DENSE
+                and r.get("dtype") == dtype and r.get(key)]
+        if vals:
+            g = harness.geomean(vals)
+            out.append(dict(dtype=dtype, versus="cuDNN TF32 on" if dtype == "float32"
+                            else "cuDNN, faster layout", layers=len(vals), geomean=g,
+                            target=DENSE_TARGET_RATIO[dtype],
+                            verdict="met" if g <= DENSE_TARGET_RATIO[dtype] else "not met"))
+    return out
 
 
 def fastconv_gpu_problem(cupy) -> Optional[str]:

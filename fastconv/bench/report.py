@@ -20,7 +20,10 @@ FIRST_COLUMNS = ["device", "case", "group", "op", "direction", "dtype", "threads
                  "status", "fastconv_us", "torch_nchw_us", "torch_cl_us", "baseline_us", "ratio",
                  "ratio_nchw", "ratio_channels_last", "unit", "fastconv_rate", "baseline_rate",
                  "fastconv_pct_peak", "baseline_pct_peak", "bytes", "flops", "h100_85_us",
-                 "h200_cudnn_nchw_us", "h200_cudnn_cl_us", "err_fastconv", "err_torch"]
+                 "h200_cudnn_nchw_us", "h200_cudnn_cl_us", "h200_cudnn_tf32_us", "h100_70_us",
+                 "target_us", "fastconv_tflops", "fastconv_pct_h100_peak", "baseline_tflops",
+                 "baseline_pct_h100_peak", "torch_tf32_us", "ratio_tf32", "err_fastconv",
+                 "err_torch"]
 
 
 def columns(rows: Sequence[dict]) -> List[str]:
@@ -134,31 +137,81 @@ def cpu_tables(rows: Sequence[dict]) -> List[str]:
 
 
 def gpu_table(rows: Sequence[dict]) -> List[str]:
-    return ["### Kernels vs cuDNN (H200 cuDNN = the better of NCHW and cl measured on an H200, "
-            "bench/ANCHORS.md; 85% H100 = bytes at 85% of the H100's copy bandwidth)", "",
-            harness.markdown_table(
-                ["case", "dtype", "shape", "dir", "fastconv us", "torch nchw us", "torch cl us",
-                 "ratio", "fastconv GB/s", "% peak", "baseline GB/s", "85% H100 us",
-                 "H200 cuDNN us", "check"],
-                [[r["case"], r["dtype"], r["shape"], r["direction"], r["fastconv_us"],
-                  r["torch_nchw_us"], r["torch_cl_us"], r.get("ratio"), r["fastconv_rate"],
-                  r.get("fastconv_pct_peak"), r["baseline_rate"], r["h100_85_us"],
-                  _best(r.get("h200_cudnn_nchw_us"), r.get("h200_cudnn_cl_us")), r["status"]]
-                 for r in rows]), ""]
+    dense = [r for r in rows if r.get("group") == harness.DENSE]
+    other = [r for r in rows if r.get("group") != harness.DENSE]
+    parts = []
+    if dense:
+        parts += ["### Dense and grouped conv vs cuDNN (TFLOP/s = 2*N*K*P*Q*(C/groups)*R*S / "
+                  "time; % H100 peak = share of the H100 SXM datasheet dense peak: TF32 494 "
+                  "TFLOP/s for float32, BF16/FP16 989; torch tf32 = cuDNN NCHW with TF32 on, "
+                  "torch's default and the float32 target; ratio = vs the faster of nchw and cl "
+                  "with TF32 off)", "", harness.markdown_table(
+                      ["case", "dtype", "shape", "dir", "fastconv us", "torch nchw us",
+                       "torch cl us", "torch tf32 us", "ratio", "vs tf32", "fastconv TFLOP/s",
+                       "% H100 peak", "baseline TFLOP/s", "baseline % H100 peak",
+                       "H200 cuDNN us", "check"],
+                      [[r["case"], r["dtype"], r["shape"], r["direction"], r["fastconv_us"],
+                        r["torch_nchw_us"], r["torch_cl_us"], r.get("torch_tf32_us"),
+                        r.get("ratio"), r.get("ratio_tf32"), r.get("fastconv_tflops"),
+                        r.get("fastconv_pct_h100_peak"), r.get("baseline_tflops"),
+                        r.get("baseline_pct_h100_peak"),
+                        _best(r.get("h200_cudnn_nchw_us"), r.get("h200_cudnn_cl_us")),
+                        r["status"]] for r in dense]), ""]
+        from fastconv.bench import cuda
+        targets = cuda.dense_targets(dense)
+        if targets:
+            parts += ["Dense conv targets (issue 12; geometric mean of fastconv time / cuDNN "
+                      "time over the layers and directions):", "", harness.markdown_table(
+                          ["dtype", "vs", "layers x dirs", "geomean ratio", "target", "verdict"],
+                          [[t["dtype"], t["versus"], t["layers"], t["geomean"],
+                            f"<= {t['target']:g}", t["verdict"]] for t in targets]), ""]
+    if other:
+        parts += ["### Kernels vs cuDNN (H200 cuDNN = the better of NCHW and cl measured on an "
+                  "H200, bench/ANCHORS.md; 85% H100 = bytes at 85% of the H100's copy "
+                  "bandwidth)", "", harness.markdown_table(
+                      ["case", "dtype", "shape", "dir", "fastconv us", "torch nchw us",
+                       "torch cl us", "ratio", "fastconv GB/s", "% peak", "baseline GB/s",
+                       "85% H100 us", "H200 cuDNN us", "check"],
+                      [[r["case"], r["dtype"], r["shape"], r["direction"], r["fastconv_us"],
+                        r["torch_nchw_us"], r["torch_cl_us"], r.get("ratio"), r["fastconv_rate"],
+                        r.get("fastconv_pct_peak"), r["baseline_rate"], r["h100_85_us"],
+                        _best(r.get("h200_cudnn_nchw_us"), r.get("h200_cudnn_cl_us")),
+                        r["status"]] for r in other]), ""]
+    return parts
 
 
 def projection_table(rows: Sequence[dict]) -> List[str]:
-    return ["### Targets without a GPU (batch n of the suite)", "",
-            "Bytes = least DRAM traffic of the direction; 85% H100 / H200 = the time those bytes "
-            "take at 85% of the copy bandwidth measured on an H100 (2436 GB/s) and an H200 "
-            "(2768 GB/s); H200 cuDNN = PyTorch 2.11 + cuDNN 9.19 measured on an H200 (NCHW and "
-            "channels_last); 2x target = half the better of the two.", "",
-            harness.markdown_table(
-                ["case", "dtype", "shape", "dir", "MB moved", "85% H100 us", "85% H200 us",
-                 "H200 cuDNN nchw us", "H200 cuDNN cl us", "2x target us"],
-                [[r["case"], r["dtype"], r["shape"], r["direction"], r["bytes"] / 1e6,
-                  r["h100_85_us"], r["h200_85_us"], r["h200_cudnn_nchw_us"],
-                  r["h200_cudnn_cl_us"], r["target_2x_us"]] for r in rows]), ""]
+    dense = [r for r in rows if r.get("group") == harness.DENSE]
+    other = [r for r in rows if r.get("group") != harness.DENSE]
+    parts = ["### Targets without a GPU (batch n of the suite)", ""]
+    if dense:
+        parts += ["Dense and grouped conv. GFLOP = 2*N*K*P*Q*(C/groups)*R*S; 70% H100 = the "
+                  "time at 70% of the H100 SXM datasheet dense peak for the dtype (TF32 494 "
+                  "TFLOP/s for float32, BF16/FP16 989); H200 cuDNN = PyTorch 2.11 + cuDNN 9.19 "
+                  "measured on an H200 (NCHW and channels_last with TF32 off; tf32 = NCHW with "
+                  "TF32 on, torch's default); target = 1.0x cuDNN with TF32 on (float32), 1.3x "
+                  "the best cuDNN time (bfloat16, float16).", "",
+                  harness.markdown_table(
+                      ["case", "dtype", "shape", "dir", "GFLOP", "peak TFLOP/s",
+                       "70% H100 us", "H200 cuDNN nchw us", "H200 cuDNN cl us",
+                       "H200 cuDNN tf32 us", "target us"],
+                      [[r["case"], r["dtype"], r["shape"], r["direction"], r["flops"] / 1e9,
+                        r["h100_peak_tflops"], r["h100_70_us"], r["h200_cudnn_nchw_us"],
+                        r["h200_cudnn_cl_us"], r["h200_cudnn_tf32_us"], r["target_us"]]
+                       for r in dense]), ""]
+    if other:
+        parts += ["Pooling and depthwise. Bytes = least DRAM traffic of the direction; 85% H100 / "
+                  "H200 = the time those bytes take at 85% of the copy bandwidth measured on an "
+                  "H100 (2436 GB/s) and an H200 (2768 GB/s); H200 cuDNN = PyTorch 2.11 + cuDNN "
+                  "9.19 measured on an H200 (NCHW and channels_last); 2x target = half the "
+                  "better of the two.", "",
+                  harness.markdown_table(
+                      ["case", "dtype", "shape", "dir", "MB moved", "85% H100 us",
+                       "85% H200 us", "H200 cuDNN nchw us", "H200 cuDNN cl us", "2x target us"],
+                      [[r["case"], r["dtype"], r["shape"], r["direction"], r["bytes"] / 1e6,
+                        r["h100_85_us"], r["h200_85_us"], r["h200_cudnn_nchw_us"],
+                        r["h200_cudnn_cl_us"], r["target_2x_us"]] for r in other]), ""]
+    return parts
 
 
 def _best(*vals):

@@ -9,10 +9,12 @@ a markdown table (time, ratio, GFLOP/s or GB/s, % of the ceilings measured in th
 
     fastconv bench --quick                                  # CPU, whole suite, rough numbers
     fastconv bench --ops depthwise,pool --threads 1,2 --plot ratios.png
-    fastconv bench --device cuda --dtype float32,bfloat16 --json gpu.json
+    fastconv bench --device cuda --json gpu.json            # float32 and bfloat16
 
-Without a GPU, --device cuda prints what each pooling and depthwise layer has to beat (its bytes at
-85% of an H100's bandwidth, and cuDNN's times on an H200) and exits 0.
+Without a GPU, --device cuda prints what each layer has to beat (pooling and depthwise: its bytes
+at 85% of an H100's bandwidth; dense conv: its FLOPs at 70% of the H100's tensor-core peak; and
+cuDNN's times on an H200) and exits 0. On a GPU, dense conv rows also show TFLOP/s and % of the
+H100 peak (TF32 for float32, BF16/FP16 otherwise).
 """
 from __future__ import annotations
 
@@ -54,16 +56,17 @@ def add_arguments(s) -> None:
                    help="where fastconv and PyTorch run (default: cpu)")
     s.add_argument("--ops", type=_word_list(tuple(harness.OP_WORDS)), metavar="LIST",
                    help="op groups to run: conv (dense and grouped), depthwise, pool (default: "
-                   "all three on the CPU; depthwise,pool with --device cuda)")
+                   "all three)")
     s.add_argument("--cases", metavar="NAMES", help="also filter by case names or substrings, "
                    "comma-separated (default: every case of the selected groups)")
     s.add_argument("--suite", metavar="FILE", default=harness.SUITE,
                    help="suite JSON, as the one shipped with fastconv (default: "
                    "fastconv/bench/suite.json: ResNet-50, VGG-16, MobileNetV2, EfficientNet-Lite0 "
                    "layers)")
-    s.add_argument("--dtype", type=_word_list(DTYPES), default=["float32"], metavar="LIST",
+    s.add_argument("--dtype", type=_word_list(DTYPES), metavar="LIST",
                    help="dtypes, comma-separated: float32, float16, bfloat16 (the last two on "
-                   "the GPU only; default: float32)")
+                   "the GPU only; default: float32 on the CPU, float32,bfloat16 with --device "
+                   "cuda)")
     s.add_argument("--quick", action="store_true",
                    help="fewer samples per measurement: rough numbers, a few times faster (default: "
                    "off)")
@@ -87,8 +90,13 @@ def _select(args):
     """(the whole suite, the selected cases)."""
     try:
         suite = harness.load_suite(args.suite)
-        ops = args.ops or (["depthwise", "pool"] if args.device == "cuda"
-                           else list(harness.OP_WORDS))
+        if args.ops:
+            ops = args.ops
+        elif args.device == "cuda":
+            from fastconv.bench import cuda
+            ops = cuda.default_ops()
+        else:
+            ops = list(harness.OP_WORDS)
         cases = harness.select_ops(suite, ops)
         if not cases:
             raise ValueError(f"--ops {','.join(ops)}: the suite {args.suite} has no such case")
@@ -272,5 +280,7 @@ def _need_matplotlib() -> None:
 
 def run(args) -> int:
     harness.passive_omp_wait()
+    if args.dtype is None:  # issue 12's GPU targets are float32 (TF32) and bfloat16
+        args.dtype = ["float32", "bfloat16"] if args.device == "cuda" else ["float32"]
     suite, cases = _select(args)
     return run_cuda(args, suite, cases) if args.device == "cuda" else run_cpu(args, suite, cases)

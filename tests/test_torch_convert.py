@@ -207,11 +207,10 @@ def test_inputs_fastconv_cannot_take_run_torch_with_one_warning(seeded, monkeypa
         warnings.simplefilter("error")
         conv(x)  # warned once per layer
 
-    # a device without fastconv kernels (CUDA in this build; simulated on this CPU)
-    cuda = NotImplementedError("max_pool2d: input is on cuda:0, but this build of fastconv has no "
-                               "CUDA kernels")
-    monkeypatch.setattr(fastconv.torch.modules, "unsupported",
-                        lambda op, depthwise=None, **tensors: cuda)
+    # a device without fastconv kernels (CUDA without fastconv._cuda; simulated on this CPU)
+    cuda = NotImplementedError("max_pool2d: input is on cuda:0; the GPU kernels need the "
+                               "fastconv._cuda extension, which this build lacks (no CUDA kernels)")
+    monkeypatch.setattr(fastconv.torch.modules, "unsupported", lambda op, **tensors: cuda)
     pool = fct.MaxPool2d(2)
     x = torch.randn(1, 2, 4, 4)
     with pytest.warns(RuntimeWarning, match="no CUDA kernels"):

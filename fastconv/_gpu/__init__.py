@@ -3,7 +3,8 @@ arrays and torch CUDA tensors; fastconv._cuda_emu for numpy arrays inside
 fastconv.testing.cuda_emulation()) and holds the op twins that call the CUDA kernels:
 
     pool.py    max/avg/adaptive pooling, forward and backward
-    conv.py    conv2d forward, input/weight/bias gradients (depthwise now; dense in a later issue)
+    conv.py    conv2d forward, input/weight/bias gradients (depthwise kernels; other shapes go to
+    conv_dense.py, the implicit-GEMM kernels; autotune.py picks their tiles by timing on request)
     affine.py  channel_affine (inference BatchNorm + ReLU/ReLU6)
 
 The twins take arrays that fastconv.nn._array / fastconv.nn.grad have already checked (4-D,

@@ -70,6 +70,49 @@ def test_arrays_on_two_devices_are_refused():
         F.conv2d(a, b, groups=1)
 
 
+def test_every_launch_runs_with_the_arrays_device_current():
+    """OnDevice (what the CuPy and torch backends wrap fastconv._cuda in) enters the device
+    context around every call of the module, and only around calls."""
+    import contextlib
+    from fastconv._gpu.backend import OnDevice
+    log = []
+
+    @contextlib.contextmanager
+    def device():
+        log.append("enter")
+        yield
+        log.append("exit")
+
+    class Module:
+        version = 3
+
+        @staticmethod
+        def launch(a, b=0):
+            log.append(("launch", a, b))
+            return a + b
+
+    mod = OnDevice(Module, device)
+    assert mod.version == 3 and log == []
+    assert mod.launch(1, b=2) == 3
+    assert log == ["enter", ("launch", 1, 2), "exit"]
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_arrays_on_another_device_than_the_current_one(rng):
+    if cupy.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("one GPU")
+    x, w = randn(rng, (2, 4, 9, 9), np.float32), randn(rng, (8, 4, 3, 3), np.float32)
+    with cupy.cuda.Device(1):
+        xg, wg = cupy.asarray(x), cupy.asarray(w)
+    with cupy.cuda.Device(0):
+        y = F.conv2d(xg, wg, padding=1)
+        p = F.max_pool2d(xg, 2)
+    assert y.device.id == 1 and p.device.id == 1
+    assert_close(cupy.asnumpy(y), F.conv2d(x, w, padding=1), dtype=np.float32)
+    assert_close(cupy.asnumpy(p), F.max_pool2d(x, 2), dtype=np.float32)
+
+
 def depthwise_net():
     fastconv.manual_seed(0)
     return nn.Sequential(

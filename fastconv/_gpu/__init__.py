@@ -67,7 +67,7 @@ def backend_for_array(op: str, name: str, a) -> Backend:
                             f"torch CUDA tensors")
         return be
     if module == "cupy":
-        return CupyBackend(cuda_module(op, f"{name} is a cupy array"))
+        return CupyBackend(cuda_module(op, f"{name} is a cupy array"), a.device.id)
     if module == "torch":
         return TorchBackend(cuda_module(op, f"{name} is a torch CUDA tensor"), a.device)
     raise TypeError(f"{op}: {name} is a {type(a).__module__}.{type(a).__qualname__} on a GPU; "

@@ -163,37 +163,66 @@ class EmulationBackend(Backend):
         return a.dtype.isnative and a.flags.aligned
 
 
+class OnDevice:
+    """An extension module whose every function call runs inside `context()` (the arrays' device
+    made current), so kernels launch on, and CUDA calls go to, the device that holds the arrays
+    even when another device is current."""
+
+    def __init__(self, mod, context):
+        self._mod, self._context = mod, context
+
+    def __getattr__(self, name):
+        fn = getattr(self._mod, name)
+        if not callable(fn):
+            return fn
+
+        def call(*args, **kwargs):
+            with self._context():
+                return fn(*args, **kwargs)
+        return call
+
+
 class CupyBackend(Backend):
-    """CuPy arrays on the GPU through fastconv._cuda, on CuPy's current stream and memory pool."""
+    """CuPy arrays on the GPU through fastconv._cuda, on the arrays' device (made current for
+    every launch and allocation), its current stream and CuPy's memory pool."""
     name = "cupy"
 
-    def __init__(self, mod):
+    def __init__(self, mod, device_id=None):
         import cupy
-        self.mod, self.xp = mod, cupy
+        self.xp = cupy
+        self.device_id = int(cupy.cuda.Device().id if device_id is None else device_id)
+        self.mod = OnDevice(mod, self._device)
+
+    def _device(self):
+        return self.xp.cuda.Device(self.device_id)
 
     def empty(self, shape, dtype):
-        return self.xp.empty(tuple(shape), dtype=dtype)
+        with self._device():
+            return self.xp.empty(tuple(shape), dtype=dtype)
 
     def zeros(self, shape, dtype):
-        return self.xp.zeros(tuple(shape), dtype=dtype)
+        with self._device():
+            return self.xp.zeros(tuple(shape), dtype=dtype)
 
     def ptr(self, a) -> int:
         return 0 if a is None else int(a.data.ptr)
 
     def stream(self) -> int:
-        return int(self.xp.cuda.get_current_stream().ptr)
+        with self._device():
+            return int(self.xp.cuda.get_current_stream().ptr)
 
     def device_key(self) -> int:
-        return int(self.xp.cuda.Device().id)
+        return self.device_id
 
     def time(self, fn) -> float:
-        stream = self.xp.cuda.get_current_stream()
-        start, end = self.xp.cuda.Event(), self.xp.cuda.Event()
-        start.record(stream)
-        fn()
-        end.record(stream)
-        end.synchronize()
-        return self.xp.cuda.get_elapsed_time(start, end) / 1e3
+        with self._device():
+            stream = self.xp.cuda.get_current_stream()
+            start, end = self.xp.cuda.Event(), self.xp.cuda.Event()
+            start.record(stream)
+            fn()
+            end.record(stream)
+            end.synchronize()
+            return self.xp.cuda.get_elapsed_time(start, end) / 1e3
 
     def strides(self, a):
         return tuple(s // a.itemsize for s in a.strides)
@@ -212,8 +241,12 @@ class TorchBackend(Backend):
 
     def __init__(self, mod, device):
         import torch
-        self.mod, self.xp, self.device = mod, torch, device
+        self.xp, self.device = torch, device
         self.byte_dtype = torch.uint8
+        # CUDA tensors: their device made current for every launch (torch allocates on
+        # self.device already); CPU tensors under the emulation need no device.
+        self.mod = OnDevice(mod, lambda: torch.cuda.device(device)) \
+            if device.type == "cuda" else mod
 
     def empty(self, shape, dtype):
         return self.xp.empty(tuple(shape), dtype=dtype, device=self.device)

@@ -421,20 +421,6 @@ struct StoreOut {
   }
 };
 
-// Runs f(task, scratch) for task in [0, ntasks) on all threads; scratch: per-thread bytes.
-template <class F>
-void run_tasks(int64_t ntasks, int64_t nthreads, char* scratch, size_t per_thread, const F& f) {
-  int64_t next = 0;
-  parallel_tasks(nthreads, [&](int64_t tid, int64_t) {
-    char* mine = scratch + tid * per_thread;
-    for (;;) {
-      const int64_t t = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
-      if (t >= ntasks) break;
-      f(t, mine);
-    }
-  });
-}
-
 gemm::Scratch& call_scratch() {
   static thread_local gemm::Scratch s;
   return s;
@@ -556,7 +542,7 @@ void forward_direct(const Conv2dParams& p, const T* x, const PackA& pa, const T*
   std::memset(xp + NC * plane, 0, sizeof(T) * (xp_elems - NC * plane));
 
   const int64_t ntasks = sp.tasks(G * N);
-  run_tasks(ntasks, ntasks < nt ? ntasks : nt, nullptr, 0, [&](int64_t t, char*) {
+  gemm::run_tasks(ntasks, ntasks < nt ? ntasks : nt, nullptr, 0, [&](int64_t t, char*) {
     const int64_t gn = t / (sp.nmb * sp.ncb), rem = t - gn * sp.nmb * sp.ncb;
     const int64_t n = gn / G, g = gn - n * G;
     const int64_t mb = rem / sp.ncb, cb = rem - mb * sp.ncb;
@@ -592,7 +578,7 @@ void forward_gemm(const Conv2dParams& p, const T* x, const PackA& pa, const T* b
 
   const Im2col<T> g0 = make_im2col(p, x);
   const int64_t HW = p.H * p.W;
-  run_tasks(ntasks, nthr, base + a_bytes, b_bytes, [&](int64_t t, char* mine) {
+  gemm::run_tasks(ntasks, nthr, base + a_bytes, b_bytes, [&](int64_t t, char* mine) {
     const int64_t g = t / (sp.nmb * sp.ncb), rem = t - g * sp.nmb * sp.ncb;
     const int64_t mb = rem / sp.ncb, cb = rem - mb * sp.ncb;
     const int64_t m0 = mb * sp.mc, m1 = m0 + sp.mc < M ? m0 + sp.mc : M;
@@ -642,7 +628,7 @@ void backward_input_col2im(const Conv2dParams& p, const T* dy, const T* w, T* dx
   Im2col<T> gout = make_im2col(p, dx);
   gout.H = p.H; gout.W = p.W; gout.P = p.P; gout.Q = p.Q; gout.PQ = PQ; gout.img_stride = 0;
 
-  run_tasks(ntasks, nthr, base + a_bytes, b_bytes + d_bytes, [&](int64_t t, char* mine) {
+  gemm::run_tasks(ntasks, nthr, base + a_bytes, b_bytes + d_bytes, [&](int64_t t, char* mine) {
     const int64_t n = t / (G * ncb), rem = t - n * G * ncb, g = rem / ncb, cb = rem - g * ncb;
     const int64_t c0 = cb * cbs, c1 = c0 + cbs < Cg ? c0 + cbs : Cg, Mt = (c1 - c0) * RS;
     T* Bp = reinterpret_cast<T*>(mine);
@@ -700,7 +686,7 @@ void backward_weight_gemm(const Conv2dParams& p, const T* dy, const T* x, T* dw)
   pack_a<T>(PackDyRows<T>{dy, p.K, M, PQ}, [M](int64_t) { return M; }, G, Mpad, Kd, kc, Ap);
 
   const Im2col<T> g0 = make_im2col(p, x);
-  run_tasks(ntasks, nthr, base + a_bytes, b_bytes, [&](int64_t t, char* mine) {
+  gemm::run_tasks(ntasks, nthr, base + a_bytes, b_bytes, [&](int64_t t, char* mine) {
     const int64_t g = t / (sp.nmb * sp.ncb), rem = t - g * sp.nmb * sp.ncb;
     const int64_t mb = rem / sp.ncb, cb = rem - mb * sp.ncb;
     const int64_t m0 = mb * sp.mc, m1 = m0 + sp.mc < M ? m0 + sp.mc : M;

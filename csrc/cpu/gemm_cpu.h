@@ -1,7 +1,8 @@
 // Packed GEMM building blocks for the CPU convolution kernels (BLIS-style): register-blocked
-// micro-kernel, the macro-kernel that walks one task's block of C, scratch buffers and a work
-// splitter. Only conv2d_cpu.cpp includes this header; like it, everything here is compiled once per
-// instruction set into fastconv::cpu::<isa>::gemm (no symbol is shared between the variants).
+// micro-kernel, the macro-kernel that walks one task's block of C, scratch buffers, a work
+// splitter and the task runner. conv2d_cpu.cpp and winograd_cpu.cpp include this header; like
+// them, everything here is compiled once per instruction set into fastconv::cpu::<isa>::gemm
+// (no symbol is shared between the variants).
 //
 //   C[M x N] (=|+=) A[M x Kd] * B[Kd x N]
 //
@@ -18,6 +19,7 @@
 #include <cstring>
 #include <new>
 
+#include "common/parallel.h"
 #include "common/simd.h"
 #include "cpu/isa.h"
 
@@ -77,6 +79,21 @@ inline int64_t kc_for(int64_t Kd) {
   const int64_t nb = ceil_div(Kd, Blk<T>::KCMAX);
   const int64_t kc = round_up(ceil_div(Kd, nb > 0 ? nb : 1), 4);
   return kc > 0 ? kc : 4;
+}
+
+// Runs f(task, scratch) for task in [0, ntasks) on nthreads threads, each task taken by whichever
+// thread is free; scratch: per_thread bytes for each thread (f gets its own).
+template <class F>
+void run_tasks(int64_t ntasks, int64_t nthreads, char* scratch, size_t per_thread, const F& f) {
+  int64_t next = 0;
+  parallel_tasks(nthreads, [&](int64_t tid, int64_t) {
+    char* mine = scratch + tid * per_thread;
+    for (;;) {
+      const int64_t t = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
+      if (t >= ntasks) break;
+      f(t, mine);
+    }
+  });
 }
 
 struct Scratch {

@@ -389,20 +389,6 @@ Plan<T, TM> make_plan(const Conv2dParams& p, int64_t nthreads) {
   return pl;
 }
 
-// Runs f(task, scratch) for task in [0, ntasks) on all threads; scratch: per-thread bytes.
-template <class F>
-void run_tasks(int64_t ntasks, int64_t nthreads, char* scratch, size_t per_thread, const F& f) {
-  int64_t next = 0;
-  parallel_tasks(nthreads, [&](int64_t tid, int64_t) {
-    char* mine = scratch + tid * per_thread;
-    for (;;) {
-      const int64_t t = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
-      if (t >= ntasks) break;
-      f(t, mine);
-    }
-  });
-}
-
 gemm::Scratch& call_scratch() {
   static thread_local gemm::Scratch s;
   return s;
@@ -680,7 +666,8 @@ bool winograd_impl(const Conv2dParams& p, const T* x, const T* w, const WeightVi
   }
 
   int finite = 1;
-  run_tasks(ntasks, nthr, base + xp_bytes + vp_bytes + ug_bytes, per_thread, [&](int64_t t, char* mine) {
+  char* per_thread_scratch = base + xp_bytes + vp_bytes + ug_bytes;
+  gemm::run_tasks(ntasks, nthr, per_thread_scratch, per_thread, [&](int64_t t, char* mine) {
     T* Up = reinterpret_cast<T*>(mine);
     T* Mb = reinterpret_cast<T*>(mine + (shared_u ? 0 : up_bytes));
     T* Vt = reinterpret_cast<T*>(mine + (shared_u ? 0 : up_bytes) + mb_bytes);

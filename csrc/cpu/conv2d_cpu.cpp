@@ -421,11 +421,6 @@ struct StoreOut {
   }
 };
 
-gemm::Scratch& call_scratch() {
-  static thread_local gemm::Scratch s;
-  return s;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Stride-1 forward without B packing ("direct"): the input is copied once into a zero-padded
 // buffer xp[n][c][Hp][Wp] (Hp = P + (R-1)*dh, Wp = Q + (S-1)*dw), and the GEMM runs over the
@@ -528,7 +523,7 @@ void forward_direct(const Conv2dParams& p, const T* x, const PackA& pa, const T*
   const size_t o_bytes = gemm::Arena::bytes<int64_t>(Kd);
   const int64_t xp_elems = N * p.C * plane + NR + Wp + 16;
   const size_t x_bytes = gemm::Arena::bytes<T>(xp_elems);
-  char* base = static_cast<char*>(call_scratch().get(a_bytes + o_bytes + x_bytes));
+  char* base = static_cast<char*>(gemm::call_scratch().get(a_bytes + o_bytes + x_bytes));
   T* Ap = reinterpret_cast<T*>(base);
   int64_t* off = reinterpret_cast<int64_t*>(base + a_bytes);
   T* xp = reinterpret_cast<T*>(base + a_bytes + o_bytes);
@@ -572,7 +567,7 @@ void forward_gemm(const Conv2dParams& p, const T* x, const PackA& pa, const T* b
   const int64_t ntasks = sp.tasks(G), nthr = ntasks < nt ? ntasks : nt;
   const size_t a_bytes = gemm::Arena::bytes<T>(G * Mpad * Kd);
   const size_t b_bytes = gemm::Arena::bytes<T>(kc * sp.nc);
-  char* base = static_cast<char*>(call_scratch().get(a_bytes + nthr * b_bytes));
+  char* base = static_cast<char*>(gemm::call_scratch().get(a_bytes + nthr * b_bytes));
   T* Ap = reinterpret_cast<T*>(base);
   pack_a<T>(pa, [M](int64_t) { return M; }, G, Mpad, Kd, kc, Ap);
 
@@ -614,7 +609,7 @@ void backward_input_col2im(const Conv2dParams& p, const T* dy, const T* w, T* dx
   const size_t a_bytes = gemm::Arena::bytes<T>(G * ncb * Mpad * Kd);
   const size_t b_bytes = gemm::Arena::bytes<T>(kc * nc);
   const size_t d_bytes = gemm::Arena::bytes<T>(Mpad * nc);
-  char* base = static_cast<char*>(call_scratch().get(a_bytes + nthr * (b_bytes + d_bytes)));
+  char* base = static_cast<char*>(gemm::call_scratch().get(a_bytes + nthr * (b_bytes + d_bytes)));
   T* Ap = reinterpret_cast<T*>(base);
   PackWeightCols<T> pa{w, Kg, Cg * RS, RS, ncb, cbs};
   pack_a<T>(pa, [=](int64_t vg) { int64_t c0 = (vg % ncb) * cbs; return (Cg - c0 < cbs ? Cg - c0 : cbs) * RS; },
@@ -681,7 +676,7 @@ void backward_weight_gemm(const Conv2dParams& p, const T* dy, const T* x, T* dw)
   const int64_t ntasks = sp.tasks(G), nthr = ntasks < nt ? ntasks : nt;
   const size_t a_bytes = gemm::Arena::bytes<T>(G * Mpad * Kd);
   const size_t b_bytes = gemm::Arena::bytes<T>(kc * sp.nc);
-  char* base = static_cast<char*>(call_scratch().get(a_bytes + nthr * b_bytes));
+  char* base = static_cast<char*>(gemm::call_scratch().get(a_bytes + nthr * b_bytes));
   T* Ap = reinterpret_cast<T*>(base);
   pack_a<T>(PackDyRows<T>{dy, p.K, M, PQ}, [M](int64_t) { return M; }, G, Mpad, Kd, kc, Ap);
 
@@ -768,7 +763,7 @@ void backward_weight_dot(const Conv2dParams& p, const T* dy, const T* x, T* dw) 
   const size_t o_bytes = gemm::Arena::bytes<int64_t>(Kd);
   const size_t x_bytes = flat ? 0 : gemm::Arena::bytes<T>(N * p.C * plane);
   const size_t y_bytes = flat ? 0 : gemm::Arena::bytes<T>(N * p.K * Nv);
-  char* base = static_cast<char*>(call_scratch().get(o_bytes + x_bytes + y_bytes));
+  char* base = static_cast<char*>(gemm::call_scratch().get(o_bytes + x_bytes + y_bytes));
   int64_t* off = reinterpret_cast<int64_t*>(base);
   for (int64_t kd = 0; kd < Kd; ++kd) {
     const int64_t c = kd / RS, rs = kd - c * RS, r = rs / p.S, s = rs - r * p.S;

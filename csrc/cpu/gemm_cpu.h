@@ -117,6 +117,13 @@ struct Scratch {
   }
 };
 
+// The calling thread's scratch for one kernel call (kept between calls, grown when too small),
+// shared by the GEMM and Winograd paths: a call holds it only until it returns.
+inline Scratch& call_scratch() {
+  static thread_local Scratch s;
+  return s;
+}
+
 // Carves aligned sub-buffers out of one allocation.
 struct Arena {
   char* base;

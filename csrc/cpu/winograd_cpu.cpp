@@ -389,11 +389,6 @@ Plan<T, TM> make_plan(const Conv2dParams& p, int64_t nthreads) {
   return pl;
 }
 
-gemm::Scratch& call_scratch() {
-  static thread_local gemm::Scratch s;
-  return s;
-}
-
 // xp[n][c][hp][wp] = x[n][c][hp - pad_t][wp - pad_l], zero outside (pad_t, pad_l may be negative).
 template <class T, int TM>
 void pad_input(const Conv2dParams& p, const Plan<T, TM>& pl, const T* x, T* xp) {
@@ -648,7 +643,7 @@ bool winograd_impl(const Conv2dParams& p, const T* x, const T* w, const WeightVi
   const size_t ug_bytes = shared_u ? gemm::Arena::bytes<T>(nub * ustride) : 0;
   const size_t per_thread = (shared_u ? 0 : up_bytes) + mb_bytes + vt_bytes;
   char* base = static_cast<char*>(
-      call_scratch().get(xp_bytes + vp_bytes + ug_bytes + nthr * per_thread));
+      gemm::call_scratch().get(xp_bytes + vp_bytes + ug_bytes + nthr * per_thread));
   T* xp = reinterpret_cast<T*>(base);
   T* Vp = reinterpret_cast<T*>(base + xp_bytes);
   T* Ug = reinterpret_cast<T*>(base + xp_bytes + vp_bytes);

@@ -65,6 +65,29 @@ def is_nyi(e: BaseException) -> bool:
     return isinstance(e, NotImplementedError) or str(e).strip().lower() == "nyi"
 
 
+def check_row(row: dict, check, timed: dict, skip: Optional[str] = None) -> dict:
+    """Checks one direction before it is timed: sets row's status ('ok' with the errors of
+    fastconv and torch against float64, 'CHECK FAILED', 'nyi', 'error: ...', or `skip` when given,
+    then no check runs) and returns the implementations to time: fastconv only when it passed."""
+    timed = dict(timed)
+    if skip is not None:
+        row["status"] = skip
+    else:
+        try:
+            row["err_fastconv"], row["err_torch"] = check()
+            row["status"] = "ok"
+            return timed
+        except CheckFailed as e:
+            row["status"] = "CHECK FAILED"
+            print(f"\nCHECK FAILED: {e}\n", file=sys.stderr, flush=True)
+        except Exception as e:  # noqa: BLE001 - a kernel not landed yet, or a crash to report
+            row["status"] = "nyi" if is_nyi(e) else f"error: {type(e).__name__}: {e}"
+            if not is_nyi(e):
+                traceback.print_exc()
+    del timed["fastconv"]
+    return timed
+
+
 # ---- per-case setup: inputs, the callables to time, the checks -------------------------------
 
 
@@ -221,18 +244,6 @@ def shape_str(case: dict, d: dict) -> str:
     return s
 
 
-def shape_str(case: dict, d: dict) -> str:
-    s = f"{d['N']}x{d['C']}x{d['H']}x{d['W']}"
-    if case["op"] == "conv2d":
-        s += f" k{d['K']} {d['R']}x{d['S']}"
-    else:
-        s += f" {d['R']}x{d['S']}"
-    s += f" s{d['stride']} p{d['pad']}"
-    if d["groups"] > 1:
-        s += f" g{d['groups']}"
-    return s
-
-
 def directions(case: dict):
     return harness.CONV_DIRS if case["op"] == "conv2d" else harness.POOL_DIRS
 
@@ -252,23 +263,7 @@ def run_case(ctx: Ctx, case: dict, facts: dict, baseline_only: bool = False,
                    dtype="float32", shape=shape_str(case, d), unit=unit, input_sets=nsets,
                    is_3x3_dense=(case["op"] == "conv2d" and d["groups"] == 1
                                  and d["R"] == d["S"] == 3), **facts)
-        timed = dict(timed)
-        if baseline_only:
-            row["status"] = "baseline-only"
-            del timed["fastconv"]
-        else:
-            try:
-                row["err_fastconv"], row["err_torch"] = check()
-                row["status"] = "ok"
-            except CheckFailed as e:
-                row["status"] = "CHECK FAILED"
-                print(f"\nCHECK FAILED: {e}\n", file=sys.stderr, flush=True)
-                del timed["fastconv"]
-            except Exception as e:  # noqa: BLE001 - a kernel not landed yet, or a crash to report
-                row["status"] = "nyi" if is_nyi(e) else f"error: {type(e).__name__}: {e}"
-                if not is_nyi(e):
-                    traceback.print_exc()
-                del timed["fastconv"]
+        timed = check_row(row, check, timed, "baseline-only" if baseline_only else None)
         res = harness.measure(timed, ctx.cfg)
         us = {k: v.median_s * 1e6 for k, v in res.items()}
         for k, v in res.items():  # the fastest sample: more robust than the median on a busy CPU

@@ -40,12 +40,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
-import traceback
 from typing import Callable, Dict, List, Optional, Sequence
 
 from fastconv.bench import harness
-from fastconv.bench.cpu import CHECK_FACTOR, CheckFailed, fill_times, is_nyi, shape_str
+from fastconv.bench.cpu import CHECK_FACTOR, CheckFailed, check_row, fill_times, shape_str
 
 DTYPES = ("float32", "float16", "bfloat16")
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -455,23 +453,7 @@ def run_case(ctx: Ctx, timer: EventTimer, case: dict, cfg: harness.TimingConfig,
                    flops=harness.conv_flops(d) if case["op"] == "conv2d" else 0.0,
                    h100_85_us=nbytes / (TARGET_SHARE * H100_COPY_GBPS * 1e9) * 1e6,
                    h200_cudnn_nchw_us=nchw, h200_cudnn_cl_us=cl, **facts)
-        timed = dict(timed)
-        if skip is not None:
-            row["status"] = skip
-            del timed["fastconv"]
-        else:
-            try:
-                row["err_fastconv"], row["err_torch"] = check()
-                row["status"] = "ok"
-            except CheckFailed as e:
-                row["status"] = "CHECK FAILED"
-                print(f"\nCHECK FAILED: {e}\n", file=sys.stderr, flush=True)
-                del timed["fastconv"]
-            except Exception as e:  # noqa: BLE001 - a kernel not landed yet, or a crash to report
-                row["status"] = "nyi" if is_nyi(e) else f"error: {type(e).__name__}: {e}"
-                if not is_nyi(e):
-                    traceback.print_exc()
-                del timed["fastconv"]
+        timed = check_row(row, check, timed, skip)
         res = timer.measure(timed, cfg.warmup, cfg.repeat)
         us = {k: v.median_s * 1e6 for k, v in res.items()}
         for k, v in res.items():

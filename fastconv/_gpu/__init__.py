@@ -67,8 +67,22 @@ def backend_for_array(op: str, name: str, a) -> Backend:
                             f"torch CUDA tensors")
         return be
     if module == "cupy":
-        return CupyBackend(cuda_module(op, f"{name} is a cupy array"), a.device.id)
+        return _device_backend(("cupy", a.device.id), lambda: CupyBackend(
+            cuda_module(op, f"{name} is a cupy array"), a.device.id))
     if module == "torch":
-        return TorchBackend(cuda_module(op, f"{name} is a torch CUDA tensor"), a.device)
+        return _device_backend(("torch", str(a.device)), lambda: TorchBackend(
+            cuda_module(op, f"{name} is a torch CUDA tensor"), a.device))
     raise TypeError(f"{op}: {name} is a {type(a).__module__}.{type(a).__qualname__} on a GPU; "
                     f"pass a CuPy array or a torch CUDA tensor (other libraries: cupy.from_dlpack)")
+
+
+# One backend per device, made on first use (the GPU checks run then): backends hold no per-call
+# state, and ops are called per layer, so their construction stays off the hot path.
+_backends = {}
+
+
+def _device_backend(key, make) -> Backend:
+    be = _backends.get(key)
+    if be is None:
+        be = _backends[key] = make()
+    return be

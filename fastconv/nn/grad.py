@@ -148,12 +148,12 @@ def max_pool2d_input(input_size, grad_output, indices, *, kernel_size=None, stri
                          f"{c.shape_str(indices.shape)}")
     dy, _ = c.batched(op, "grad_output", grad_output)
     HW = size4[2] * size4[3]
-    geometry = {}
-    if kernel_size is not None:
-        kernel, stride, dil = c.pool_args(op, kernel_size, stride, dilation)
-        pad = _shape.resolve_padding(op, padding, size4[2:], kernel, stride, dil)
-        geometry = dict(kernel=kernel, stride=stride, pad=pad, dilation=dil)
     if back.device is not None:
+        geometry = {}
+        if kernel_size is not None:  # only the GPU kernel uses it
+            kernel, stride, dil = c.pool_args(op, kernel_size, stride, dilation)
+            pad = _shape.resolve_padding(op, padding, size4[2:], kernel, stride, dil)
+            geometry = dict(kernel=kernel, stride=stride, pad=pad, dilation=dil)
         idx = indices[None] if len(size) == 3 else indices
         dx = _gpu_pool.max_pool2d_backward(back.device, dy, idx, size4, **geometry)
         return back(dx[0] if len(size) == 3 else dx)

@@ -28,8 +28,7 @@ def device_backend(t: torch.Tensor):
     """The fastconv._gpu backend that serves tensor t: fastconv._cuda for CUDA tensors, the
     emulation for CPU tensors inside fastconv.testing.cuda_emulation(); None for the CPU kernels."""
     if t.device.type == "cuda":
-        return _gpu.TorchBackend(_gpu.cuda_module("fastconv.torch", f"a tensor is on {t.device}"),
-                                 t.device)
+        return _gpu.backend_for_array("fastconv.torch", "a tensor", t)
     if t.device.type == "cpu" and _gpu.emulating():
         return _gpu.TorchBackend(_gpu.emulation_backend().mod, t.device)
     return None

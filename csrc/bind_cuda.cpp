@@ -108,22 +108,8 @@ void pool_max_backward(int dtype, uintptr_t dy, uintptr_t indices, uintptr_t dx,
   const cuda::DType dt = as_dtype(dtype, op);
   check_dims(op, xs, "grad_input");
   FC_CHECK(dy_hw[0] >= 0 && dy_hw[1] >= 0, op, ": grad_output has a negative size");
-  Pool2dParams p;
   const bool gather = kernel[0] != 0 || kernel[1] != 0;
-  if (gather) {
-    FC_CHECK(kernel[0] >= 1 && kernel[1] >= 1, op, ": kernel_size must be positive, got (",
-             kernel[0], ", ", kernel[1], ")");
-    FC_CHECK(stride[0] >= 1 && stride[1] >= 1, op, ": stride must be positive, got (", stride[0],
-             ", ", stride[1], ")");
-    FC_CHECK(dil[0] >= 1 && dil[1] >= 1, op, ": dilation must be positive, got (", dil[0], ", ",
-             dil[1], ")");
-    FC_CHECK(pad[0] >= 0 && pad[1] >= 0 && pad[2] >= 0 && pad[3] >= 0, op,
-             ": padding must be non-negative");
-    p.R = kernel[0], p.S = kernel[1];
-    p.stride_h = stride[0], p.stride_w = stride[1];
-    p.dil_h = dil[0], p.dil_w = dil[1];
-    p.pad_t = pad[0], p.pad_b = pad[1], p.pad_l = pad[2], p.pad_r = pad[3];
-  }
+  Pool2dParams p = gather ? pool_window_params(op, kernel, stride, pad, dil) : Pool2dParams{};
   p.N = xs[0], p.C = xs[1], p.H = xs[2], p.W = xs[3];
   p.P = dy_hw[0], p.Q = dy_hw[1];
   p.channels_last = channels_last;

@@ -64,10 +64,10 @@ inline Conv2dParams make_conv_params(const char* op, const Dims4& xs, const Dims
   return p;
 }
 
-// Pool2dParams from the input shape (N, C, H, W); PyTorch's limits (padding at most half the
-// kernel per side, a non-empty output).
-inline Pool2dParams make_pool_params(const char* op, const Dims4& xs, Pair kernel, Pair stride,
-                                     Quad pad, Pair dil, bool ceil_mode) {
+// Pool2dParams with the window geometry only (kernel, stride, padding, dilation), checked:
+// PyTorch's limits (positive sizes, padding at most half the kernel per side).
+inline Pool2dParams pool_window_params(const char* op, Pair kernel, Pair stride, Quad pad,
+                                       Pair dil) {
   FC_CHECK(kernel[0] >= 1 && kernel[1] >= 1, op, ": kernel_size must be positive, got (",
            kernel[0], ", ", kernel[1], ")");
   FC_CHECK(stride[0] >= 1 && stride[1] >= 1, op, ": stride must be positive, got (", stride[0],
@@ -78,12 +78,10 @@ inline Pool2dParams make_pool_params(const char* op, const Dims4& xs, Pair kerne
   check_geometry(op, "stride", stride);
   check_geometry(op, "dilation", dil);
   Pool2dParams p;
-  p.N = xs[0], p.C = xs[1], p.H = xs[2], p.W = xs[3];
   p.R = kernel[0], p.S = kernel[1];
   p.stride_h = stride[0], p.stride_w = stride[1];
   p.dil_h = dil[0], p.dil_w = dil[1];
   p.pad_t = pad[0], p.pad_b = pad[1], p.pad_l = pad[2], p.pad_r = pad[3];
-  p.ceil_mode = ceil_mode;
   for (int i = 0; i < 4; ++i) {
     const int64_t k = i < 2 ? p.R : p.S;
     FC_CHECK(pad[i] >= 0 && pad[i] <= k / 2, op,
@@ -91,6 +89,16 @@ inline Pool2dParams make_pool_params(const char* op, const Dims4& xs, Pair kerne
              ", ", pad[1], ", ", pad[2], ", ", pad[3], ") as (top, bottom, left, right) for kernel (",
              p.R, ", ", p.S, ")");
   }
+  return p;
+}
+
+// Pool2dParams from the input shape (N, C, H, W) and the window; the output size from the one
+// output-size helper, which must be non-empty.
+inline Pool2dParams make_pool_params(const char* op, const Dims4& xs, Pair kernel, Pair stride,
+                                     Quad pad, Pair dil, bool ceil_mode) {
+  Pool2dParams p = pool_window_params(op, kernel, stride, pad, dil);
+  p.N = xs[0], p.C = xs[1], p.H = xs[2], p.W = xs[3];
+  p.ceil_mode = ceil_mode;
   p.P = output_size(p.H, p.R, p.stride_h, p.pad_t, p.pad_b, p.dil_h, ceil_mode);
   p.Q = output_size(p.W, p.S, p.stride_w, p.pad_l, p.pad_r, p.dil_w, ceil_mode);
   FC_CHECK(p.P >= 1 && p.Q >= 1, op, ": input of size (", p.H, " x ", p.W, ") with kernel (",

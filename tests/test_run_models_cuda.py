@@ -72,6 +72,14 @@ def test_pairs_share_weights_and_convert_every_layer(runner, name):
         assert n == n2 and torch.equal(p, q)
 
 
+def test_efficientnet_same_padding_through_fastconv_matches_torch(runner):
+    """The converted Conv2dSamePadding layers (fastconv's TensorFlow 'same', odd pixel at the
+    bottom/right, stride 2 included) give torch's outputs."""
+    model, ours, _ = runner.build_pair(torch, "efficientnet_lite0", 10, "cpu", 0)
+    x = torch.randn(2, 3, 33, 35)
+    assert runner.check(torch, model, ours, x, "float32", "cpu")[0] == "ok"
+
+
 def test_step_trains_and_check_catches_a_wrong_model(runner):
     model, ours, _ = runner.build_pair(torch, "resnet18", 10, "cpu", 0)
     x = torch.randn(2, 3, 32, 32)

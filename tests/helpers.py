@@ -247,3 +247,20 @@ def check_avg_pool2d_torch(torch, rng, xshape, kernel, stride, padding, ceil_mod
     yt.backward(torch.tensor(gy))
     assert_close(G.avg_pool2d_input(xshape, gy, kernel, **args), xt.grad.numpy(), dtype,
                  name="avg_pool2d_input vs torch")
+
+
+def load_bench_script(name: str):
+    """bench/<name>.py as a module (the scripts are not a package; they import harness)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.insert(0, str(bench))  # for its `import harness`
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", bench / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(bench))
+    return mod

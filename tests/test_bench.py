@@ -1,30 +1,15 @@
 """bench/: the suite file, the work formulas of harness.py and a smoke run of run_cpu.py on the
 smallest cases (one sample each; no timing is asserted)."""
 import csv
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(BENCH))
-    return mod
+from helpers import load_bench_script
 
 
 @pytest.fixture(scope="module")
 def harness():
-    return load("harness")
+    return load_bench_script("harness")
 
 
 def test_suite_groups(harness):
@@ -60,7 +45,7 @@ def test_select_and_geomean(harness):
 
 
 def test_run_cpu_smoke(tmp_path, torch):
-    run_cpu = load("run_cpu")
+    run_cpu = load_bench_script("run_cpu")
     out = tmp_path / "r.csv"
     rc = run_cpu.main(["--cases", "r50_global_avgpool,mbv2_dw_960_7", "--repeat", "1",
                        "--warmup", "0", "--min-sample-ms", "0.01", "--out", str(out)])

@@ -2,29 +2,16 @@
 status 2, the model pairs, and the whole step-check-time-report path on CPU tensors with tiny
 inputs (--device cpu). No timing is asserted."""
 import csv
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
+from helpers import load_bench_script
+
 torch = pytest.importorskip("torch")
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
 
 @pytest.fixture(scope="module")
 def runner():
-    sys.path.insert(0, str(BENCH))  # for its `import harness`
-    try:
-        spec = importlib.util.spec_from_file_location("bench_run_models_cuda",
-                                                      BENCH / "run_models_cuda.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(BENCH))
-    return mod
+    return load_bench_script("run_models_cuda")
 
 
 def test_defaults_are_the_issue_settings(runner):

@@ -1,28 +1,15 @@
 """bench/run_torch_step.py: a smoke run on the smallest ResNet-18 step (batch 2 at 64x64, one
 timed step each; no timing is asserted): the check passes and the reports are written."""
 import csv
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
+from helpers import load_bench_script
+
 pytest.importorskip("torch")
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
 def load_runner():
-    sys.path.insert(0, str(BENCH))  # for its `import harness`
-    try:
-        spec = importlib.util.spec_from_file_location("bench_run_torch_step",
-                                                      BENCH / "run_torch_step.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(BENCH))
-    return mod
+    return load_bench_script("run_torch_step")
 
 
 def test_run_torch_step_smoke(tmp_path, capsys):

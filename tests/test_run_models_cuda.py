@@ -9,6 +9,7 @@ from helpers import load_bench_script
 
 torch = pytest.importorskip("torch")
 
+
 @pytest.fixture(scope="module")
 def runner():
     return load_bench_script("run_models_cuda")

@@ -8,6 +8,7 @@ from helpers import load_bench_script
 
 pytest.importorskip("torch")
 
+
 def load_runner():
     return load_bench_script("run_torch_step")
 

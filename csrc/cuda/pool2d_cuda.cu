@@ -525,28 +525,46 @@ void max_pool2d_backward_serial(const Pool2dParams& p, DType dt, const void* dy,
   check_launch("max_pool2d_backward", describe(p));
 }
 
-void avg_pool2d_forward(const Pool2dParams& p, DType dt, const void* x, void* y,
-                        cudaStream_t stream) {
+namespace {
+
+// Average pooling forward, plain (ADAPTIVE = false) or adaptive: one thread per output for small
+// windows; for large ones (global pooling) a warp per output in NCHW, a block of warps per 32
+// channels in NHWC.
+template <bool ADAPTIVE>
+void launch_avg_pool2d_forward(const Pool2dParams& p, DType dt, const void* x, void* y,
+                               cudaStream_t stream) {
   const int64_t nx = p.N * p.C * p.H * p.W, ny = p.N * p.C * p.P * p.Q;
   if (ny == 0) return;
+  const int64_t window = ADAPTIVE ? ceil_div(p.H, p.P) * ceil_div(p.W, p.Q) : p.R * p.S;
+  const bool large = window >= kWarpWindow;
   dispatch(p, dt, [&](auto tag, auto cl, auto itag) {
     using T = decltype(tag);
     using I = decltype(itag);
     constexpr bool CL = decltype(cl)::value;
     const auto xg = global(static_cast<const T*>(x), nx);
     const auto yg = global(static_cast<T*>(y), ny);
-    if (!CL && p.R * p.S >= kWarpWindow) {
-      auto k = avg_pool2d_forward_warp_kernel<T, false, I>;
+    if (!CL && large) {
+      auto k = avg_pool2d_forward_warp_kernel<T, ADAPTIVE, I>;
       FC_LAUNCH(k, grid_for(ny * 32), kBlock, 0, stream, p, Dims<I>(p.C, p.P, p.Q), xg, yg);
-    } else if (CL && p.R * p.S >= kWarpWindow) {
-      auto k = avg_pool2d_forward_nhwc_split_kernel<T, false, I>;
+    } else if (CL && large) {
+      auto k = avg_pool2d_forward_nhwc_split_kernel<T, ADAPTIVE, I>;
       FC_LAUNCH(k, split_grid(p), dim3(32, kSplit), 0, stream, p, xg, yg);
+    } else if (ADAPTIVE) {
+      auto k = adaptive_avg_pool2d_forward_kernel<T, CL, I>;
+      FC_LAUNCH(k, grid_for(ny), kBlock, 0, stream, p, Dims<I>(p.C, p.P, p.Q), xg, yg);
     } else {
       auto k = avg_pool2d_forward_kernel<T, CL, I>;
       FC_LAUNCH(k, grid_for(ny), kBlock, 0, stream, p, Dims<I>(p.C, p.P, p.Q), xg, yg);
     }
   });
-  check_launch("avg_pool2d", describe(p));
+  check_launch(ADAPTIVE ? "adaptive_avg_pool2d" : "avg_pool2d", describe(p));
+}
+
+}  // namespace
+
+void avg_pool2d_forward(const Pool2dParams& p, DType dt, const void* x, void* y,
+                        cudaStream_t stream) {
+  launch_avg_pool2d_forward<false>(p, dt, x, y, stream);
 }
 
 void avg_pool2d_backward(const Pool2dParams& p, DType dt, const void* dy, void* dx,
@@ -567,27 +585,7 @@ void avg_pool2d_backward(const Pool2dParams& p, DType dt, const void* dy, void* 
 
 void adaptive_avg_pool2d_forward(const Pool2dParams& p, DType dt, const void* x, void* y,
                                  cudaStream_t stream) {
-  const int64_t nx = p.N * p.C * p.H * p.W, ny = p.N * p.C * p.P * p.Q;
-  if (ny == 0) return;
-  dispatch(p, dt, [&](auto tag, auto cl, auto itag) {
-    using T = decltype(tag);
-    using I = decltype(itag);
-    constexpr bool CL = decltype(cl)::value;
-    const auto xg = global(static_cast<const T*>(x), nx);
-    const auto yg = global(static_cast<T*>(y), ny);
-    const bool large = ceil_div(p.H, p.P) * ceil_div(p.W, p.Q) >= kWarpWindow;
-    if (!CL && large) {
-      auto k = avg_pool2d_forward_warp_kernel<T, true, I>;
-      FC_LAUNCH(k, grid_for(ny * 32), kBlock, 0, stream, p, Dims<I>(p.C, p.P, p.Q), xg, yg);
-    } else if (CL && large) {
-      auto k = avg_pool2d_forward_nhwc_split_kernel<T, true, I>;
-      FC_LAUNCH(k, split_grid(p), dim3(32, kSplit), 0, stream, p, xg, yg);
-    } else {
-      auto k = adaptive_avg_pool2d_forward_kernel<T, CL, I>;
-      FC_LAUNCH(k, grid_for(ny), kBlock, 0, stream, p, Dims<I>(p.C, p.P, p.Q), xg, yg);
-    }
-  });
-  check_launch("adaptive_avg_pool2d", describe(p));
+  launch_avg_pool2d_forward<true>(p, dt, x, y, stream);
 }
 
 void adaptive_avg_pool2d_backward(const Pool2dParams& p, DType dt, const void* dy, void* dx,

@@ -189,11 +189,18 @@ def test_wgrad_deterministic(be, rng, splits):
 
 # ---- 16-bit storage ----------------------------------------------------------------------------
 
+# The smallest subnormal of the 16-bit type with that epsilon: below 2^-14 (float16) the output
+# rounds to multiples of it, not to out_eps relative.
+_SUBNORMAL = {2.0**-10: 2.0**-24, 2.0**-7: 2.0**-133}
+
+
 def _bound(absref, kd, out_eps):
     """Largest error allowed for a 16-bit result whose float64 reference of the rounded inputs is
-    ref: the output rounding (half an ulp, out_eps/2 relative, of |value| <= absref) plus the
-    float32 accumulation over kd terms (kd * 2^-24 of the sum of |terms|), with 2x headroom."""
-    return 2.0 * (0.5 * out_eps * absref + kd * 2.0**-24 * absref) + 1e-30
+    ref: the output rounding (half an ulp, out_eps/2 relative, of |value| <= absref, and at least
+    half the smallest subnormal) plus the float32 accumulation over kd terms (kd * 2^-24 of the
+    sum of |terms|), with 2x headroom."""
+    rounding = np.maximum(0.5 * out_eps * absref, 0.5 * _SUBNORMAL[out_eps])
+    return 2.0 * (rounding + kd * 2.0**-24 * absref) + 1e-30
 
 
 def _check16(actual, expected, absref, kd, eps, name):

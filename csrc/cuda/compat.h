@@ -86,6 +86,29 @@ auto dtype_switch(DType dt, F&& f) {
   throw ValueError("unknown dtype code");
 }
 
+// The DType code of storage type T (the inverse of dtype_switch).
+template <class T> constexpr DType dtype_of();
+template <> constexpr DType dtype_of<float>() { return DType::f32; }
+template <> constexpr DType dtype_of<__half>() { return DType::f16; }
+template <> constexpr DType dtype_of<__nv_bfloat16>() { return DType::bf16; }
+template <> constexpr DType dtype_of<double>() { return DType::f64; }
+
+// The compute capability's major number of the current device, for choosing among kernel
+// variants on the host (0 when it cannot be read; the emulation has every feature: 9).
+inline int device_cc_major() {
+#if FC_EMULATION
+  return 9;
+#else
+  int device = 0, major = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+    cudaGetLastError();  // clear it: the caller falls back to the portable variant
+    return 0;
+  }
+  return major;
+#endif
+}
+
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Throws CudaError if the last launch failed (no synchronisation: asynchronous faults surface at

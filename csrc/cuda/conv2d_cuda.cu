@@ -452,7 +452,7 @@ template <> struct is_16bit<__nv_bfloat16> : std::true_type {};
 // time through its own 16x16 float staging tile in shared memory to Op::store (bias, split-K
 // partials, conversion).
 template <class Op, int BM, int BN, int NT, int WM>
-__global__ void __launch_bounds__(NT) igemm_wmma_kernel(Op op, int splits, int chunk) {
+__device__ __forceinline__ void igemm_wmma_block(const Op& op, int splits, int chunk) {
   using T = typename Op::storage;
   namespace wmma = nvcuda::wmma;
   constexpr int BK = 16, NW = NT / 32, WN = NW / WM;
@@ -535,6 +535,20 @@ __global__ void __launch_bounds__(NT) igemm_wmma_kernel(Op op, int splits, int c
     }
 }
 
+template <class Op, int BM, int BN, int NT, int WM>
+__global__ void __launch_bounds__(NT) igemm_wmma_kernel(Op op, int splits, int chunk) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  // bfloat16 fragments exist from sm_80 on; pick_tile never chooses tensor cores for bfloat16 on
+  // an older device, so this variant only has to compile there.
+  if constexpr (std::is_same<typename Op::storage, __nv_bfloat16>::value) {
+    __trap();
+  } else
+#endif
+  {
+    igemm_wmma_block<Op, BM, BN, NT, WM>(op, splits, chunk);
+  }
+}
+
 // dw[i] = sum over s of ws[s][i], s in order (grid-stride over the count elements).
 template <class T>
 __global__ void splitk_reduce_kernel(gptr<const acc_t<T>> ws, gptr<T> dw, int64_t count,
@@ -561,11 +575,20 @@ int64_t tile_blocks(int tile, int64_t M, int64_t N, int64_t groups) {
 bool is_16bit_dtype(DType dt) { return dt == DType::f16 || dt == DType::bf16; }
 
 // tc: the storage type is 16-bit (the tensor-core tile 3 is available and the default).
-int pick_tile(int64_t M, int64_t N, int64_t groups, int tile, bool tc) {
+// Whether the tensor-core tiles serve dtype dt on the current device: float16 on every supported
+// architecture (sm_75+), bfloat16 from sm_80 on.
+bool tensor_cores(DType dt) {
+  return dt == DType::f16 || (dt == DType::bf16 && device_cc_major() >= 8);
+}
+
+int pick_tile(int64_t M, int64_t N, int64_t groups, int tile, DType dt) {
+  const bool tc = tensor_cores(dt);
   if (tile >= 0) {
     FC_CHECK(tile <= 4, "conv2d: tile must be -1 (heuristic), 0, 1, 2, 3 or 4, got ", tile);
-    FC_CHECK(tile < 3 || tc, "conv2d: tile ", tile,
+    FC_CHECK(tile < 3 || is_16bit_dtype(dt), "conv2d: tile ", tile,
              " (tensor cores) needs float16 or bfloat16 arrays");
+    FC_CHECK(tile < 3 || tc, "conv2d: tile ", tile,
+             " (tensor cores) for bfloat16 needs a GPU of compute capability 8.0 or newer");
     return tile;
   }
   if (tc) return M > 64 && tile_blocks(4, M, N, groups) >= kSMs ? 4 : 3;
@@ -642,7 +665,7 @@ void forward_typed(const Conv2dParams& p, const void* x, const void* w, const vo
                    int tile, cudaStream_t stream) {
   const int64_t M = p.Kg(), N = p.N * p.P * p.Q, Kd = p.Cg() * p.R * p.S;
   check_gemm_dims("conv2d_forward", p, M, N, Kd);
-  const int t = pick_tile(M, N, p.groups, tile, is_16bit<T>::value);
+  const int t = pick_tile(M, N, p.groups, tile, dtype_of<T>());
   auto run = [&](auto one) {
     FwdOp<T, decltype(one)::value> op;
     op.x = global(static_cast<const T*>(x), p.N * p.C * p.H * p.W);
@@ -693,7 +716,7 @@ void backward_input_typed(const Conv2dParams& p, const void* dy, const void* w, 
         const int64_t M = p.Cg(), N = p.N * f.Hp * f.Wp, Kd = p.Kg() * f.nr * f.ns;
         op.M = int(M), op.N = int(N), op.Kd = int(Kd);
         if (f.nr == 0 || f.ns == 0) f.nr = f.ns = 1;  // no taps (Kd = 0): keep the decode defined
-        const int t = pick_tile(M, N, p.groups, tile, is_16bit<T>::value);
+        const int t = pick_tile(M, N, p.groups, tile, dtype_of<T>());
         launch_igemm(name, op, p, t, Split{1, int(std::max<int64_t>(Kd, 1))}, stream);
       }
   };
@@ -708,7 +731,7 @@ WgradPlan plan_wgrad(const Conv2dParams& p, DType dt, int tile, int splits) {
   FC_CHECK(splits >= 0, "conv2d_backward_weight: splits must be >= 0 (0: heuristic), got ",
            splits);
   WgradPlan plan;
-  plan.tile = pick_tile(M, N, p.groups, tile, is_16bit_dtype(dt));
+  plan.tile = pick_tile(M, N, p.groups, tile, dt);
   plan.split = pick_split(M, N, Kd, p.groups, plan.tile, splits);
   const int64_t acc_bytes = dt == DType::f64 ? 8 : 4;
   plan.ws_bytes = plan.split.splits > 1 ? plan.split.splits * p.K * N * acc_bytes : 0;

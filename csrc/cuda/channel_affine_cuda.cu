@@ -214,8 +214,7 @@ void channel_affine(const ChannelAffineParams& p, DType dt, const void* x, const
       });
     });
   });
-  check_launch("channel_affine",
-               str_cat("x (", p.N, ", ", p.C, ", ", p.L, ") viewed as (N, C, L)"));
+  check_launch("channel_affine", [&] { return str_cat("x (", p.N, ", ", p.C, ", ", p.L, ") viewed as (N, C, L)"); });
 }
 
 }  // namespace cuda

@@ -16,7 +16,8 @@
 //     dynamic shared memory: FC_DYN_SHARED(T, name) (a gptr-like pointer to the launch's bytes).
 //   - launch with FC_LAUNCH(kernel, grid, block, smem_bytes, stream, args...) where `kernel` is
 //     a plain name (take a template instance into a local first: auto k = my_kernel<T, 3>;),
-//     then call check_launch(op, describe(params)) (throws CudaError naming op and shapes).
+//     then call check_launch(op, [&] { return describe(params); }) (throws CudaError naming
+//     op and shapes; the description is formatted only on failure).
 //   - storage types float, double, __half, __nv_bfloat16; accumulate in acc_t<T> (float, or
 //     double for double), converting with to_acc() / from_acc<T>().
 //   - write the type of a value read from memory (`float v = tile[i];`, not `auto v = tile[i];`):
@@ -112,12 +113,14 @@ inline int device_cc_major() {
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Throws CudaError if the last launch failed (no synchronisation: asynchronous faults surface at
-// the next synchronising call, as in every CUDA library).
-inline void check_launch(const char* op, const std::string& shapes) {
+// the next synchronising call, as in every CUDA library). `shapes` is a callable returning the
+// shapes' description, called only on failure: a launch formats no text.
+template <class Describe>
+void check_launch(const char* op, Describe&& shapes) {
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess)
     throw CudaError(str_cat(op, ": CUDA kernel launch failed (", cudaGetErrorString(err), ") for ",
-                            shapes));
+                            shapes()));
 }
 
 }  // namespace cuda

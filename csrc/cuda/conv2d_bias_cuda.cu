@@ -112,7 +112,7 @@ void conv2d_backward_bias(int64_t N, int64_t K, int64_t L, DType dt, const void*
   if (workspace_bytes < need)
     throw ValueError(str_cat(op, ": workspace of ", workspace_bytes, " bytes, need ", need,
                              " (conv2d_backward_bias_workspace_bytes)"));
-  const std::string shapes = str_cat("grad_output (", N, ", ", K, ", ", L, " = P*Q)");
+  auto shapes = [&] { return str_cat("grad_output (", N, ", ", K, ", ", L, " = P*Q)"); };
   dtype_switch(dt, [&](auto tag) {
     using T = decltype(tag);
     using A = acc_t<T>;
@@ -120,7 +120,7 @@ void conv2d_backward_bias(int64_t N, int64_t K, int64_t L, DType dt, const void*
     const int64_t nch = b.chunks();
     auto gws = global(static_cast<A*>(workspace), need / int64_t(sizeof(A)));
     if (nch > 0) {
-      if (K * nch > 0x7fffffffLL) throw ValueError(str_cat(op, ": too many blocks for ", shapes));
+      if (K * nch > 0x7fffffffLL) throw ValueError(str_cat(op, ": too many blocks for ", shapes()));
       auto k1 = bias_partial<T>;
       FC_LAUNCH(k1, dim3(unsigned(K * nch)), kThreads, 0, stream, N, K, L, b,
                 global(static_cast<const T*>(dy), N * K * L), gws);

@@ -629,7 +629,7 @@ void launch_tile(const char* name, const Op& op, const Conv2dParams& p, int64_t 
            describe(p), ")");
   auto k = igemm_kernel<Op, BM, BN, TM, TN>;
   FC_LAUNCH(k, grid, dim3((BM / TM) * (BN / TN)), 0, stream, op, sp.splits, sp.chunk);
-  check_launch(name, describe(p));
+  check_launch(name, [&] { return describe(p); });
 }
 
 template <class Op, int BM, int BN, int NT, int WM>
@@ -641,7 +641,7 @@ void launch_wmma(const char* name, const Op& op, const Conv2dParams& p, Split sp
            describe(p), ")");
   auto k = igemm_wmma_kernel<Op, BM, BN, NT, WM>;
   FC_LAUNCH(k, grid, dim3(NT), 0, stream, op, sp.splits, sp.chunk);
-  check_launch(name, describe(p));
+  check_launch(name, [&] { return describe(p); });
 }
 
 template <class Op>
@@ -765,7 +765,7 @@ void backward_weight_typed(const Conv2dParams& p, const void* dy, const void* x,
     FC_LAUNCH(k, dim3(blocks), dim3(threads), 0, stream,
               global(static_cast<const A*>(workspace), splits * count),
               global(static_cast<T*>(dw), count), count, splits);
-    check_launch("conv2d_backward_weight (split-K reduction)", describe(p));
+    check_launch("conv2d_backward_weight (split-K reduction)", [&] { return describe(p); });
   }
   (void)workspace_bytes;
 }

@@ -596,7 +596,7 @@ void run_correlate(const char* op, const Conv2dParams& p, const TileGeom& g, con
       FC_LAUNCH(k, grid, g.threads, g.smem, stream, a, g, gsrc, gw, gb, gout);
     });
   }
-  check_launch(op, describe(p));
+  check_launch(op, [&] { return describe(p); });
 }
 
 WeightPlan plan_weight(const Conv2dParams& p, size_t abytes) {
@@ -690,7 +690,7 @@ void depthwise_conv2d_backward_input(const Conv2dParams& p, DType dt, const void
         FC_LAUNCH(k, grid, g.threads, g.smem, stream, p, g, mchunk, gdy, gw, gdx);
       });
     }
-    check_launch(op, describe(p));
+    check_launch(op, [&] { return describe(p); });
   });
 }
 
@@ -728,13 +728,13 @@ void depthwise_conv2d_backward_weight(const Conv2dParams& p, DType dt, const voi
         FC_LAUNCH(k, dim3(unsigned(blocks)), wp.g.threads, wp.g.smem, stream, p, wp.g, wp.ngroups,
                   wp.nper, wp.nchunk, wp.tchunks, gdy, gx, gws);
       });
-      check_launch(op, describe(p));
+      check_launch(op, [&] { return describe(p); });
     }
     const int64_t KRS = p.K * RS, per_block = kMaxThreads / 32;
     auto k2 = dw_weight_reduce<T>;
     FC_LAUNCH(k2, dim3(unsigned(ceil_div(KRS, per_block))), kMaxThreads, 0, stream, KRS, RS, nchunk,
               gptr<const A>(gws), global(static_cast<T*>(dw), KRS));
-    check_launch(op, describe(p));
+    check_launch(op, [&] { return describe(p); });
   });
 }
 

@@ -228,47 +228,47 @@ void sgemm(const float* A, const float* B, float* C, int M, int N, int K, int va
   FC_LAUNCH(k, dim3(unsigned(ceil_div(N, kTile)), unsigned(ceil_div(M, kTile))), dim3(kTile, kTile),
             0, nullptr, global(A, int64_t(M) * K), global(B, int64_t(K) * N),
             global(C, int64_t(M) * N), M, N, K, variant);
-  check_launch("selftest.sgemm", str_cat("M=", M, " N=", N, " K=", K));
+  check_launch("selftest.sgemm", [&] { return str_cat("M=", M, " N=", N, " K=", K); });
 }
 
 void block_sum(const float* x, float* out, int n, int variant) {
   const int blocks = int(ceil_div(n, 256));
   auto k = block_sum_kernel;
   FC_LAUNCH(k, blocks, 256, 0, nullptr, global(x, n), global(out, blocks), n, variant);
-  check_launch("selftest.block_sum", str_cat("n=", n));
+  check_launch("selftest.block_sum", [&] { return str_cat("n=", n); });
 }
 
 void stencil(const float* x, float* y, int n, int variant) {
   auto k = stencil_kernel;
   FC_LAUNCH(k, unsigned(ceil_div(n, 64)), 64, 0, nullptr, global(x, n), global(y, n), n, variant);
-  check_launch("selftest.stencil", str_cat("n=", n));
+  check_launch("selftest.stencil", [&] { return str_cat("n=", n); });
 }
 
 void reverse(const float* x, float* y, int n, int variant) {
   auto k = reverse_kernel;
   FC_LAUNCH(k, unsigned(ceil_div(n, 32)), 32, 32 * sizeof(float), nullptr, global(x, n), global(y, n),
             n, variant);
-  check_launch("selftest.reverse", str_cat("n=", n));
+  check_launch("selftest.reverse", [&] { return str_cat("n=", n); });
 }
 
 void scatter_add(const float* x, const int* idx, float* y, int n, int m, int variant) {
   auto k = scatter_add_kernel;
   FC_LAUNCH(k, unsigned(ceil_div(n, 32)), 32, 0, nullptr, global(x, n), global(idx, n), global(y, m),
             n, variant);
-  check_launch("selftest.scatter_add", str_cat("n=", n, " m=", m));
+  check_launch("selftest.scatter_add", [&] { return str_cat("n=", n, " m=", m); });
 }
 
 void proxy_forms(const float* x, float* y, float* z) {
   auto k = proxy_forms_kernel;
   FC_LAUNCH(k, 1, 32, 0, nullptr, global(x, 32), global(y, 32), global(z, 32));
-  check_launch("selftest.proxy_forms", "n=32");
+  check_launch("selftest.proxy_forms", [&] { return "n=32"; });
 }
 
 void warp_sum(const float* x, float* out, int nwarps, int variant) {
   auto k = warp_sum_kernel;
   FC_LAUNCH(k, nwarps, 32, 0, nullptr, global(x, int64_t(nwarps) * 32), global(out, nwarps),
             variant);
-  check_launch("selftest.warp_sum", str_cat("nwarps=", nwarps));
+  check_launch("selftest.warp_sum", [&] { return str_cat("nwarps=", nwarps); });
 }
 
 void max_pool3x3(const float* x, float* y, int NC, int H, int W) {
@@ -276,7 +276,7 @@ void max_pool3x3(const float* x, float* y, int NC, int H, int W) {
   auto k = max_pool3x3_kernel;
   FC_LAUNCH(k, unsigned(ceil_div(total, 256)), 256, 0, nullptr, global(x, total), global(y, total),
             NC, H, W);
-  check_launch("selftest.max_pool3x3", str_cat("NC=", NC, " H=", H, " W=", W));
+  check_launch("selftest.max_pool3x3", [&] { return str_cat("NC=", NC, " H=", H, " W=", W); });
 }
 
 void wmma_gemm(int dtype, const void* A, const void* B, float* C, int M, int N, int K, bool a_col,
@@ -294,7 +294,7 @@ void wmma_gemm(int dtype, const void* A, const void* B, float* C, int M, int N, 
   if (dtype == 1) run(__half{});
   else if (dtype == 2) run(__nv_bfloat16{});
   else throw TypeError(str_cat("selftest.wmma_gemm: dtype code must be 1 (float16) or 2 (bfloat16), got ", dtype));
-  check_launch("selftest.wmma_gemm", str_cat("M=", M, " N=", N, " K=", K));
+  check_launch("selftest.wmma_gemm", [&] { return str_cat("M=", M, " N=", N, " K=", K); });
 }
 
 }  // namespace selftest

@@ -491,7 +491,7 @@ void max_pool2d_forward(const Pool2dParams& p, DType dt, const void* x, void* y,
       FC_LAUNCH(k, grid_for(ny), kBlock, 0, stream, p, Dims<I>(p.C, p.P, p.Q), xg, yg, ig);
     }
   });
-  check_launch("max_pool2d", describe(p));
+  check_launch("max_pool2d", [&] { return describe(p); });
 }
 
 void max_pool2d_backward(const Pool2dParams& p, DType dt, const void* dy, const int64_t* indices,
@@ -507,7 +507,7 @@ void max_pool2d_backward(const Pool2dParams& p, DType dt, const void* dy, const 
               global(static_cast<const T*>(dy), ny),
               global(indices, ny), global(static_cast<T*>(dx), nx));
   });
-  check_launch("max_pool2d_backward", describe(p));
+  check_launch("max_pool2d_backward", [&] { return describe(p); });
 }
 
 void max_pool2d_backward_serial(const Pool2dParams& p, DType dt, const void* dy,
@@ -522,7 +522,7 @@ void max_pool2d_backward_serial(const Pool2dParams& p, DType dt, const void* dy,
     FC_LAUNCH(k, grid_for(p.N * p.C), kBlock, 0, stream, p, global(static_cast<const T*>(dy), ny),
               global(indices, ny), global(static_cast<T*>(dx), nx));
   });
-  check_launch("max_pool2d_backward", describe(p));
+  check_launch("max_pool2d_backward", [&] { return describe(p); });
 }
 
 namespace {
@@ -557,7 +557,7 @@ void launch_avg_pool2d_forward(const Pool2dParams& p, DType dt, const void* x, v
       FC_LAUNCH(k, grid_for(ny), kBlock, 0, stream, p, Dims<I>(p.C, p.P, p.Q), xg, yg);
     }
   });
-  check_launch(ADAPTIVE ? "adaptive_avg_pool2d" : "avg_pool2d", describe(p));
+  check_launch(ADAPTIVE ? "adaptive_avg_pool2d" : "avg_pool2d", [&] { return describe(p); });
 }
 
 }  // namespace
@@ -580,7 +580,7 @@ void avg_pool2d_backward(const Pool2dParams& p, DType dt, const void* dy, void* 
               global(static_cast<const T*>(dy), ny),
               global(static_cast<T*>(dx), nx));
   });
-  check_launch("avg_pool2d_backward", describe(p));
+  check_launch("avg_pool2d_backward", [&] { return describe(p); });
 }
 
 void adaptive_avg_pool2d_forward(const Pool2dParams& p, DType dt, const void* x, void* y,
@@ -601,7 +601,7 @@ void adaptive_avg_pool2d_backward(const Pool2dParams& p, DType dt, const void* d
               global(static_cast<const T*>(dy), ny),
               global(static_cast<T*>(dx), nx));
   });
-  check_launch("adaptive_avg_pool2d_backward", describe(p));
+  check_launch("adaptive_avg_pool2d_backward", [&] { return describe(p); });
 }
 
 }  // namespace cuda

@@ -87,6 +87,11 @@ build_it() {
   rm -f "$site"/fastconv/_C*.so "$site"/fastconv/_cuda*.so
   cp "$build"/_C*.so "$build"/_cuda*.so "$site/fastconv/"
   ls "$site"/fastconv/*.so
+  # how _cuda was linked (a static libstdc++ in it crashed every launch on 2026-12-04)
+  grep -A8 "^build _cuda\.cpython" "$build/build.ninja" | grep -E "LINK_(FLAGS|LIBRARIES)" || true
+  readelf -d "$build"/_cuda.*.so | grep NEEDED || true
+  env | grep -E "FLAGS=|^CC=|^CXX=|^CUDAHOSTCXX=" || true
+  c++ --version | head -1
   cd "$OUT" && PYTHONPATH="$site" python3 -c \
     "import fastconv; assert fastconv.cuda_available(), 'fastconv._cuda sees no GPU'; print('fastconv.cuda_available() True')"
 }
@@ -112,13 +117,14 @@ cpu_bench() {  # cpu_bench THREADS: the CPU suite at THREADS threads (issue 15's
     --json '$OUT/cpu_bench_${1}threads.json' --csv '$OUT/cpu_bench_${1}threads.csv' \
     | tee '$OUT/cpu_bench_${1}threads.md'" || failed=1
 }
-cpu_bench 16
+cpu_threads=(${GPU_CHECK_CPU_THREADS-16 1 4 8 2})  # GPU_CHECK_CPU_THREADS="" skips the CPU runs
+[ ${#cpu_threads[@]} -gt 0 ] && cpu_bench "${cpu_threads[0]}"
 step models_gpu 100 python3 "$root/bench/run_models_cuda.py" --repeat 10 --warmup 3 \
   --out "$OUT/models_cuda.md" || failed=1
 step bench_gpu_half 100 bash -c "set -o pipefail; fastconv_cli bench --device cuda --ops conv,depthwise,pool --quick \
   --dtype float16,bfloat16 --json '$OUT/gpu_bench_half.json' --csv '$OUT/gpu_bench_half.csv' \
   | tee '$OUT/gpu_bench_half.md'" || failed=1
-for t in 1 4 8 2; do
+for t in "${cpu_threads[@]:1}"; do
   cpu_bench "$t"
 done
 

@@ -395,3 +395,22 @@ def test_the_device_path_takes_16_bit_tensors():
         assert _launch.unsupported("avg_pool2d", input=x.bfloat16()) is None
         assert isinstance(_launch.unsupported("avg_pool2d", input=x.int()), TypeError)
     assert isinstance(_launch.unsupported("avg_pool2d", input=x.half()), TypeError)
+
+def test_autocast_casts_a_layers_bfloat16_output_and_the_next_float32_weight(gen):
+    """Under torch.autocast on the device path (here: the emulation), conv2d's float32 and
+    bfloat16 arguments all run in the autocast dtype, as torch's own conv2d: the second conv of
+    a chain meets a bfloat16 input and a float32 weight (the H200 run of 2026-12-04 refused that
+    pair with a dtype error)."""
+    x = randn(gen, 2, 3, 9, 8, dtype=f32)
+    w1, w2 = randn(gen, 4, 3, 3, 3, dtype=f32), randn(gen, 5, 4, 3, 3, dtype=f32)
+    b2 = randn(gen, 5, dtype=f32)
+    with fastconv.testing.cuda_emulation(), torch.autocast("cpu", dtype=torch.bfloat16):
+        h = fct.conv2d(x, w1, None, 1, 1)
+        y = fct.conv2d(h, w2, b2, 1, 1)
+        ht = TF.conv2d(x, w1, None, 1, 1)
+        yt = TF.conv2d(ht, w2, b2, 1, 1)
+    assert h.dtype == y.dtype == yt.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), yt.float(), rtol=3e-2, atol=0.1)
+    x64 = x.double()
+    with fastconv.testing.cuda_emulation(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fct.conv2d(x64, w1.double(), None, 1, 1).dtype == f64  # float64 is not cast

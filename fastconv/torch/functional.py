@@ -29,12 +29,17 @@ from fastconv.torch._launch import device_backend, unsupported
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
 
-def _check_tensors(op: str, **tensors) -> None:
-    """Tensors (None skipped) that fastconv's kernels can take, of one dtype and one device as
-    the first."""
+def _check_types(op: str, **tensors) -> None:
+    """Each argument a torch.Tensor (or None)."""
     for name, t in tensors.items():
         if t is not None and not isinstance(t, torch.Tensor):
             raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+
+
+def _check_tensors(op: str, **tensors) -> None:
+    """Tensors (None skipped) that fastconv's kernels can take, of one dtype and one device as
+    the first."""
+    _check_types(op, **tensors)
     err = unsupported(op, **tensors)
     if err is not None:
         raise err
@@ -49,16 +54,18 @@ def _check_tensors(op: str, **tensors) -> None:
 
 
 def _autocast(*tensors):
-    """Under torch.autocast on the tensors' device, float32 tensors on fastconv's CUDA path cast
-    to the autocast dtype (torch's autocast does not know fastconv's custom ops; their front
-    does it, as torch does for its own conv2d). CPU tensors on the CPU kernels stay float32."""
+    """Under torch.autocast on the tensors' device, the 16- and 32-bit float tensors on
+    fastconv's CUDA path cast to the autocast dtype, as torch's autocast casts its own conv2d's
+    arguments (a layer's bfloat16 output meets the next layer's float32 weight; float64 stays).
+    torch's autocast does not know fastconv's custom ops, so this front does it. CPU tensors on
+    the CPU kernels stay as they are."""
     first = tensors[0]
     device = first.device.type
     if device_backend(first) is None or not torch.is_autocast_enabled(device):
         return tensors
     dtype = torch.get_autocast_dtype(device)
-    return tuple(t.to(dtype) if t is not None and t.dtype == torch.float32 else t
-                 for t in tensors)
+    cast = (torch.float32, torch.float16, torch.bfloat16)
+    return tuple(t.to(dtype) if t is not None and t.dtype in cast else t for t in tensors)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -74,8 +81,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         (N, K, P, Q), or (K, P, Q) for an unbatched input.
     """
     op = "conv2d"
+    _check_types(op, input=input, weight=weight, bias=bias)
+    input, weight, bias = _autocast(input, weight, bias)  # before the dtype check, as torch's
     _check_tensors(op, input=input, weight=weight, bias=bias)
-    input, weight, bias = _autocast(input, weight, bias)
     x, unbatched = c.batched(op, "input", input)
     stride, pad, dilation, groups, _ = c.conv_geometry(
         op, x.shape, weight.shape, stride, padding, dilation, groups,

@@ -38,10 +38,10 @@ def _host_gemm(a) -> bool:
 def clamp_activation(x, activation: str):
     """relu / relu6 of x in one multi-threaded pass on numpy (A.channel_affine with scale 1 and
     shift 0 over a (1, 1, size) view), two numpy passes otherwise. NaN stays NaN."""
-    if _kernel_ok(x) and x.size:
-        one, zero = np.ones(1, x.dtype), np.zeros(1, x.dtype)
-        return A.channel_affine(x.reshape(1, 1, -1), one, zero, activation).reshape(x.shape)
     xp = _xp(x)
+    if _kernel_ok(x) and x.size:  # scale and shift on x's device (CuPy for a CuPy x)
+        one, zero = xp.ones(1, x.dtype), xp.zeros(1, x.dtype)
+        return A.channel_affine(x.reshape(1, 1, -1), one, zero, activation).reshape(x.shape)
     out = xp.maximum(x, x.dtype.type(0))
     if activation == "relu6":
         xp.minimum(out, x.dtype.type(6), out=out)

@@ -35,8 +35,8 @@ def test_functional_ops_take_and_return_cupy(rng, dtype):
     w = randn(rng, (12, 1, 3, 3), dtype)
     for f in (lambda a: F.max_pool2d(a, 3, 2, 1), lambda a: F.avg_pool2d(a, 2, ceil_mode=True),
               lambda a: F.adaptive_avg_pool2d(a, (3, 4)),
-              lambda a: F.conv2d(a, w if isinstance(a, np.ndarray) else cupy.asarray(w),
-                                 padding="same", groups=6)):
+              lambda a: F.conv2d(a, w.astype(a.dtype) if isinstance(a, np.ndarray)
+                                 else cupy.asarray(w), padding="same", groups=6)):
         y_gpu = f(cupy.asarray(x))
         assert isinstance(y_gpu, cupy.ndarray) and y_gpu.dtype == dtype
         y_cpu = f(x.astype(np.float32) if dtype == np.float16 else x)

@@ -157,13 +157,14 @@ def _from_bf16_bits(bits):
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
-def _low_precision_check(got, expected, terms, ulp, name):
+def _low_precision_check(got, expected, terms, ulp, name, acc=2.0 ** -24):
     """|got - expected| <= ulp * |expected| (rounding of the result to the storage type, with 2x
-    headroom) + terms * 2^-24 * 4 * max|expected| (float32 accumulation over `terms` products of
-    order-1 rounded inputs) + ulp * 2^-14 (results near zero round to the smallest normals)."""
+    headroom) + terms * acc * 4 * max|expected| (accumulation with unit roundoff `acc`, float32's
+    by default, over `terms` products of order-1 rounded inputs) + ulp * 2^-14 (results near zero
+    round to the smallest normals)."""
     got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
     scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
-    assert_close(got, expected, rtol=ulp, atol=terms * 2.0 ** -24 * 4 * scale + ulp * 2.0 ** -14,
+    assert_close(got, expected, rtol=ulp, atol=terms * acc * 4 * scale + ulp * 2.0 ** -14,
                  name=name)
 
 
@@ -384,7 +385,10 @@ def test_depthwise_conv2d_cuda_gpu_vs_torch(be, rng, case, lib, dtype, monkeypat
         g = host(g).astype(np.float64)
         _low_precision_check(g, r, terms, ulp, name + " vs ref")
         if t is not None:
+            # cuDNN's 16-bit depthwise kernels may round partial sums to the storage type (seen
+            # on the H200, 2026-12-04: 32 float16 ulps off on a cancelling sum where the float64
+            # reference check above held): torch's side gets the storage type's unit roundoff
             _low_precision_check(g, t.detach().double().cpu().numpy(), terms, 2 * ulp,
-                                 name + " vs torch")
+                                 name + " vs torch", acc=2.0 ** -24 if dtype == "float32" else ulp)
         if e is not None:
             _low_precision_check(g, e.astype(np.float64), terms, ulp, name + " vs emulation")

@@ -373,9 +373,13 @@ def pool_impls(ctx: Ctx, case: dict, d: dict):
         def f_fwd():
             return F.max_pool2d(xc, kk, ss, pp)
 
+        # the backward gets the forward's geometry, as torch's does (and as autograd passes it):
+        # a parallel gather on the GPU instead of the geometry-free per-plane scatter
+        geometry = dict(kernel_size=kk, stride=ss, padding=pp)
+
         def f_fb():
             _, idx = F.max_pool2d(xc, kk, ss, pp, return_indices=True)
-            return G.max_pool2d_input(tuple(x.shape), dyc, idx)
+            return G.max_pool2d_input(tuple(x.shape), dyc, idx, **geometry)
 
         def t_fwd(x, dy):
             return aten.max_pool2d(x, k2, s2, p2, [1, 1], False)
@@ -399,7 +403,7 @@ def pool_impls(ctx: Ctx, case: dict, d: dict):
             if ctx.dtype_name == "float32" and not torch.equal(idx, t_idx):
                 raise CheckFailed(f"{name % 'fwd+bwd'}: {int((idx != t_idx).sum())} max_pool2d "
                                   "indices differ from torch's")
-            dx = ctx.torch_of(G.max_pool2d_input(tuple(x.shape), dyc, ctx.fc(idx)))
+            dx = ctx.torch_of(G.max_pool2d_input(tuple(x.shape), dyc, ctx.fc(idx), **geometry))
             args = (k2, s2, p2, [1, 1], False, idx)
             ref = aten.max_pool2d_with_indices_backward(dy.double(), x.double(), *args)
             base = aten.max_pool2d_with_indices_backward(dy, x, *args)

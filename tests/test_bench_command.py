@@ -49,8 +49,9 @@ def test_quick_run_writes_table_csv_json_png(tiny, tmp_path, capsys):
     assert "## 1 thread" in text and "## 2 threads" in text and "## Thread scaling" in text
     table = [line for line in text.splitlines() if line.startswith("| tiny_")]
     assert len(table) == 3 * len(EXPECTED)  # 1 and 2 threads, then the scaling table
-    # conv table 12 columns, pooling 13, scaling 5 (case, dir, 1 thr, 2 thr, speedup)
-    assert [line.count("|") - 1 for line in table] == ([12] * 6 + [13] * 4) * 2 + [5] * 10
+    # conv table 12 columns, pooling 13, scaling 10 (case, dir, fastconv and torch at 1 and 2
+    # threads, their parallel efficiencies, the gap, the ratio at 2)
+    assert [line.count("|") - 1 for line in table] == ([12] * 6 + [13] * 4) * 2 + [10] * 10
     assert not any("| nan |" in line for line in table)
     assert f"ISA path {_C.isa()}" in text
     # CSV: every row checked ("ok"), timed, with the machine facts
@@ -76,6 +77,34 @@ def test_quick_run_writes_table_csv_json_png(tiny, tmp_path, capsys):
     # PNG: a real image of a sensible size
     with Image.open(out["png"]) as im:
         assert im.format == "PNG" and im.width >= 400 and im.height >= 300
+
+
+def test_from_json_merges_runs_into_one_report_with_the_scaling_table(tiny, tmp_path, capsys):
+    """One run per thread count (as on a lent machine, under a time budget), then --from-json:
+    one report, the scaling table with both libraries' efficiencies, nothing timed again."""
+    paths = []
+    for t in (1, 2):
+        paths.append(str(tmp_path / f"t{t}.json"))
+        assert main(["bench", "--suite", tiny, *FAST, "--ops", "pool", "--threads", str(t),
+                     "--json", paths[-1]]) == 0
+    capsys.readouterr()
+    merged = tmp_path / "merged.csv"
+    assert main(["bench", "--from-json", *paths, "--csv", str(merged)]) == 0
+    text, _ = capsys.readouterr()
+    assert "## 1 thread" in text and "## 2 threads" in text
+    assert "## Thread scaling (us; efficiency 1->2 threads in %)" in text
+    scaling = text.split("## Thread scaling")[1].splitlines()
+    rows = [line.split("|")[1:-1] for line in scaling if line.startswith("| tiny_")]
+    assert [r[0].strip() for r in rows] == ["tiny_maxpool", "tiny_maxpool", "tiny_avgpool",
+                                            "tiny_avgpool"]
+    for r in rows:  # fastconv and torch times at 1 and 2 threads, efficiencies, gap, ratio
+        assert all(float(v) > 0 for v in r[2:8]) and float(r[9]) > 0
+    with open(merged) as f:
+        assert sorted(int(r["threads"]) for r in csv.DictReader(f)) == [1] * 4 + [2] * 4
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    assert main(["bench", "--from-json", str(bad)]) != 0
+    assert "is not a fastconv bench --json file" in capsys.readouterr().err
 
 
 def test_wrong_kernel_fails_loudly(tiny, tmp_path, capsys, monkeypatch):

@@ -258,22 +258,37 @@ def render(rows: Sequence[dict], meta: dict,
 
 
 def scaling_table(rows: Sequence[dict], thread_counts: Sequence[int]) -> List[str]:
-    """fastconv time per thread count, and speedup over its time on the fewest threads."""
+    """Per layer and direction: fastconv's and the baseline's (the faster torch layout) time at
+    each thread count, and each one's parallel efficiency from 2 threads (or the fewest) to the
+    most: (time at lo / time at hi) / (hi / lo), in percent; 'gap' = fastconv's minus torch's, in
+    points (issue 15: within 10 points on every layer)."""
     keys = []
     for r in rows:
         k = (r["case"], r["direction"])
         if k not in keys:
             keys.append(k)
     by = {(r["case"], r["direction"], r["threads"]): r for r in rows}
+    lo = 2 if 2 in thread_counts and thread_counts[-1] > 2 else thread_counts[0]
+    hi = thread_counts[-1]
+
+    def eff(case, direction, field):
+        a = by.get((case, direction, lo), {}).get(field)
+        b = by.get((case, direction, hi), {}).get(field)
+        return 100.0 * (a / b) / (hi / lo) if a and b and hi > lo else None
+
     body = []
     for case, direction in keys:
-        times = [by.get((case, direction, t), {}).get("fastconv_us") for t in thread_counts]
-        base = times[0]
-        body.append([case, direction] + times
-                    + [base / times[-1] if base and times[-1] else None])
-    return ["## Thread scaling (fastconv us)", "", harness.markdown_table(
-        ["case", "dir"] + [f"{t} thr" for t in thread_counts]
-        + [f"speedup {thread_counts[0]}->{thread_counts[-1]}"], body), ""]
+        ours = [by.get((case, direction, t), {}).get("fastconv_us") for t in thread_counts]
+        base = [by.get((case, direction, t), {}).get("baseline_us") for t in thread_counts]
+        e_ours, e_base = eff(case, direction, "fastconv_us"), eff(case, direction, "baseline_us")
+        gap = e_ours - e_base if e_ours is not None and e_base is not None else None
+        ratio = by.get((case, direction, hi), {}).get("ratio")
+        body.append([case, direction] + ours + base + [e_ours, e_base, gap, ratio])
+    return [f"## Thread scaling (us; efficiency {lo}->{hi} threads in %)", "",
+            harness.markdown_table(
+                ["case", "dir"] + [f"fastconv {t}" for t in thread_counts]
+                + [f"torch {t}" for t in thread_counts]
+                + [f"eff fastconv", "eff torch", "gap (points)", f"ratio at {hi}"], body), ""]
 
 
 # ---- the chart --------------------------------------------------------------------------------

@@ -82,6 +82,11 @@ def add_arguments(s) -> None:
                    "CSV (default: not written)")
     s.add_argument("--json", metavar="FILE", help="write the machine facts, settings, ceilings "
                    "and rows as JSON (default: not written)")
+    s.add_argument("--from-json", nargs="+", metavar="FILE.json", dest="from_json",
+                   help="time nothing: print the report of earlier --json runs (several CPU runs, "
+                        "one per thread count, merge into one report with the thread-scaling "
+                        "table); --csv/--json/--plot write the merged rows (default: run "
+                        "the benchmark)")
     s.add_argument("--plot", metavar="FILE.png", help="draw the ratios per layer as a bar chart "
                    "(needs matplotlib; default: not drawn)")
 
@@ -278,7 +283,50 @@ def _need_matplotlib() -> None:
                        "\"fastconv[bench]\" (or: pip install matplotlib)") from None
 
 
+def run_from_json(args) -> int:
+    """The report of saved --json runs: rows and summaries merged in the order given (a later
+    file's row for the same case, direction, dtype and thread count replaces an earlier one),
+    the machine facts and settings of the first file, the ceilings of all."""
+    import json
+    from fastconv.bench import report
+    if args.plot:
+        _need_matplotlib()
+    merged, meta, summaries = {}, None, {}
+    for path in args.from_json:
+        try:
+            with open(path) as f:
+                data = json.load(f)
+            rows, this = data["rows"], data["meta"]
+        except OSError as e:
+            raise CLIError(f"--from-json: cannot read {path}: {e.strerror}") from None
+        except (ValueError, KeyError, TypeError):
+            raise CLIError(f"--from-json: {path} is not a fastconv bench --json file (expected "
+                           "an object with 'meta' and 'rows')") from None
+        ceilings = {int(t) if str(t).isdigit() else t: c  # JSON made the thread keys strings
+                    for t, c in (this.get("ceilings") or {}).items()}
+        if meta is None:
+            meta = dict(this, ceilings=ceilings)
+        elif this.get("device") != meta.get("device"):
+            raise CLIError(f"--from-json: {path} is a {this.get('device')} run but "
+                           f"{args.from_json[0]} is a {meta.get('device')} run")
+        else:
+            meta["ceilings"].update(ceilings)
+        for r in rows:
+            r = dict(this.get("machine", {}), **r)
+            merged[(r["case"], r["direction"], r.get("dtype"), r.get("threads"))] = r
+        for sm in data.get("summary") or []:
+            summaries.setdefault(sm.get("threads"), []).append(sm)
+    rows = list(merged.values())
+    threads = sorted({r["threads"] for r in rows if r.get("threads") is not None})
+    meta["settings"] = dict(meta.get("settings") or {}, threads=threads or None)
+    print(report.render(rows, meta, summaries or None))
+    _write(args, rows, meta, [s for ss in summaries.values() for s in ss])
+    return 1 if _failed(rows) else 0
+
+
 def run(args) -> int:
+    if args.from_json:
+        return run_from_json(args)
     harness.passive_omp_wait()
     if args.dtype is None:  # issue 12's GPU targets are float32 (TF32) and bfloat16
         args.dtype = ["float32", "bfloat16"] if args.device == "cuda" else ["float32"]

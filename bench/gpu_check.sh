@@ -11,7 +11,8 @@
 # 4. fastconv bench --device cuda --ops conv,depthwise,pool: float32, then float16 and bfloat16
 #    (dense conv rows with TFLOP/s and % of the H100 peak)
 # 5. bench/run_models_cuda.py: ResNet-18 and EfficientNet-Lite0 training step (batch 64, 224x224,
-#    bf16 autocast and fp32), fastconv.torch vs PyTorch eager
+#    bf16 autocast and fp32), fastconv.torch vs PyTorch eager; then Nsight Compute on
+#    bench/profile_cuda.py's launches where ncu is installed ($OUT/ncu_profile.log)
 # 6. fastconv bench --device cpu, once per thread count (16, 1, 4, 8, 2) while time is left
 # Every step runs under a timeout fitted to what is left of the budget (GPU_CHECK_BUDGET_S, default
 # 470 s: the issue's 8 minutes, leaving device time to run it again); steps run in order of
@@ -121,6 +122,15 @@ cpu_threads=(${GPU_CHECK_CPU_THREADS-16 1 4 8 2})  # GPU_CHECK_CPU_THREADS="" sk
 [ ${#cpu_threads[@]} -gt 0 ] && cpu_bench "${cpu_threads[0]}"
 step models_gpu 100 python3 "$root/bench/run_models_cuda.py" --repeat 10 --warmup 3 \
   --out "$OUT/models_cuda.md" || failed=1
+# Nsight Compute on the slow spots (bench/profile_cuda.py): where the time goes, for tuning.
+# ncu reads the counters on some hosts only (Firecracker yes, gVisor no): a failure is logged
+# and does not fail the check.
+if command -v ncu >/dev/null 2>&1; then
+  step ncu_profile 90 ncu --clock-control none -k "regex:igemm|splitk|dw_|pool" \
+    --section SpeedOfLight --section Occupancy --section LaunchStats \
+    --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+    python3 "$root/bench/profile_cuda.py" || echo "ncu_profile: no profile (see its log)" >>"$summary"
+fi
 step bench_gpu_half 100 bash -c "set -o pipefail; fastconv_cli bench --device cuda --ops conv,depthwise,pool --quick \
   --dtype float16,bfloat16 --json '$OUT/gpu_bench_half.json' --csv '$OUT/gpu_bench_half.csv' \
   | tee '$OUT/gpu_bench_half.md'" || failed=1

@@ -24,6 +24,8 @@ CASES = {
     "7x7_from_odd": ((1, 3, 13, 15), 7),  # VGG / AlexNet head
     "wide": ((1, 2, 4, 45), (2, 6)),
     "many_planes": ((3, 17, 6, 6), 2),
+    # more planes than one CUDA block of the small-plane global kernel takes (128; 64 in float64)
+    "global_many_planes": ((3, 70, 8, 8), 1),
 }
 
 

@@ -34,6 +34,9 @@ GEOMETRIES = {
     "wide_rows_stride2": ((1, 2, 5, 40), 2, 2, 0, False),
     "global": ((2, 4, 7, 6), (7, 6), None, 0, False),
     "global_large": ((1, 3, 23, 29), (23, 29), None, 0, False),
+    # ResNet's 7x7 head over more planes than one block of the small-plane CUDA kernel takes
+    "global_many_planes": ((3, 100, 7, 7), 7, None, 0, False),
+    "global_padded": ((2, 3, 5, 4), (7, 6), None, (1, 1, 1, 1), False),
     "kernel1_stride2": ((1, 3, 5, 6), 1, 2, 0, False),
     "large_kernel": ((1, 2, 15, 15), 11, 2, 5, False),
     "many_planes": ((3, 16, 6, 6), 2, 2, 0, False),

@@ -316,6 +316,40 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
+// Global average pooling of small NCHW planes (the window is the whole plane, at most
+// kGlobalMaxHW elements: ResNet's 7x7 head, say): a block takes PB consecutive planes, which are
+// one contiguous run of memory, reads the run coalesced into shared memory, then each thread sums
+// one plane there (rows padded to an odd length, so the threads' reads hit distinct banks). A warp
+// per plane, as above, would leave lanes idle and spend its time in the shuffle reduction on
+// windows this small. kh, kw: the divisor's factors (avg_window's, for the window of output 0).
+constexpr int64_t kGlobalMaxHW = 64;
+constexpr int kGlobalThreads = 128;
+template <class T, bool ADAPTIVE, class I>
+__global__ void __launch_bounds__(kGlobalThreads)
+    avg_pool2d_global_small_kernel(I planes, I HW, acc_t<T> kh, acc_t<T> kw, gptr<const T> x,
+                                   gptr<T> y) {
+  using A = acc_t<T>;
+  constexpr int PB = sizeof(A) == 8 ? kGlobalThreads / 2 : kGlobalThreads;  // 48 KB at most
+  FC_SHARED(A, buf, [PB * (kGlobalMaxHW + 1)]);
+  const I stride = HW | I(1);
+  const I t = I(threadIdx.x);
+  for (I p0 = I(blockIdx.x) * PB; p0 < planes; p0 += I(gridDim.x) * PB) {
+    const I np = imin(I(PB), planes - p0), count = np * HW;
+    const gptr<const T> xp = x + p0 * HW;
+    for (I e = t; e < count; e += I(blockDim.x)) {
+      const I r = e / HW;
+      buf[r * stride + (e - r * HW)] = to_acc(__ldg(xp + e));
+    }
+    __syncthreads();
+    if (t < np) {
+      A s = A(0);
+      for (I j = 0; j < HW; ++j) s += buf[t * stride + j];
+      y[p0 + t] = from_acc<T>(avg_result<ADAPTIVE>(s, kh, kw, false));
+    }
+    __syncthreads();  // buf is rewritten by the next run of planes
+  }
+}
+
 // NHWC twin of the warp kernel: a block of 32 x kSplit threads takes 32 consecutive channels of
 // one output position (grid-stride over N*P*Q*ceil(C/32) such tiles); threadIdx.x is the channel
 // (coalesced loads), threadIdx.y splits the window's elements; the kSplit partial sums meet in
@@ -530,6 +564,27 @@ namespace {
 // Average pooling forward, plain (ADAPTIVE = false) or adaptive: one thread per output for small
 // windows; for large ones (global pooling) a warp per output in NCHW, a block of warps per 32
 // channels in NHWC.
+// Whether the one output's window is the whole (non-empty) plane (global average pooling), and
+// then its divisor's factors as avg_window gives them for output (0, 0).
+template <bool ADAPTIVE>
+bool whole_plane_window(const Pool2dParams& p, int64_t& kh, int64_t& kw) {
+  if (p.P != 1 || p.Q != 1 || p.H < 1 || p.W < 1) return false;
+  if (ADAPTIVE) {
+    kh = p.H, kw = p.W;
+    return true;
+  }
+  const auto extent = [&](int64_t pad_lo, int64_t k, int64_t in, int64_t pad_hi, int64_t& f) {
+    const int64_t a = -pad_lo, b = std::min(a + k, in + pad_hi);
+    const int64_t lo = std::max<int64_t>(a, 0), hi = std::min(b, in);
+    f = p.count_include_pad ? b - a : hi - lo;
+    return lo == 0 && hi == in;
+  };
+  const bool rows = extent(p.pad_t, p.R, p.H, p.pad_b, kh);
+  const bool cols = extent(p.pad_l, p.S, p.W, p.pad_r, kw);
+  if (p.divisor_override) kh = p.divisor_override, kw = 1;
+  return rows && cols;
+}
+
 template <bool ADAPTIVE>
 void launch_avg_pool2d_forward(const Pool2dParams& p, DType dt, const void* x, void* y,
                                cudaStream_t stream) {
@@ -537,13 +592,22 @@ void launch_avg_pool2d_forward(const Pool2dParams& p, DType dt, const void* x, v
   if (ny == 0) return;
   const int64_t window = ADAPTIVE ? ceil_div(p.H, p.P) * ceil_div(p.W, p.Q) : p.R * p.S;
   const bool large = window >= kWarpWindow;
+  int64_t kh = 1, kw = 1;
+  const bool global_small = !p.channels_last && p.H * p.W <= kGlobalMaxHW &&
+                            whole_plane_window<ADAPTIVE>(p, kh, kw);
   dispatch(p, dt, [&](auto tag, auto cl, auto itag) {
     using T = decltype(tag);
     using I = decltype(itag);
+    using A = acc_t<T>;
     constexpr bool CL = decltype(cl)::value;
     const auto xg = global(static_cast<const T*>(x), nx);
     const auto yg = global(static_cast<T*>(y), ny);
-    if (!CL && large) {
+    if (!CL && global_small) {
+      constexpr int PB = sizeof(A) == 8 ? kGlobalThreads / 2 : kGlobalThreads;
+      const unsigned grid = unsigned(std::min(ceil_div(ny, PB), kMaxBlocks));
+      auto k = avg_pool2d_global_small_kernel<T, ADAPTIVE, I>;
+      FC_LAUNCH(k, grid, PB, 0, stream, I(ny), I(p.H * p.W), A(kh), A(kw), xg, yg);
+    } else if (!CL && large) {
       auto k = avg_pool2d_forward_warp_kernel<T, ADAPTIVE, I>;
       FC_LAUNCH(k, grid_for(ny * 32), kBlock, 0, stream, p, Dims<I>(p.C, p.P, p.Q), xg, yg);
     } else if (CL && large) {

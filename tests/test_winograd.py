@@ -140,13 +140,14 @@ def test_winograd_large_channels_and_magnitudes(torch, isa, rng, winograd, c, k,
     assert_no_worse_than(y, ty, y64, name="winograd forward float32 vs torch")
     assert_no_worse_than(dx, tdx, dx64, name="winograd input gradient float32 vs torch")
     assert rel < 2e-6
-    # The float32 table (atol scaled like the inputs) holds for reductions of up to 256 channels
-    # (2304 terms); at 512 channels (4608 terms, past the table's "few thousand") F(2x2) exceeds
-    # its elementwise bound by up to ~1.5x on a few elements, within STYLE 7's rule above.
+    # The float32 table (atol scaled like the inputs) holds elementwise for reductions of up to
+    # 128 channels (1152 terms): over 25 seeds of the 1e4-magnitude case the worst element used
+    # under 0.82 of it at 128 channels, but up to 1.04 at 256 (the baseline ISA; CI met a 1.04,
+    # 2026-12-04), and ~1.5x at 512. Past 128 channels STYLE 7's rule above is the criterion.
     rtol, atol = 2e-5, 1e-4 * scale
-    if c <= 256:
+    if c <= 128:
         assert_close(y, y64, rtol=rtol, atol=atol, name="F(2x2) forward, float32 table")
-    if k <= 256:
+    if k <= 128:
         assert_close(dx, dx64, rtol=rtol, atol=atol, name="F(2x2) input gradient, float32 table")
 
 

@@ -387,8 +387,10 @@ def test_depthwise_conv2d_cuda_gpu_vs_torch(be, rng, case, lib, dtype, monkeypat
         if t is not None:
             # cuDNN's 16-bit depthwise kernels may round partial sums to the storage type (seen
             # on the H200, 2026-12-04: 32 float16 ulps off on a cancelling sum where the float64
-            # reference check above held): torch's side gets the storage type's unit roundoff
+            # reference check above held): torch's side gets an accumulation in the storage type
+            # (terms * ulp * max|y|: twice the worst case of rounding every partial sum)
             _low_precision_check(g, t.detach().double().cpu().numpy(), terms, 2 * ulp,
-                                 name + " vs torch", acc=2.0 ** -24 if dtype == "float32" else ulp)
+                                 name + " vs torch",
+                                 acc=2.0 ** -24 if dtype == "float32" else ulp / 4)
         if e is not None:
             _low_precision_check(g, e.astype(np.float64), terms, ulp, name + " vs emulation")

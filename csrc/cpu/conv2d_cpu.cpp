@@ -211,43 +211,93 @@ struct PackPixelCols {
   }
 };
 
+// dst[kk][t] = src[t][kk] for t < NR, kk < kcl (src rows lds apart). AVX-512 float: 16 x 16
+// blocks transposed in registers (unpack, shuffle, 128-bit lane shuffles: 64 shuffles per 256
+// elements instead of 256 scalar strided stores); elsewhere, and for the kk tail, scalar.
+template <class T>
+FC_GEMM_INLINE void transpose_panel(const T* src, int64_t lds, int64_t kcl, T* dst) {
+  constexpr int NR = Blk<T>::NR;
+  int64_t kk0 = 0;
+#if defined(FC_ISA_avx512)
+  if constexpr (sizeof(T) == 4) {
+    static_assert(NR % 16 == 0, "AVX-512 float panels are whole 16-column blocks");
+    for (; kk0 + 16 <= kcl; kk0 += 16) {
+      for (int tb = 0; tb < NR; tb += 16) {
+        __m512 r[16], t[16];
+        FC_GEMM_UNROLL for (int i = 0; i < 16; ++i)
+          r[i] = _mm512_loadu_ps(reinterpret_cast<const float*>(src + (tb + i) * lds + kk0));
+        FC_GEMM_UNROLL for (int i = 0; i < 8; ++i) {
+          t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+          t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        // r[4i + j], 128-bit lane L: element 4L + j of rows 4i .. 4i + 3.
+        FC_GEMM_UNROLL for (int i = 0; i < 4; ++i) {
+          r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+          r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+          r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+          r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+        }
+        float* d = reinterpret_cast<float*>(dst + kk0 * NR + tb);
+        FC_GEMM_UNROLL for (int j = 0; j < 4; ++j) {
+          const __m512 a = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
+          const __m512 b = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
+          const __m512 c = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+          const __m512 e = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+          _mm512_storeu_ps(d + j * NR, _mm512_shuffle_f32x4(a, c, 0x88));
+          _mm512_storeu_ps(d + (8 + j) * NR, _mm512_shuffle_f32x4(a, c, 0xDD));
+          _mm512_storeu_ps(d + (4 + j) * NR, _mm512_shuffle_f32x4(b, e, 0x88));
+          _mm512_storeu_ps(d + (12 + j) * NR, _mm512_shuffle_f32x4(b, e, 0xDD));
+        }
+      }
+    }
+  }
+#endif
+  for (int64_t kk = kk0; kk < kcl; ++kk)
+    for (int t = 0; t < NR; ++t) dst[kk * NR + t] = src[t * lds + kk];
+}
+
 // B packer for the weight gradient, rows = pixels, columns = kd = (c, r, s):
 // Bp[panel][kk][NR] = col(X)[n0 + panel*NR + t][pixel kc0 + kk].
+// Two steps per panel: each column's pixels are gathered into a row of a small buffer (runs of
+// one output row are contiguous input for stride 1: plain copies), then the NR x kcl buffer is
+// transposed into the panel. Gathering straight into the panel wrote one element every NR (a
+// scalar strided store per element) and took 20-35% of the weight gradient's time.
 template <class T>
 struct PackKdCols {
   Im2col<T> g;
+  static constexpr int64_t kLds = (Blk<T>::KCMAX + 15) / 16 * 16 + 16;  // buffer row stride
   void operator()(int64_t kc0, int64_t kcl, int64_t n0, int64_t ncols, T* Bp) const {
     constexpr int NR = Blk<T>::NR;
     Seg<T> segs[Blk<T>::KCMAX];
+    alignas(64) T buf[NR * kLds];
     const int nseg = make_segments(g, kc0, kcl, segs);
     for (int64_t jp = 0; jp * NR < ncols; ++jp) {
       const int64_t nr = ncols - jp * NR < NR ? ncols - jp * NR : NR;
-      T* dst = Bp + jp * NR * kcl;
       int64_t kd = n0 + jp * NR;
       int64_t c = kd / g.RS, rs = kd - c * g.RS;
       int64_t r = rs / g.S, s = rs - r * g.S;
       for (int64_t t = 0; t < nr; ++t) {
         const int64_t choff = c * g.HW;
+        T* row_buf = buf + t * kLds;
         for (int i = 0; i < nseg; ++i) {
           const Seg<T>& sg = segs[i];
-          T* d = dst + sg.off * NR + t;
+          T* d = row_buf + sg.off;
           const int64_t ih = sg.hb + r * g.dh;
           if (ih < 0 || ih >= g.H) {
-            for (int64_t u = 0; u < sg.len; ++u) d[u * NR] = T(0);
+            for (int64_t u = 0; u < sg.len; ++u) d[u] = T(0);
             continue;
           }
           const T* row = sg.img + choff + ih * g.W;
           const int64_t iw0 = sg.wb + s * g.dw;
           int64_t lo, hi;
           valid_range(iw0, g.sw, g.W, sg.len, lo, hi);
-          for (int64_t u = 0; u < lo; ++u) d[u * NR] = T(0);
+          for (int64_t u = 0; u < lo; ++u) d[u] = T(0);
           if (g.sw == 1) {
-            const T* src = row + iw0;
-            for (int64_t u = lo; u < hi; ++u) d[u * NR] = src[u];
+            if (hi > lo) std::memcpy(d + lo, row + iw0 + lo, sizeof(T) * (hi - lo));
           } else {
-            for (int64_t u = lo; u < hi; ++u) d[u * NR] = row[iw0 + u * g.sw];
+            for (int64_t u = lo; u < hi; ++u) d[u] = row[iw0 + u * g.sw];
           }
-          for (int64_t u = hi; u < sg.len; ++u) d[u * NR] = T(0);
+          for (int64_t u = hi; u < sg.len; ++u) d[u] = T(0);
         }
         if (++s == g.S) {
           s = 0;
@@ -255,7 +305,8 @@ struct PackKdCols {
         }
       }
       for (int64_t t = nr; t < NR; ++t)
-        for (int64_t kk = 0; kk < kcl; ++kk) dst[kk * NR + t] = T(0);
+        for (int64_t kk = 0; kk < kcl; ++kk) buf[t * kLds + kk] = T(0);
+      transpose_panel(buf, kLds, kcl, Bp + jp * NR * kcl);
     }
   }
 };

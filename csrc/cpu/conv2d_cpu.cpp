@@ -20,10 +20,15 @@
 //                  then col2im scatter-add into dx; tasks are (image, group, block of channels),
 //                  so every task owns the dx planes it writes (no atomics, no reduction).
 //   weight grad  dW_g[Kg x Cg*R*S] = dY_g[Kg x (N*P*Q)] * col(X_g)^T: the reduction runs over the
-//                  pixels of the whole batch; B panels gathered from X per pixel run.
-//                stride 1 and (1x1, or Kg <= 32 as in grouped convolutions): blocked dot products
-//                  (4 kd rows x 3 channels of vector accumulators) on the zero-padded layout, no
-//                  packing (the GEMM would pack a B panel for only Kg rows of work).
+//                  pixels of the whole batch; B panels gathered from X per pixel run (stride 1:
+//                  copied, then transposed into the panel). The reduction may be cut into chunks
+//                  of whole kc blocks, each into its own partial dW, added in a fixed order
+//                  afterwards (wgrad_plan weighs the extra tasks against the partial sums).
+//                stride 1 with few rows or columns per group (use_dot_bw): blocked dot products
+//                  (4 kd rows x 6 (AVX-512) or 3 channels of vector accumulators) on the
+//                  zero-padded layout, no packing, the reduction in 2 KiB pieces; tasks split
+//                  kd and k first, then the reduction (dot_plan), same fixed-order partial sums.
+//                Deterministic: the split depends only on the shape and the thread count.
 //   bias grad    plain vector sums over N, P, Q.
 // A (weights, or dY for the weight gradient) is packed once per call into MR-row panels, in
 // parallel; each task packs its own B block (kc x nc) into per-thread scratch. Scratch lives in a
@@ -53,6 +58,14 @@
 //   2 threads (AVX-512 Zen 4, best of repeated calls): the make_split cost model took the weight
 //   gradients of r50_conv1_7x7s2 3.5 -> 2.1 ms, r50_res2_3x3 3.8 -> 2.9 ms, vgg_conv1_2 31 -> 24 ms
 //   (no more B re-packing per row block) and r50_res5_3x3 forward / input grad 15.3 -> 13.7 ms.
+//   Weight gradient, reduction splits + dot-path blocking + transposed B packing (2-core Intel
+//   Xeon, AVX-512, `fastconv bench --quick --ops conv`, bwd_weight ms before -> after, 2 threads):
+//   r50_res2_1x1 0.82 -> 0.56, r50_res2_1x1_up 2.8 -> 1.7, r50_res2_3x3 3.5 -> 2.6, r50_res3_1x1_down
+//   4.6 -> 3.1, vgg_conv1_2 22.6 -> 20, grouped_32x4d 2.1 -> 1.8; geomean ratio 1.43 -> 1.20-1.22
+//   (1 thread: 1.50 -> 1.32). r50_conv1_7x7s2 stays at ~2.0 (its stride-2 gather for C = 3).
+//   At 16 threads the tasks per call go from 2 to 88-120 (r50_res2_1x1, _up) and conv1's weight
+//   gradient runs as 16 reduction chunks of whole 64 x 147 GEMMs (make_split alone could only cut
+//   its 4 column panels and 8 row panels, re-packing B for every row block).
 #include "cpu/conv2d_cpu.h"
 
 #include <cstring>
@@ -783,12 +796,21 @@ template <class T>
 WgradPlan wgrad_plan(int64_t G, int64_t M, int64_t Ncols, int64_t Kd, int64_t kc, int64_t nt) {
   const int64_t nkcb = ceil_div(Kd, kc);
   // Model units: one multiply-add of one element of dW (make_split's cost). Adding one partial
-  // dW costs about 16 per element (a load from another core's cache, an add, a store), spread
-  // over the threads, plus a parallel region (~3 us).
-  constexpr double kReduce = 16.0, kRegion = 3.0e5;
+  // dW costs about 16 per element while dW stays in cache (a load from another core's cache, an
+  // add, a store), about 128 once it does not (measured at 2 threads: a 2.4 MB partial of
+  // r50_res4_3x3 cost ~0.3 ms), spread over the threads, plus a parallel region (~3 us).
+  const double dw_bytes = double(G * M * Ncols) * double(sizeof(T));
+  const double kReduce = dw_bytes > double(512 << 10) ? 128.0 : 16.0, kRegion = 3.0e5;
+  // A thread that starts late (woken late, or sharing its core) delays the call by a part of a
+  // task when every thread has one or two: charge a quarter task, so that the model prefers a
+  // few tasks per thread over exactly one when the partial sums are cheap.
+  auto modeled = [&](double c, int64_t ntasks, int64_t len) {
+    const double per_task = ntasks >= nt ? double(nt) / double(ntasks) : 1.0;
+    return c * double(len) * (1.0 + 0.25 * per_task);
+  };
   double c1 = 0.0;
   WgradPlan best{gemm::make_split<T>(G, M, Ncols, nt, 6, &c1), 1, nkcb};
-  double best_time = c1 * double(Kd);
+  double best_time = modeled(c1, best.sp.tasks(G), Kd);
   if (nt <= 1 || nkcb <= 1) return best;
   const int64_t ncb_min = ceil_div(Ncols, Blk<T>::NCMAX);
   const int64_t nmb_min = ceil_div(M, 4 * Blk<T>::MC);  // row blocks worth keeping whole
@@ -804,7 +826,7 @@ WgradPlan wgrad_plan(int64_t G, int64_t M, int64_t Ncols, int64_t Kd, int64_t kc
     ns = ceil_div(nkcb, cpb);
     double c = 0.0;
     const gemm::Split sp = gemm::make_split<T>(G * ns, M, Ncols, nt, 6, &c);
-    const double t = c * double(cpb * kc) +
+    const double t = modeled(c, sp.tasks(G * ns), cpb * kc) +
                      kReduce * double(ns - 1) * double(G * M * Ncols) / double(nt) + kRegion;
     if (t < best_time * 0.97) {
       best_time = t;

@@ -62,7 +62,8 @@
 //   Xeon, AVX-512, `fastconv bench --quick --ops conv`, bwd_weight ms before -> after, 2 threads):
 //   r50_res2_1x1 0.82 -> 0.56, r50_res2_1x1_up 2.8 -> 1.7, r50_res2_3x3 3.5 -> 2.6, r50_res3_1x1_down
 //   4.6 -> 3.1, vgg_conv1_2 22.6 -> 20, grouped_32x4d 2.1 -> 1.8; geomean ratio 1.43 -> 1.20-1.22
-//   (1 thread: 1.50 -> 1.32). r50_conv1_7x7s2 stays at ~2.0 (its stride-2 gather for C = 3).
+//   (1 thread: 1.50 -> 1.32). r50_conv1_7x7s2 2.1 -> 1.85 at 2 threads (4 reduction chunks), ~2.1
+//   at 1 thread: its stride-2 gather for C = 3 is now the largest cost.
 //   At 16 threads the tasks per call go from 2 to 88-120 (r50_res2_1x1, _up) and conv1's weight
 //   gradient runs as 16 reduction chunks of whole 64 x 147 GEMMs (make_split alone could only cut
 //   its 4 column panels and 8 row panels, re-packing B for every row block).

@@ -65,8 +65,8 @@
 //   (1 thread: 1.50 -> 1.32). r50_conv1_7x7s2 2.1 -> 1.85 at 2 threads (4 reduction chunks), ~2.1
 //   at 1 thread: its stride-2 gather for C = 3 is now the largest cost.
 //   At 16 threads the tasks per call go from 2 to 88-120 (r50_res2_1x1, _up) and conv1's weight
-//   gradient runs as 61 reduction chunks (2 kc blocks each) of whole 64 x 147 GEMMs (make_split could only cut
-//   its 4 column panels and 8 row panels, re-packing B for every row block).
+//   gradient runs as 61 reduction chunks (2 kc blocks each) of whole 64 x 147 GEMMs (make_split
+//   alone could only cut its 4 column panels and 8 row panels, re-packing B for every row block).
 #include "cpu/conv2d_cpu.h"
 
 #include <cstring>

@@ -11,7 +11,8 @@ import fastconv.nn.functional as F
 import fastconv.nn.grad as G
 from fastconv import _C, _shape, ref
 from fastconv.testing import assert_close, gradcheck
-from helpers import DTYPES, LAYOUTS, check_conv2d, check_conv2d_torch, conv_config, layouts, randn
+from helpers import (DTYPES, LAYOUTS, check_conv2d, check_conv2d_torch, conv_config, layouts, poisoned,
+                     randn)
 
 # (input (N, C, H, W), weight (K, C/groups, R, S), bias, stride, padding, dilation, groups)
 CASES = {
@@ -114,6 +115,45 @@ def test_conv2d_thread_counts(rng, threads):
     assert_close(y, ref.conv2d(x, w, None, s, pad, d, groups))
     assert_close(dx, ref.conv2d_input(gy, w, x.shape, s, pad, d, groups))
     assert_close(dw, ref.conv2d_weight(gy, x, wshape, s, pad, d, groups))
+
+
+# Weight-gradient shapes whose reduction (over the pixels of the batch) is split into partial sums
+# at some thread count: few output channels and few columns, reductions of 1700-2400 terms (long
+# enough to split, short enough for the float32 tolerance of testing.py). The packed-GEMM path
+# (stride 2, 7x7, dilation) and the dot-product path (1x1, grouped 3x3), with odd sizes and
+# remainders of every block (k not a multiple of 3 or 6, kd not of 4, pixels not of the vector).
+WGRAD_SPLIT_CASES = {
+    "gemm_7x7_stride2": ((2, 3, 70, 64), (5, 3, 7, 7), 2, 3, 1, 1),
+    "gemm_3x3_dilated_stride2": ((2, 4, 41, 45), (3, 4, 3, 3), (2, 1), (2, 1), (2, 3), 1),
+    "gemm_grouped_stride2": ((2, 6, 65, 61), (9, 2, 3, 3), 2, 1, 1, 3),
+    "dot_1x1": ((2, 5, 30, 35), (7, 5, 1, 1), 1, 0, 1, 1),
+    "dot_grouped_3x3": ((2, 6, 35, 33), (4, 3, 3, 3), 1, 1, 1, 2),
+    "dot_dilated": ((1, 4, 50, 47), (5, 4, 3, 2), 1, (2, 1), (2, 1), 1),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("threads", [1, 2, 3, 16])
+@pytest.mark.parametrize("case", WGRAD_SPLIT_CASES.values(), ids=WGRAD_SPLIT_CASES.keys())
+def test_conv2d_weight_reduction_split(isa, rng, case, threads, dtype):
+    """Weight gradient against ref.py at thread counts that split the reduction into 1, 2, 3 and
+    16+ partial sums (poisoned output), and bit-identical from one call to the next."""
+    xshape, wshape, stride, padding, dilation, groups = case
+    x, w = randn(rng, xshape, dtype), randn(rng, wshape, dtype)
+    s, pad, d = conv_config(xshape, wshape, stride, padding, dilation)
+    gy = randn(rng, ref.conv2d(x, w, None, s, pad, d, groups).shape, dtype)
+    dw_ref = ref.conv2d_weight(gy, x, wshape, s, pad, d, groups)
+    old = fastconv.num_threads()
+    fastconv.set_num_threads(threads)
+    try:
+        dw = poisoned(wshape, dtype)
+        _C.conv2d_backward_weight(gy, x, dw, s, pad, d, groups)
+        again = poisoned(wshape, dtype)
+        _C.conv2d_backward_weight(gy, x, again, s, pad, d, groups)
+    finally:
+        fastconv.set_num_threads(old)
+    assert_close(dw, dw_ref, dtype, name=f"conv2d_backward_weight ({threads} threads)")
+    np.testing.assert_array_equal(again, dw)
 
 
 # ---- layouts, unbatched, empty ------------------------------------------------------------------

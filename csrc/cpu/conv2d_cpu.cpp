@@ -20,10 +20,15 @@
 //                  then col2im scatter-add into dx; tasks are (image, group, block of channels),
 //                  so every task owns the dx planes it writes (no atomics, no reduction).
 //   weight grad  dW_g[Kg x Cg*R*S] = dY_g[Kg x (N*P*Q)] * col(X_g)^T: the reduction runs over the
-//                  pixels of the whole batch; B panels gathered from X per pixel run.
-//                stride 1 and (1x1, or Kg <= 32 as in grouped convolutions): blocked dot products
-//                  (4 kd rows x 3 channels of vector accumulators) on the zero-padded layout, no
-//                  packing (the GEMM would pack a B panel for only Kg rows of work).
+//                  pixels of the whole batch; B panels gathered from X per pixel run (stride 1:
+//                  copied, then transposed into the panel). The reduction may be cut into chunks
+//                  of whole kc blocks, each into its own partial dW, added in a fixed order
+//                  afterwards (wgrad_plan weighs the extra tasks against the partial sums).
+//                stride 1 with few rows or columns per group (use_dot_bw): blocked dot products
+//                  (4 kd rows x 6 (AVX-512) or 3 channels of vector accumulators) on the
+//                  zero-padded layout, no packing, the reduction in 2 KiB pieces; tasks split
+//                  kd and k first, then the reduction (dot_plan), same fixed-order partial sums.
+//                Deterministic: the split depends only on the shape and the thread count.
 //   bias grad    plain vector sums over N, P, Q.
 // A (weights, or dY for the weight gradient) is packed once per call into MR-row panels, in
 // parallel; each task packs its own B block (kc x nc) into per-thread scratch. Scratch lives in a
@@ -53,6 +58,15 @@
 //   2 threads (AVX-512 Zen 4, best of repeated calls): the make_split cost model took the weight
 //   gradients of r50_conv1_7x7s2 3.5 -> 2.1 ms, r50_res2_3x3 3.8 -> 2.9 ms, vgg_conv1_2 31 -> 24 ms
 //   (no more B re-packing per row block) and r50_res5_3x3 forward / input grad 15.3 -> 13.7 ms.
+//   Weight gradient, reduction splits + dot-path blocking + transposed B packing (2-core Intel
+//   Xeon, AVX-512, `fastconv bench --quick --ops conv`, bwd_weight ms before -> after, 2 threads):
+//   r50_res2_1x1 0.82 -> 0.56, r50_res2_1x1_up 2.8 -> 1.7, r50_res2_3x3 3.5 -> 2.6, r50_res3_1x1_down
+//   4.6 -> 3.1, vgg_conv1_2 22.6 -> 20, grouped_32x4d 2.1 -> 1.8; geomean ratio 1.43 -> 1.20-1.22
+//   (1 thread: 1.50 -> 1.32). r50_conv1_7x7s2 2.1 -> 1.85 at 2 threads (4 reduction chunks), ~2.1
+//   at 1 thread: its stride-2 gather for C = 3 is now the largest cost.
+//   At 16 threads the tasks per call go from 2 to 88-120 (r50_res2_1x1, _up) and conv1's weight
+//   gradient runs as 61 reduction chunks (2 kc blocks each) of whole 64 x 147 GEMMs (make_split
+//   alone could only cut its 4 column panels and 8 row panels, re-packing B for every row block).
 #include "cpu/conv2d_cpu.h"
 
 #include <cstring>
@@ -211,15 +225,105 @@ struct PackPixelCols {
   }
 };
 
+// dst[kk][t] = src[t][kk] for t < NR, kk < kcl (src rows lds apart). AVX-512 float: 16 x 16
+// blocks transposed in registers (unpack, shuffle, 128-bit lane shuffles: 64 shuffles per 256
+// elements instead of 256 scalar strided stores); elsewhere, and for the kk tail, scalar.
+template <class T>
+FC_GEMM_INLINE void transpose_panel(const T* src, int64_t lds, int64_t kcl, T* dst) {
+  constexpr int NR = Blk<T>::NR;
+  int64_t kk0 = 0;
+#if defined(FC_ISA_avx512)
+  if constexpr (sizeof(T) == 4) {
+    static_assert(NR % 16 == 0, "AVX-512 float panels are whole 16-column blocks");
+    for (; kk0 + 16 <= kcl; kk0 += 16) {
+      for (int tb = 0; tb < NR; tb += 16) {
+        __m512 r[16], t[16];
+        FC_GEMM_UNROLL for (int i = 0; i < 16; ++i)
+          r[i] = _mm512_loadu_ps(reinterpret_cast<const float*>(src + (tb + i) * lds + kk0));
+        FC_GEMM_UNROLL for (int i = 0; i < 8; ++i) {
+          t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+          t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        // r[4i + j], 128-bit lane L: element 4L + j of rows 4i .. 4i + 3.
+        FC_GEMM_UNROLL for (int i = 0; i < 4; ++i) {
+          r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+          r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+          r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+          r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+        }
+        float* d = reinterpret_cast<float*>(dst + kk0 * NR + tb);
+        FC_GEMM_UNROLL for (int j = 0; j < 4; ++j) {
+          const __m512 a = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
+          const __m512 b = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
+          const __m512 c = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+          const __m512 e = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+          _mm512_storeu_ps(d + j * NR, _mm512_shuffle_f32x4(a, c, 0x88));
+          _mm512_storeu_ps(d + (8 + j) * NR, _mm512_shuffle_f32x4(a, c, 0xDD));
+          _mm512_storeu_ps(d + (4 + j) * NR, _mm512_shuffle_f32x4(b, e, 0x88));
+          _mm512_storeu_ps(d + (12 + j) * NR, _mm512_shuffle_f32x4(b, e, 0xDD));
+        }
+      }
+    }
+  }
+#endif
+  for (int64_t kk = kk0; kk < kcl; ++kk)
+    for (int t = 0; t < NR; ++t) dst[kk * NR + t] = src[t * lds + kk];
+}
+
 // B packer for the weight gradient, rows = pixels, columns = kd = (c, r, s):
 // Bp[panel][kk][NR] = col(X)[n0 + panel*NR + t][pixel kc0 + kk].
+// Stride 1, two steps per panel: each column's pixels are copied into a row of a small buffer
+// (a run of one output row is contiguous input), then the NR x kcl buffer is
+// transposed into the panel. Gathering straight into the panel wrote one element every NR (a
+// scalar strided store per element) and took 20-35% of the weight gradient's time.
 template <class T>
 struct PackKdCols {
   Im2col<T> g;
+  static constexpr int64_t kLds = (Blk<T>::KCMAX + 15) / 16 * 16 + 16;  // buffer row stride
   void operator()(int64_t kc0, int64_t kcl, int64_t n0, int64_t ncols, T* Bp) const {
     constexpr int NR = Blk<T>::NR;
     Seg<T> segs[Blk<T>::KCMAX];
+    alignas(64) T buf[NR * kLds];
     const int nseg = make_segments(g, kc0, kcl, segs);
+    if (g.sw != 1) return strided(segs, nseg, kcl, n0, ncols, Bp);
+    for (int64_t jp = 0; jp * NR < ncols; ++jp) {
+      const int64_t nr = ncols - jp * NR < NR ? ncols - jp * NR : NR;
+      int64_t kd = n0 + jp * NR;
+      int64_t c = kd / g.RS, rs = kd - c * g.RS;
+      int64_t r = rs / g.S, s = rs - r * g.S;
+      for (int64_t t = 0; t < nr; ++t) {
+        const int64_t choff = c * g.HW;
+        T* row_buf = buf + t * kLds;
+        for (int i = 0; i < nseg; ++i) {
+          const Seg<T>& sg = segs[i];
+          T* d = row_buf + sg.off;
+          const int64_t ih = sg.hb + r * g.dh;
+          if (ih < 0 || ih >= g.H) {
+            for (int64_t u = 0; u < sg.len; ++u) d[u] = T(0);
+            continue;
+          }
+          const T* row = sg.img + choff + ih * g.W;
+          const int64_t iw0 = sg.wb + s * g.dw;
+          int64_t lo, hi;
+          valid_range(iw0, g.sw, g.W, sg.len, lo, hi);
+          for (int64_t u = 0; u < lo; ++u) d[u] = T(0);
+          if (hi > lo) std::memcpy(d + lo, row + iw0 + lo, sizeof(T) * (hi - lo));
+          for (int64_t u = hi; u < sg.len; ++u) d[u] = T(0);
+        }
+        if (++s == g.S) {
+          s = 0;
+          if (++r * g.S == g.RS) { r = 0; ++c; }
+        }
+      }
+      for (int64_t t = nr; t < NR; ++t)
+        for (int64_t kk = 0; kk < kcl; ++kk) buf[t * kLds + kk] = T(0);
+      transpose_panel(buf, kLds, kcl, Bp + jp * NR * kcl);
+    }
+  }
+  // Strided input rows (stride > 1): a strided read feeding the transpose measured 8% slower
+  // end to end than gathering straight into the panel (conv1 7x7/2, res4 3x3/2), so that stays.
+  void strided(const Seg<T>* segs, int nseg, int64_t kcl, int64_t n0, int64_t ncols, T* Bp) const {
+    constexpr int NR = Blk<T>::NR;
     for (int64_t jp = 0; jp * NR < ncols; ++jp) {
       const int64_t nr = ncols - jp * NR < NR ? ncols - jp * NR : NR;
       T* dst = Bp + jp * NR * kcl;
@@ -241,12 +345,7 @@ struct PackKdCols {
           int64_t lo, hi;
           valid_range(iw0, g.sw, g.W, sg.len, lo, hi);
           for (int64_t u = 0; u < lo; ++u) d[u * NR] = T(0);
-          if (g.sw == 1) {
-            const T* src = row + iw0;
-            for (int64_t u = lo; u < hi; ++u) d[u * NR] = src[u];
-          } else {
-            for (int64_t u = lo; u < hi; ++u) d[u * NR] = row[iw0 + u * g.sw];
-          }
+          for (int64_t u = lo; u < hi; ++u) d[u * NR] = row[iw0 + u * g.sw];
           for (int64_t u = hi; u < sg.len; ++u) d[u * NR] = T(0);
         }
         if (++s == g.S) {
@@ -659,7 +758,85 @@ void backward_input_col2im(const Conv2dParams& p, const T* dy, const T* w, T* dx
   });
 }
 
-// Weight gradient: dW_g = A_g (dY packed, Kg x N*PQ) * col(X_g)^T; tasks (group, row block, column block).
+// dw[e] = dw[e] + part[0][e] + part[1][e] + ... (in this order), e < n; parallel over e.
+template <class T>
+void reduce_partials(T* dw, const T* part, int64_t nparts, int64_t n) {
+  using V = Vec<T>;
+  constexpr int L = V::size;
+  if (nparts <= 0) return;
+  parallel_for(ceil_div(n, 1024), 1 + 16 / (nparts + 1), [&](int64_t b, int64_t e) {
+    for (int64_t blk = b; blk < e; ++blk) {
+      const int64_t i0 = blk * 1024, i1 = i0 + 1024 < n ? i0 + 1024 : n;
+      int64_t i = i0;
+      for (; i + L <= i1; i += L) {
+        V s = V::load(dw + i);
+        for (int64_t q = 0; q < nparts; ++q) s = s + V::load(part + q * n + i);
+        s.store(dw + i);
+      }
+      for (; i < i1; ++i) {
+        T s = dw[i];
+        for (int64_t q = 0; q < nparts; ++q) s += part[q * n + i];
+        dw[i] = s;
+      }
+    }
+  });
+}
+
+// Weight gradient: dW_g = A_g (dY packed, Kg x N*PQ) * col(X_g)^T. Tasks (reduction split, group,
+// row block, column block): the reduction over the pixels of the batch is cut into ns chunks of
+// whole kc blocks, each chunk a GEMM of its own into its own partial dW (chunk 0 into dw), added
+// in a fixed order afterwards (reduce_partials). A layer with few rows and columns (conv1: 64 x
+// 147) and a long reduction otherwise gives a handful of tasks, or, split in rows, packs its B
+// again for every row block; wgrad_plan weighs both against the cost of the partial sums.
+struct WgradPlan {
+  gemm::Split sp;
+  int64_t ns, cpb;  // reduction chunks, kc blocks per chunk
+};
+
+template <class T>
+WgradPlan wgrad_plan(int64_t G, int64_t M, int64_t Ncols, int64_t Kd, int64_t kc, int64_t nt) {
+  const int64_t nkcb = ceil_div(Kd, kc);
+  // Model units: one multiply-add of one element of dW (make_split's cost). Adding one partial
+  // dW costs about 16 per element while dW stays in cache (a load from another core's cache, an
+  // add, a store), about 128 once it does not (measured at 2 threads: a 2.4 MB partial of
+  // r50_res4_3x3 cost ~0.3 ms), spread over the threads, plus a parallel region (~3 us).
+  const double dw_bytes = double(G * M * Ncols) * double(sizeof(T));
+  const double kReduce = dw_bytes > double(512 << 10) ? 128.0 : 16.0, kRegion = 3.0e5;
+  // A thread that starts late (woken late, or sharing its core) delays the call by a part of a
+  // task when every thread has one or two: charge a quarter task, so that the model prefers a
+  // few tasks per thread over exactly one when the partial sums are cheap.
+  auto modeled = [&](double c, int64_t ntasks, int64_t len) {
+    const double per_task = ntasks >= nt ? double(nt) / double(ntasks) : 1.0;
+    return c * double(len) * (1.0 + 0.25 * per_task);
+  };
+  double c1 = 0.0;
+  WgradPlan best{gemm::make_split<T>(G, M, Ncols, nt, 6, &c1), 1, nkcb};
+  double best_time = modeled(c1, best.sp.tasks(G), Kd);
+  if (nt <= 1 || nkcb <= 1) return best;
+  const int64_t ncb_min = ceil_div(Ncols, Blk<T>::NCMAX);
+  const int64_t nmb_min = ceil_div(M, 4 * Blk<T>::MC);  // row blocks worth keeping whole
+  const int64_t natural = G * ncb_min * nmb_min;
+  const int64_t cap = (int64_t(64) << 20) / (G * M * Ncols * static_cast<int64_t>(sizeof(T)) + 1);
+  // Candidates: enough chunks for 1, 2 and 4 tasks per thread with unsplit GEMMs.
+  for (int64_t per : {int64_t(1), int64_t(2), int64_t(4)}) {
+    int64_t ns = ceil_div(per * nt, natural);
+    if (ns > nkcb) ns = nkcb;
+    if (ns > cap + 1) ns = cap + 1;
+    if (ns <= 1) continue;
+    const int64_t cpb = ceil_div(nkcb, ns);
+    ns = ceil_div(nkcb, cpb);
+    double c = 0.0;
+    const gemm::Split sp = gemm::make_split<T>(G * ns, M, Ncols, nt, 6, &c);
+    const double t = modeled(c, sp.tasks(G * ns), cpb * kc) +
+                     kReduce * double(ns - 1) * double(G * M * Ncols) / double(nt) + kRegion;
+    if (t < best_time * 0.97) {
+      best_time = t;
+      best = WgradPlan{sp, ns, cpb};
+    }
+  }
+  return best;
+}
+
 template <class T>
 void backward_weight_gemm(const Conv2dParams& p, const T* dy, const T* x, T* dw) {
   using B_ = Blk<T>;
@@ -670,28 +847,41 @@ void backward_weight_gemm(const Conv2dParams& p, const T* dy, const T* x, T* dw)
     return;
   }
   const int64_t nt = num_threads();
-  const gemm::Split sp = gemm::make_split<T>(G, M, Ncols, nt, 6);
   const int64_t kc = gemm::kc_for<T>(Kd);
+  const WgradPlan wp = wgrad_plan<T>(G, M, Ncols, Kd, kc, nt);
+  const gemm::Split& sp = wp.sp;
+  const int64_t chunk = wp.cpb * kc, dw_elems = p.K * Ncols;
   const int64_t Mpad = round_up(M, B_::MR);
-  const int64_t ntasks = sp.tasks(G), nthr = ntasks < nt ? ntasks : nt;
+  const int64_t ntasks = sp.tasks(G * wp.ns), nthr = ntasks < nt ? ntasks : nt;
   const size_t a_bytes = gemm::Arena::bytes<T>(G * Mpad * Kd);
+  const size_t p_bytes = gemm::Arena::bytes<T>((wp.ns - 1) * dw_elems);
   const size_t b_bytes = gemm::Arena::bytes<T>(kc * sp.nc);
-  char* base = static_cast<char*>(gemm::call_scratch().get(a_bytes + nthr * b_bytes));
+  char* base = static_cast<char*>(gemm::call_scratch().get(a_bytes + p_bytes + nthr * b_bytes));
   T* Ap = reinterpret_cast<T*>(base);
+  T* part = reinterpret_cast<T*>(base + a_bytes);
   pack_a<T>(PackDyRows<T>{dy, p.K, M, PQ}, [M](int64_t) { return M; }, G, Mpad, Kd, kc, Ap);
 
   const Im2col<T> g0 = make_im2col(p, x);
-  gemm::run_tasks(ntasks, nthr, base + a_bytes, b_bytes, [&](int64_t t, char* mine) {
-    const int64_t g = t / (sp.nmb * sp.ncb), rem = t - g * sp.nmb * sp.ncb;
+  const int64_t per_chunk = G * sp.nmb * sp.ncb;
+  gemm::run_tasks(ntasks, nthr, base + a_bytes + p_bytes, b_bytes, [&](int64_t t, char* mine) {
+    const int64_t s = t / per_chunk, r0 = t - s * per_chunk;
+    const int64_t g = r0 / (sp.nmb * sp.ncb), rem = r0 - g * sp.nmb * sp.ncb;
     const int64_t mb = rem / sp.ncb, cb = rem - mb * sp.ncb;
     const int64_t m0 = mb * sp.mc, m1 = m0 + sp.mc < M ? m0 + sp.mc : M;
     const int64_t n0 = cb * sp.nc, n1 = n0 + sp.nc < Ncols ? n0 + sp.nc : Ncols;
+    const int64_t j0 = s * chunk, jl = Kd - j0 < chunk ? Kd - j0 : chunk;
     PackKdCols<T> pb{g0};
     pb.g.x = x + g * Cg * HW;
-    StoreRowMajor<T> st{dw + g * M * Ncols, Ncols, 0};
-    gemm::macro_kernel(Ap + g * Mpad * Kd, Mpad, Kd, kc, m0, m1, n0, n1, reinterpret_cast<T*>(mine),
-                       pb, st);
+    auto pack_chunk = [&](int64_t kc0, int64_t kcl, int64_t c0, int64_t nc, T* Bp) {
+      pb(j0 + kc0, kcl, c0, nc, Bp);
+    };
+    T* dst = s == 0 ? dw : part + (s - 1) * dw_elems;
+    StoreRowMajor<T> st{dst + g * M * Ncols, Ncols, 0};
+    // Chunks start on kc-block boundaries, where A's block layout restarts (gemm_cpu.h).
+    gemm::macro_kernel(Ap + g * Mpad * Kd + j0 * Mpad, Mpad, jl, kc, m0, m1, n0, n1,
+                       reinterpret_cast<T*>(mine), pack_chunk, st);
   });
+  reduce_partials(dw, part, wp.ns - 1, dw_elems);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -700,71 +890,146 @@ void backward_weight_gemm(const Conv2dParams& p, const T* dy, const T* x, T* dw)
 //   dW[k][kd] = sum_n sum_v dyv[n][k][v] * xq[n][off[kd] + v]
 // where v runs over the virtual columns p*Wp + q and dyv is dY in that layout with zeros in the
 // columns q >= Q (for 1x1 / stride 1 / unpadded, xq = x and dyv = dy: nothing is copied).
-// Register block: 4 reduction rows kd x 3 output channels k = 12 vector accumulators, 7 loads
-// per 12 FMAs, reduced horizontally at the end. Tasks: (group, block of kd rows).
+// Register block: kDotI = 4 reduction rows kd x kDotJ output channels k of vector accumulators
+// (AVX-512: 4 x 6 = 24 zmm, 10 loads per 24 FMAs; otherwise 4 x 3 = 12, 7 loads per 12 FMAs),
+// reduced horizontally once at the end of a task.
+// Cache blocking: the reduction runs in pieces of kDotV virtual columns of one image; for one
+// piece a task walks its kd blocks (the 4 x rows of a block, 4 x 2 KiB, stay in L1) and, inside,
+// its k blocks (dY rows from L2); the accumulators go to a per-task buffer between pieces, so
+// the rows never stream from L3 (the unblocked loop ran at a third of peak on 1x1 layers).
+// Tasks: (reduction split, group, run of kd blocks, run of k blocks), see dot_plan.
 // ---------------------------------------------------------------------------------------------
-constexpr int kDotI = 4, kDotJ = 3;
+constexpr int kDotI = 4;
+#if defined(FC_ISA_avx512)
+constexpr int kDotJ = 6;
+#else
+constexpr int kDotJ = 3;
+#endif
 
 template <class T>
-void dot_block(const T* xq, int64_t xstride, const int64_t* off, int ni, const T* dyv,
-               int64_t ystride, int64_t yld, int nj, int64_t N, int64_t Nv, T* dw, int64_t ldw) {
+constexpr int64_t dot_piece() { return 2048 / static_cast<int64_t>(sizeof(T)); }  // 2 KiB per row
+
+// acc[i][j] (vectors, in memory) += a_i[v] * b_j[v] for v < nfull + tail (nfull a multiple of L).
+template <class T>
+FC_GEMM_INLINE void dot_tile(const T* const* a, const T* const* b, int64_t nfull, int tail, T* accm) {
   using V = Vec<T>;
-  constexpr int L = V::size;
-  V acc[kDotI][kDotJ];
-  FC_GEMM_UNROLL for (int i = 0; i < kDotI; ++i)
-    FC_GEMM_UNROLL for (int j = 0; j < kDotJ; ++j) acc[i][j] = V::zero();
-  const int64_t nfull = Nv / L * L;
-  const int tail = static_cast<int>(Nv - nfull);
-  for (int64_t n = 0; n < N; ++n) {
-    const T* a[kDotI];
-    const T* b[kDotJ];
-    FC_GEMM_UNROLL for (int i = 0; i < kDotI; ++i)
-      a[i] = xq + n * xstride + off[i < ni ? i : ni - 1];
-    FC_GEMM_UNROLL for (int j = 0; j < kDotJ; ++j)
-      b[j] = dyv + n * ystride + (j < nj ? j : nj - 1) * yld;
-    for (int64_t v = 0; v < nfull; v += L) {
-      V bv[kDotJ];
-      FC_GEMM_UNROLL for (int j = 0; j < kDotJ; ++j) bv[j] = V::load(b[j] + v);
-      FC_GEMM_UNROLL for (int i = 0; i < kDotI; ++i) {
-        const V av = V::load(a[i] + v);
-        FC_GEMM_UNROLL for (int j = 0; j < kDotJ; ++j) acc[i][j] = V::fmadd(av, bv[j], acc[i][j]);
-      }
-    }
-    if (tail) {
-      V bv[kDotJ];
-      FC_GEMM_UNROLL for (int j = 0; j < kDotJ; ++j) bv[j] = V::load_partial(b[j] + nfull, tail);
-      FC_GEMM_UNROLL for (int i = 0; i < kDotI; ++i) {
-        const V av = V::load_partial(a[i] + nfull, tail);
-        FC_GEMM_UNROLL for (int j = 0; j < kDotJ; ++j) acc[i][j] = V::fmadd(av, bv[j], acc[i][j]);
-      }
+  constexpr int L = V::size, I = kDotI, J = kDotJ;
+  V acc[I][J];
+  FC_GEMM_UNROLL for (int i = 0; i < I; ++i)
+    FC_GEMM_UNROLL for (int j = 0; j < J; ++j) acc[i][j] = V::load(accm + (i * J + j) * L);
+  for (int64_t v = 0; v < nfull; v += L) {
+    V bv[J];
+    FC_GEMM_UNROLL for (int j = 0; j < J; ++j) bv[j] = V::load(b[j] + v);
+    FC_GEMM_UNROLL for (int i = 0; i < I; ++i) {
+      const V av = V::load(a[i] + v);
+      FC_GEMM_UNROLL for (int j = 0; j < J; ++j) acc[i][j] = V::fmadd(av, bv[j], acc[i][j]);
     }
   }
-  for (int j = 0; j < nj; ++j)
-    for (int i = 0; i < ni; ++i) dw[j * ldw + i] = acc[i][j].reduce_add();
+  if (tail) {
+    V bv[J];
+    FC_GEMM_UNROLL for (int j = 0; j < J; ++j) bv[j] = V::load_partial(b[j] + nfull, tail);
+    FC_GEMM_UNROLL for (int i = 0; i < I; ++i) {
+      const V av = V::load_partial(a[i] + nfull, tail);
+      FC_GEMM_UNROLL for (int j = 0; j < J; ++j) acc[i][j] = V::fmadd(av, bv[j], acc[i][j]);
+    }
+  }
+  FC_GEMM_UNROLL for (int i = 0; i < I; ++i)
+    FC_GEMM_UNROLL for (int j = 0; j < J; ++j) acc[i][j].store(accm + (i * J + j) * L);
 }
 
+// Work split of the dot-product weight gradient. Splitting kd or k costs nothing here (no
+// packing to repeat; a block's rows come from L2 either way), so tasks are first made finer in
+// those; only when groups x kd blocks x k blocks cannot give every thread about 4 tasks is the
+// reduction (the pieces of the batch) split too, into ns partial sums reduced in a fixed order
+// afterwards (reduce_partials). ns depends only on the shape and the thread count, so the result
+// is the same, bit for bit, from call to call at one thread count.
+struct DotPlan {
+  int64_t nib, njb;    // kd blocks (of kDotI) and k blocks (of kDotJ) per group
+  int64_t ibt, jbt;    // blocks per task
+  int64_t ntb_i, ntb_j;  // task runs per group
+  int64_t npieces, ns, pps;  // pieces of the reduction, splits, pieces per split
+  int64_t tasks(int64_t G) const { return ns * G * ntb_i * ntb_j; }
+};
+
+inline DotPlan dot_plan(int64_t G, int64_t Kg, int64_t Kd, int64_t npieces, int64_t nt,
+                        int64_t dw_elems, int64_t elem_bytes) {
+  DotPlan d;
+  d.nib = ceil_div(Kd, kDotI);
+  d.njb = ceil_div(Kg, kDotJ);
+  d.ibt = d.nib < 8 ? d.nib : 8;                          // 32 kd rows
+  const int64_t jmax = ceil_div(64, kDotJ);               // about 64 output channels
+  d.jbt = d.njb < jmax ? d.njb : jmax;
+  const int64_t want = nt > 1 ? 4 * nt : 1;
+  auto runs = [&]() {
+    d.ntb_i = ceil_div(d.nib, d.ibt);
+    d.ntb_j = ceil_div(d.njb, d.jbt);
+    return G * d.ntb_i * d.ntb_j;
+  };
+  while (runs() < want && (d.ibt > 1 || d.jbt > 1)) {
+    if (d.jbt >= d.ibt && d.jbt > 1) d.jbt = ceil_div(d.jbt, 2);
+    else d.ibt = ceil_div(d.ibt, 2);
+  }
+  const int64_t r = runs();
+  d.npieces = npieces;
+  d.ns = 1;
+  if (r < want && nt > 1) {
+    d.ns = ceil_div(want, r);
+    // Each partial sum costs one pass over dW; keep them to at most 64 MiB and a piece each.
+    const int64_t cap = (int64_t(64) << 20) / (dw_elems * elem_bytes + 1);
+    if (d.ns > cap) d.ns = cap;
+    if (d.ns > npieces) d.ns = npieces;
+    if (d.ns < 1) d.ns = 1;
+  }
+  d.pps = ceil_div(npieces, d.ns);
+  d.ns = ceil_div(npieces, d.pps);
+  return d;
+}
+
+// Dot products or the packed GEMM. Measured (1 core, AVX-512, float32): the dot path runs at
+// about 80 GFLOP/s on 1x1 layers and 95-105 on 3x3 layers with Kg = 64 (its input rows overlap),
+// whatever the channel counts; the GEMM's B packing is amortised over Kg rows and its A packing
+// over Cg*R*S columns, so it wins once both are large: 1x1 2x64x56x56 k64 dot 0.65 ms vs GEMM
+// 1.0, k256 2.5 vs 3.2, 2x256 k64 2.5 vs 2.75, but 4x256x28x28 k256 5.2 vs 3.9 and 4x512x28x28
+// k128 5.1 vs 3.9; 3x3 k64 56x56 4.4 vs 4.7 and 224x224 39 vs 42, but 3x3 k128 28x28 9.6 vs 8.1.
+// Short rows (7x7, 14x14 images) pay the per-piece accumulator traffic: GEMM.
 inline bool use_dot_bw(const Conv2dParams& p) {
   if (p.stride_h != 1 || p.stride_w != 1 || p.P * p.Q == 0) return false;
   const bool flat = p.R == 1 && p.S == 1 && p.pad_t == 0 && p.pad_l == 0 && p.P == p.H && p.Q == p.W;
-  if (flat) return p.Kg() <= 256 && p.Cg() <= 256;
-  if (p.Kg() > 32) return false;
+  const int64_t Kg = p.Kg(), Cg = p.Cg();
+  if (flat) return (Kg <= 64 || Cg <= 64) && p.P * p.Q >= 256;
+  if (Kg > 64) return false;
   const int64_t Wp = p.Q + (p.S - 1) * p.dil_w;
-  return double((p.P - 1) * Wp + p.Q) / double(p.P * p.Q) <= 1.15;
+  const double waste = double((p.P - 1) * Wp + p.Q) / double(p.P * p.Q);
+  return Kg <= 32 ? waste <= 1.15 : waste <= 1.05;
 }
 
 template <class T>
 void backward_weight_dot(const Conv2dParams& p, const T* dy, const T* x, T* dw) {
+  using V = Vec<T>;
+  constexpr int L = V::size, I = kDotI, J = kDotJ;
   const int64_t N = p.N, G = p.groups, Kg = p.Kg(), Cg = p.Cg(), RS = p.R * p.S, Kd = Cg * RS;
   const int64_t P = p.P, Q = p.Q, PQ = P * Q;
   const bool flat = p.R == 1 && p.S == 1 && p.pad_t == 0 && p.pad_l == 0 && P == p.H && Q == p.W;
   const int64_t Hp = flat ? 1 : P + (p.R - 1) * p.dil_h;
   const int64_t Wp = flat ? PQ : Q + (p.S - 1) * p.dil_w;
   const int64_t plane = Hp * Wp, Nv = flat ? PQ : (P - 1) * Wp + Q;
+  // dY rows of the padded layout start on whole vectors (unaligned loads that cross cache lines
+  // cost two); the input rows cannot (they start at every shift s).
+  const int64_t ld = flat ? PQ : round_up(Nv, L);
+  const int64_t VC = dot_piece<T>(), ppi = ceil_div(Nv, VC);
+  const int64_t nt = num_threads();
+  const int64_t dw_elems = p.K * Kd;
+  const DotPlan d = dot_plan(G, Kg, Kd, N * ppi, nt, dw_elems, sizeof(T));
+  const int64_t ntasks = d.tasks(G), nthr = ntasks < nt ? ntasks : nt;
   const size_t o_bytes = gemm::Arena::bytes<int64_t>(Kd);
   const size_t x_bytes = flat ? 0 : gemm::Arena::bytes<T>(N * p.C * plane);
-  const size_t y_bytes = flat ? 0 : gemm::Arena::bytes<T>(N * p.K * Nv);
-  char* base = static_cast<char*>(gemm::call_scratch().get(o_bytes + x_bytes + y_bytes));
+  const size_t y_bytes = flat ? 0 : gemm::Arena::bytes<T>(N * p.K * ld);
+  const size_t p_bytes = gemm::Arena::bytes<T>((d.ns - 1) * dw_elems);
+  const size_t a_bytes = gemm::Arena::bytes<T>(d.ibt * I * d.jbt * J * L);  // per thread
+  char* base = static_cast<char*>(
+      gemm::call_scratch().get(o_bytes + x_bytes + y_bytes + p_bytes + nthr * a_bytes));
   int64_t* off = reinterpret_cast<int64_t*>(base);
+  T* part = reinterpret_cast<T*>(base + o_bytes + x_bytes + y_bytes);
   for (int64_t kd = 0; kd < Kd; ++kd) {
     const int64_t c = kd / RS, rs = kd - c * RS, r = rs / p.S, s = rs - r * p.S;
     off[kd] = c * plane + r * p.dil_h * Wp + s * p.dil_w;
@@ -778,36 +1043,67 @@ void backward_weight_dot(const Conv2dParams& p, const T* dy, const T* x, T* dw) 
     parallel_for(N * p.K, 1 + 16384 / (Nv + 1), [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const T* src = dy + i * PQ;
-        T* d = yv + i * Nv;
+        T* dd = yv + i * ld;
         for (int64_t pp = 0; pp < P; ++pp) {
-          std::memcpy(d + pp * Wp, src + pp * Q, sizeof(T) * Q);
-          if (pp + 1 < P) std::memset(d + pp * Wp + Q, 0, sizeof(T) * (Wp - Q));
+          std::memcpy(dd + pp * Wp, src + pp * Q, sizeof(T) * Q);
+          if (pp + 1 < P) std::memset(dd + pp * Wp + Q, 0, sizeof(T) * (Wp - Q));
         }
+        for (int64_t v = Nv; v < ld; ++v) dd[v] = T(0);
       }
     });
     xq = xp;
     dyv = yv;
   }
-  const int64_t xstride = p.C * plane, ystride = p.K * Nv;
-  const int64_t nib = gemm::ceil_div(Kd, kDotI);
-  // Each task: one group, a run of kd blocks (about 16 KiB of dW), all Kg channels.
-  const int64_t per = nib < 8 ? nib : 8;
-  const int64_t tpg = gemm::ceil_div(nib, per);
-  parallel_for(G * tpg, 1, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      const int64_t g = t / tpg, ib0 = (t - g * tpg) * per;
-      const int64_t ib1 = ib0 + per < nib ? ib0 + per : nib;
-      for (int64_t k0 = 0; k0 < Kg; k0 += kDotJ) {
-        const int nj = static_cast<int>(Kg - k0 < kDotJ ? Kg - k0 : kDotJ);
-        for (int64_t ib = ib0; ib < ib1; ++ib) {
-          const int64_t kd0 = ib * kDotI;
-          const int ni = static_cast<int>(Kd - kd0 < kDotI ? Kd - kd0 : kDotI);
-          dot_block(xq + g * Cg * plane, xstride, off + kd0, ni, dyv + (g * Kg + k0) * Nv,
-                    ystride, Nv, nj, N, Nv, dw + (g * Kg + k0) * Kd + kd0, Kd);
+  const int64_t xstride = p.C * plane, ystride = p.K * ld;
+  const int64_t per_split = G * d.ntb_i * d.ntb_j;
+  gemm::run_tasks(ntasks, nthr, base + o_bytes + x_bytes + y_bytes + p_bytes, a_bytes,
+                  [&](int64_t t, char* mine) {
+    const int64_t s = t / per_split, r0 = t - s * per_split;
+    const int64_t g = r0 / (d.ntb_i * d.ntb_j), r1 = r0 - g * d.ntb_i * d.ntb_j;
+    const int64_t ti = r1 / d.ntb_j, tj = r1 - ti * d.ntb_j;
+    const int64_t ib0 = ti * d.ibt, ib1 = ib0 + d.ibt < d.nib ? ib0 + d.ibt : d.nib;
+    const int64_t jb0 = tj * d.jbt, jb1 = jb0 + d.jbt < d.njb ? jb0 + d.jbt : d.njb;
+    const int64_t pc0 = s * d.pps, pc1 = pc0 + d.pps < d.npieces ? pc0 + d.pps : d.npieces;
+    T* acc = reinterpret_cast<T*>(mine);
+    const int64_t nacc = (ib1 - ib0) * (jb1 - jb0) * I * J * L;
+    for (int64_t e = 0; e < nacc; ++e) acc[e] = T(0);
+    const T* xg = xq + g * Cg * plane;
+    const T* yg = dyv + g * Kg * ld;
+    for (int64_t pc = pc0; pc < pc1; ++pc) {
+      const int64_t n = pc / ppi, v0 = (pc - n * ppi) * VC;
+      const int64_t len = Nv - v0 < VC ? Nv - v0 : VC;
+      const int64_t nfull = len / L * L;
+      const int tail = static_cast<int>(len - nfull);
+      const T* xn = xg + n * xstride + v0;
+      const T* yn = yg + n * ystride + v0;
+      T* blk = acc;
+      for (int64_t ib = ib0; ib < ib1; ++ib) {
+        const T* a[I];
+        FC_GEMM_UNROLL for (int i = 0; i < I; ++i) {
+          const int64_t kd = ib * I + i;
+          a[i] = xn + off[kd < Kd ? kd : Kd - 1];  // rows past Kd repeat the last (dropped)
+        }
+        for (int64_t jb = jb0; jb < jb1; ++jb, blk += I * J * L) {
+          const T* b[J];
+          FC_GEMM_UNROLL for (int j = 0; j < J; ++j) {
+            const int64_t k = jb * J + j;
+            b[j] = yn + (k < Kg ? k : Kg - 1) * ld;
+          }
+          dot_tile(a, b, nfull, tail, blk);
         }
       }
     }
+    T* dst = (s == 0 ? dw : part + (s - 1) * dw_elems) + g * Kg * Kd;
+    const T* blk = acc;
+    for (int64_t ib = ib0; ib < ib1; ++ib)
+      for (int64_t jb = jb0; jb < jb1; ++jb, blk += I * J * L)
+        for (int i = 0; i < I; ++i)
+          for (int j = 0; j < J; ++j) {
+            const int64_t kd = ib * I + i, k = jb * J + j;
+            if (kd < Kd && k < Kg) dst[k * Kd + kd] = V::load(blk + (i * J + j) * L).reduce_add();
+          }
   });
+  reduce_partials(dw, part, d.ns - 1, dw_elems);
 }
 
 template <class T>

@@ -260,30 +260,32 @@ void macro_kernel_direct(const T* Ap, int64_t Mpad, int64_t Kd, int64_t kc, int6
 // plus pack_rows rows' worth per packed B column (every row block packs its B block again) plus
 // one row's worth per row of A it streams. Few columns and many rows (7x7 layers) end up split in
 // columns down to single panels before rows; a lone small GEMM (conv1's weight gradient, 147
-// columns) splits rows as well.
+// columns) splits rows as well. cost_out (optional): the chosen split's cost, per unit of the
+// reduction, in multiply-adds of one element of C (conv2d_cpu.cpp weighs reduction splits with it).
 struct Split {
   int64_t nc, ncb, mc, nmb;
   int64_t tasks(int64_t groups) const { return groups * ncb * nmb; }
 };
 template <class T>
 inline Split make_split(int64_t groups, int64_t M, int64_t Ncols, int64_t nthreads,
-                        int64_t pack_rows) {
+                        int64_t pack_rows, double* cost_out = nullptr) {
   constexpr int MR = Blk<T>::MR, NR = Blk<T>::NR;
   constexpr int64_t kMaxThreads = 64;
   const int64_t nt = nthreads < 1 ? 1 : (nthreads > kMaxThreads ? kMaxThreads : nthreads);
   const int64_t panels = ceil_div(Ncols, NR), mpanels = ceil_div(M, MR);
   const int64_t ncb_min = ceil_div(Ncols, Blk<T>::NCMAX);
   Split best{round_up(ceil_div(Ncols, ncb_min), NR), ncb_min, round_up(M, MR), 1};
-  if (nt == 1 || M <= 0 || Ncols <= 0) {
-    best.ncb = ceil_div(Ncols, best.nc > 0 ? best.nc : 1);
-    return best;
-  }
-  double best_cost = -1.0;
   // Cost of `cols` columns x `rows` rows of one task (per unit of the reduction).
   auto task_cost = [&](int64_t rows, int64_t cols) {
     return double(round_up(rows, MR)) * double(round_up(cols, NR)) +
            double(pack_rows) * double(round_up(cols, NR)) + double(round_up(rows, MR));
   };
+  if (nt == 1 || M <= 0 || Ncols <= 0) {
+    best.ncb = ceil_div(Ncols, best.nc > 0 ? best.nc : 1);
+    if (cost_out) *cost_out = double(groups) * double(best.ncb) * task_cost(M, best.nc);
+    return best;
+  }
+  double best_cost = -1.0;
   for (int64_t want_cb = ncb_min; want_cb <= panels && want_cb <= 8 * nt; ++want_cb) {
     const int64_t nc = round_up(ceil_div(Ncols, want_cb), NR);
     const int64_t ncb = ceil_div(Ncols, nc);
@@ -324,6 +326,7 @@ inline Split make_split(int64_t groups, int64_t M, int64_t Ncols, int64_t nthrea
       }
     }
   }
+  if (cost_out) *cost_out = best_cost;
   return best;
 }
 

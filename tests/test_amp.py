@@ -12,10 +12,11 @@ from fastconv.amp import GradScaler, autocast, autocast_dtype
 from fastconv.testing import cuda_emulation
 
 
-def net():
+def net(pool=None):
     fastconv.manual_seed(0)
     return nn.Sequential(nn.DepthwiseConv2d(3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4))
+                         pool or nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(3, 4))
 
 
 def test_autocast_runs_conv_and_linear_in_float16_with_float32_master_weights(rng):
@@ -23,7 +24,9 @@ def test_autocast_runs_conv_and_linear_in_float16_with_float32_master_weights(rn
     y = np.array([0, 3])
     losses, grads = [], []
     for amp_on in (False, True):
-        model = net()
+        # average pooling: float16 rounding can move a max-pool's argmax near a tie, which moves
+        # whole gradient elements (a seed did: 2518728666572903831), not a rounding-size change
+        model = net(nn.AvgPool2d(2))
         with cuda_emulation(), autocast("cuda", dtype=np.float16, enabled=amp_on):
             h = model[0](fastconv.tensor(x))
             assert h.dtype == (np.float16 if amp_on else np.float32)

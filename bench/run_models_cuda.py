@@ -46,6 +46,8 @@ import warnings
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
+from fastconv.commands._args import int_at_least, word_list  # noqa: E402
+
 MODELS = ("resnet18", "efficientnet_lite0")
 DTYPES = ("bfloat16", "float32")
 # issue 12: ResNet-18 bf16 training step at most 1.2x PyTorch eager
@@ -57,52 +59,29 @@ COLUMNS = ["model", "dtype", "impl", "batch", "size", "median_ms", "min_ms", "ma
            "device", "gpu", "torch_version", "cudnn_version", "fastconv_version", "tf32"]
 
 
-def _word_list(choices):
-    def parse(text: str):
-        words = [w.strip() for w in text.split(",") if w.strip()]
-        bad = [w for w in words if w not in choices]
-        if not words or bad:
-            raise argparse.ArgumentTypeError(
-                f"expected a comma-separated list of {', '.join(choices)}, got {text!r}")
-        return list(dict.fromkeys(words))
-    return parse
-
-
-def _at_least(low: int):
-    def parse(text: str):
-        try:
-            v = int(text)
-        except ValueError:
-            v = None
-        if v is None or v < low:
-            raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {text!r}")
-        return v
-    return parse
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                    help="cuda, or cpu to run the same code on CPU tensors (default: cuda)")
-    p.add_argument("--models", type=_word_list(MODELS), default=list(MODELS), metavar="LIST",
+    p.add_argument("--models", type=word_list(MODELS), default=list(MODELS), metavar="LIST",
                    help="comma-separated: resnet18, efficientnet_lite0 (default: both)")
-    p.add_argument("--dtype", type=_word_list(DTYPES), default=None, metavar="LIST",
+    p.add_argument("--dtype", type=word_list(DTYPES), default=None, metavar="LIST",
                    help="rows: bfloat16 (torch.autocast), float32 (default: bfloat16,float32 on "
                    "cuda; float32 on cpu)")
-    p.add_argument("--batch", type=_at_least(1), default=64, help="images per step (default 64)")
-    p.add_argument("--size", type=_at_least(32), default=224,
+    p.add_argument("--batch", type=int_at_least(1), default=64, help="images per step (default 64)")
+    p.add_argument("--size", type=int_at_least(32), default=224,
                    help="image height and width (default 224)")
-    p.add_argument("--classes", type=_at_least(2), default=1000,
+    p.add_argument("--classes", type=int_at_least(2), default=1000,
                    help="output classes (default 1000)")
-    p.add_argument("--repeat", type=_at_least(1), default=20,
+    p.add_argument("--repeat", type=int_at_least(1), default=20,
                    help="timed steps per model (default 20)")
-    p.add_argument("--warmup", type=_at_least(0), default=5,
+    p.add_argument("--warmup", type=int_at_least(0), default=5,
                    help="untimed steps per model before timing (default 5)")
     p.add_argument("--no-tf32", action="store_true",
                    help="turn TF32 off for torch's float32 convolutions (default: torch's "
                    "default, on)")
-    p.add_argument("--seed", type=_at_least(0), default=0,
+    p.add_argument("--seed", type=int_at_least(0), default=0,
                    help="seed of the weights and the batch (default 0)")
     p.add_argument("--out", default=os.path.join(harness.HERE, "results"),
                    help="output directory (files models-cuda-<time>.md/.csv) or a .md/.csv path "

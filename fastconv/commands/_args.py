@@ -1,5 +1,5 @@
-"""argparse types for the numeric options of the `fastconv` subcommands: a bad number is an
-argparse error ("fastconv finetune: error: argument --epochs: must be an integer >= 0, got -1",
+"""argparse types for the options of the `fastconv` subcommands (and the bench/ scripts): a bad
+value is an argparse error ("fastconv finetune: error: argument --epochs: must be an integer >= 0, got -1",
 exit status 2), never a silent default or a traceback later."""
 from __future__ import annotations
 
@@ -42,3 +42,15 @@ def open_fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number between 0 and 1 (exclusive), got "
                                          f"{text}")
     return value
+
+
+def word_list(choices):
+    """An argparse type: a comma-separated list of words from `choices`, duplicates dropped."""
+    def parse(text: str):
+        words = [w.strip() for w in text.split(",") if w.strip()]
+        bad = [w for w in words if w not in choices]
+        if not words or bad:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of {', '.join(choices)}, got {text!r}")
+        return list(dict.fromkeys(words))
+    return parse

@@ -24,20 +24,9 @@ import time
 
 from fastconv.bench import harness
 from fastconv.commands import CLIError
-from fastconv.commands._args import int_at_least
+from fastconv.commands._args import int_at_least, word_list
 
 DTYPES = ("float32", "float16", "bfloat16")
-
-
-def _word_list(choices):
-    def parse(text: str):
-        words = [w.strip() for w in text.split(",") if w.strip()]
-        bad = [w for w in words if w not in choices]
-        if not words or bad:
-            raise argparse.ArgumentTypeError(
-                f"expected a comma-separated list of {', '.join(choices)}, got {text!r}")
-        return list(dict.fromkeys(words))
-    return parse
 
 
 def _thread_list(text: str):
@@ -54,7 +43,7 @@ def _thread_list(text: str):
 def add_arguments(s) -> None:
     s.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where fastconv and PyTorch run (default: cpu)")
-    s.add_argument("--ops", type=_word_list(tuple(harness.OP_WORDS)), metavar="LIST",
+    s.add_argument("--ops", type=word_list(tuple(harness.OP_WORDS)), metavar="LIST",
                    help="op groups to run: conv (dense and grouped), depthwise, pool (default: "
                    "all three)")
     s.add_argument("--cases", metavar="NAMES", help="also filter by case names or substrings, "
@@ -63,7 +52,7 @@ def add_arguments(s) -> None:
                    help="suite JSON, as the one shipped with fastconv (default: "
                    "fastconv/bench/suite.json: ResNet-50, VGG-16, MobileNetV2, EfficientNet-Lite0 "
                    "layers)")
-    s.add_argument("--dtype", type=_word_list(DTYPES), metavar="LIST",
+    s.add_argument("--dtype", type=word_list(DTYPES), metavar="LIST",
                    help="dtypes, comma-separated: float32, float16, bfloat16 (the last two on "
                    "the GPU only; default: float32 on the CPU, float32,bfloat16 with --device "
                    "cuda)")

@@ -63,9 +63,9 @@ constexpr int64_t kMaxBlocks = 8192;
 // ---- device helpers ----------------------------------------------------------------------------
 
 template <class I>
-__device__ __forceinline__ I imin(I a, I b) { return a < b ? a : b; }
+__host__ __device__ __forceinline__ I imin(I a, I b) { return a < b ? a : b; }
 template <class I>
-__device__ __forceinline__ I imax(I a, I b) { return a > b ? a : b; }
+__host__ __device__ __forceinline__ I imax(I a, I b) { return a > b ? a : b; }
 
 // Division by a run-time constant: int64 divides; int32 (operands below 2^31) takes a
 // multiply-high and a shift (Granlund-Montgomery, as PyTorch's IntDivider), a few instructions
@@ -233,7 +233,7 @@ __global__ void __launch_bounds__(kBlock)
 // The divisor of one average window along one axis is separable: the product of the row and the
 // column factors (window extent before or after clamping to the input), unless overridden.
 template <class I>
-__device__ __forceinline__ I avg_extent(I o, I s, I pad_lo, I k, I in, I pad_hi, bool include_pad,
+__host__ __device__ __forceinline__ I avg_extent(I o, I s, I pad_lo, I k, I in, I pad_hi, bool include_pad,
                                         I& lo, I& hi) {
   const I a = o * s - pad_lo, b = imin(a + k, in + pad_hi);
   lo = imax(a, I(0)), hi = imin(b, in);
@@ -573,14 +573,10 @@ bool whole_plane_window(const Pool2dParams& p, int64_t& kh, int64_t& kw) {
     kh = p.H, kw = p.W;
     return true;
   }
-  const auto extent = [&](int64_t pad_lo, int64_t k, int64_t in, int64_t pad_hi, int64_t& f) {
-    const int64_t a = -pad_lo, b = std::min(a + k, in + pad_hi);
-    const int64_t lo = std::max<int64_t>(a, 0), hi = std::min(b, in);
-    f = p.count_include_pad ? b - a : hi - lo;
-    return lo == 0 && hi == in;
-  };
-  const bool rows = extent(p.pad_t, p.R, p.H, p.pad_b, kh);
-  const bool cols = extent(p.pad_l, p.S, p.W, p.pad_r, kw);
+  int64_t h0, h1, w0, w1;  // the window of output (0, 0), as the kernels compute it
+  kh = avg_extent<int64_t>(0, p.stride_h, p.pad_t, p.R, p.H, p.pad_b, p.count_include_pad, h0, h1);
+  kw = avg_extent<int64_t>(0, p.stride_w, p.pad_l, p.S, p.W, p.pad_r, p.count_include_pad, w0, w1);
+  const bool rows = h0 == 0 && h1 == p.H, cols = w0 == 0 && w1 == p.W;
   if (p.divisor_override) kh = p.divisor_override, kw = 1;
   return rows && cols;
 }

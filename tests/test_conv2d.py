@@ -51,6 +51,9 @@ CASES = {
     "k_not_multiple_of_vector": ((2, 3, 9, 9), (13, 3, 3, 3), True, 1, 1, 1, 1),
     "stride_larger_than_kernel": ((1, 2, 10, 10), (3, 2, 2, 2), True, 3, 0, 1, 1),
     "stride_leaves_remainder": ((1, 2, 10, 11), (3, 2, 3, 3), True, 4, 0, 1, 1),
+    # Several column blocks of the packed GEMM, panels that cross image and row ends.
+    "1x1_many_columns": ((3, 7, 17, 19), (10, 7, 1, 1), True, 1, 0, 1, 1),
+    "3x3_stride2_many_columns": ((3, 5, 23, 21), (6, 5, 3, 3), True, 2, 1, 1, 1),
 }
 
 

@@ -54,6 +54,11 @@ CASES = {
     # Several column blocks of the packed GEMM, panels that cross image and row ends.
     "1x1_many_columns": ((3, 7, 17, 19), (10, 7, 1, 1), True, 1, 0, 1, 1),
     "3x3_stride2_many_columns": ((3, 5, 23, 21), (6, 5, 3, 3), True, 2, 1, 1, 1),
+    # Strided forward on the direct path (phases of the padded input): dilation, asymmetric
+    # padding, unequal strides, a stride larger than the dilated kernel.
+    "stride2_dilation2_asymmetric": ((2, 3, 13, 12), (5, 3, 3, 3), True, 2, (1, 0, 2, 1), 2, 1),
+    "stride_3x2_groups": ((2, 4, 14, 11), (6, 2, 4, 3), True, (3, 2), (2, 1), 1, 2),
+    "stride5_kernel2": ((1, 3, 17, 19), (4, 3, 2, 2), False, 5, 1, 1, 1),
 }
 
 

@@ -586,18 +586,77 @@ struct StoreDirectOut {
   }
 };
 
+// The zero-padded input of the direct path, any stride: the padded input xpad split into its
+// sh x sw phases, xs[n][c][a][b][i][j] = xpad[i*sh + a][j*sw + b] (stride 1: the padded input
+// itself). Then im2col element (p, q; c, r, s) = xpad[p*sh + r*dh][q*sw + s*dw] is
+// xs[c][(r*dh) % sh][(s*dw) % sw][p + (r*dh) / sh][q + (s*dw) / sw]: a stride-1 convolution per
+// phase, so B row kd is again one contiguous run of the plane and the stride-2 gather (scalar
+// strided loads, ~25% of r50_conv1_7x7s2's forward) becomes one pass over the input.
+struct DirectGeom {
+  int64_t Hp, Wp, plane, phases;  // plane Hp x Wp, sh*sw planes per channel
+  explicit DirectGeom(const Conv2dParams& p)
+      : Hp(p.P + (p.R - 1) * p.dil_h / p.stride_h), Wp(p.Q + (p.S - 1) * p.dil_w / p.stride_w),
+        plane(Hp * Wp), phases(p.stride_h * p.stride_w) {}
+  // Offset of B row kd = (c, r, s) from the group's first plane.
+  int64_t offset(const Conv2dParams& p, int64_t c, int64_t r, int64_t s) const {
+    const int64_t th = r * p.dil_h, tw = s * p.dil_w;
+    const int64_t ph = (c * p.stride_h + th % p.stride_h) * p.stride_w + tw % p.stride_w;
+    return ph * plane + (th / p.stride_h) * Wp + tw / p.stride_w;
+  }
+};
+
 // Whether the direct path pays: waste of computed columns vs the packing it saves, which is
-// amortised over the M rows of a group (measured: packing costs about as much as 6 rows of FMAs).
+// amortised over the M rows of a group (measured: packing costs about as much as 6 rows of FMAs;
+// a strided gather costs more, so the same bound is conservative there).
 inline bool use_direct(const Conv2dParams& p) {
-  if (p.stride_h != 1 || p.stride_w != 1 || p.P * p.Q == 0) return false;
+  if (p.P * p.Q == 0) return false;
   if (p.Kg() > 96) return false;  // packing is cheap next to many rows; packed B panels stream better
   // 1x1 / stride 1 / unpadded: the packed path's B packing is a plain copy, as cheap as the padded
   // copy, and it saves a parallel region (each costs a barrier, dear when the machine is busy).
-  if (p.R == 1 && p.S == 1 && p.pad_t == 0 && p.pad_l == 0 && p.P == p.H && p.Q == p.W) return false;
-  const int64_t Wp = p.Q + (p.S - 1) * p.dil_w;
-  const int64_t Nv = (p.P - 1) * Wp + p.Q;  // per image, in whole NR tiles
+  if (p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_t == 0 && p.pad_l == 0 &&
+      p.P == p.H && p.Q == p.W)
+    return false;
+  // Strided: every phase is copied, used or not; skip where the copy outweighs the output
+  // (a 1x1 stride-2 layer copies 4x the pixels it reads).
+  const DirectGeom d(p);
+  if (d.phases > 1 && d.plane * d.phases > 4 * p.P * p.Q * p.R * p.S) return false;
+  const int64_t Nv = (p.P - 1) * d.Wp + p.Q;  // per image, in whole NR tiles
   const double waste = double(round_up(Nv, Blk<float>::NR)) / double(p.P * p.Q) - 1.0;
   return waste <= 0.05 + 6.0 / double(p.Kg());
+}
+
+// xs = the phases of the padded input (DirectGeom), zero outside x; one (n, c) channel per item.
+template <class T>
+void phase_copy(const Conv2dParams& p, const DirectGeom& d, const T* x, T* xs) {
+  const int64_t H = p.H, W = p.W, sh = p.stride_h, sw = p.stride_w;
+  parallel_for(p.N * p.C, 1 + 16384 / (d.plane * d.phases + 1), [&](int64_t b, int64_t e) {
+    for (int64_t item = b; item < e; ++item) {
+      const T* src = x + item * H * W;
+      for (int64_t a = 0; a < sh; ++a) {
+        for (int64_t bb = 0; bb < sw; ++bb) {
+          T* dst = xs + (item * d.phases + a * sw + bb) * d.plane;
+          int64_t lo, hi;  // j with 0 <= j*sw + bb - pad_l < W
+          valid_range(bb - p.pad_l, sw, W, d.Wp, lo, hi);
+          for (int64_t i = 0; i < d.Hp; ++i) {
+            T* dr = dst + i * d.Wp;
+            const int64_t ih = i * sh + a - p.pad_t;
+            if (ih < 0 || ih >= H) {
+              std::memset(dr, 0, sizeof(T) * d.Wp);
+              continue;
+            }
+            const T* sr = src + ih * W + bb - p.pad_l;
+            for (int64_t j = 0; j < lo; ++j) dr[j] = T(0);
+            if (sw == 1) {
+              for (int64_t j = lo; j < hi; ++j) dr[j] = sr[j];
+            } else {
+              for (int64_t j = lo; j < hi; ++j) dr[j] = sr[j * sw];
+            }
+            for (int64_t j = hi; j < d.Wp; ++j) dr[j] = T(0);
+          }
+        }
+      }
+    }
+  });
 }
 
 // xp[n][c][Hp][Wp] = x[n][c][hp - pad_t][wp - pad_l], zero outside; one (n, c) plane per item.
@@ -632,7 +691,8 @@ void forward_direct(const Conv2dParams& p, const T* x, const PackA& pa, const T*
   constexpr int NR = B_::NR;
   const int64_t N = p.N, G = p.groups, M = p.Kg(), Cg = p.Cg(), RS = p.R * p.S, Kd = Cg * RS;
   const int64_t P = p.P, Q = p.Q, PQ = P * Q;
-  const int64_t Hp = P + (p.R - 1) * p.dil_h, Wp = Q + (p.S - 1) * p.dil_w, plane = Hp * Wp;
+  const DirectGeom d(p);
+  const int64_t Wp = d.Wp, plane = d.phases * d.plane;  // plane: all phases of one channel
   const int64_t Nv = (P - 1) * Wp + Q;  // virtual columns per image
   const int64_t nt = num_threads();
   const gemm::Split sp = gemm::make_split<T>(G * N, M, Nv, nt, 0);
@@ -649,9 +709,9 @@ void forward_direct(const Conv2dParams& p, const T* x, const PackA& pa, const T*
   pack_a<T>(pa, [M](int64_t) { return M; }, G, Mpad, Kd, kc, Ap);
   for (int64_t kd = 0; kd < Kd; ++kd) {
     const int64_t c = kd / RS, rs = kd - c * RS, r = rs / p.S, s = rs - r * p.S;
-    off[kd] = c * plane + r * p.dil_h * Wp + s * p.dil_w;
+    off[kd] = d.offset(p, c, r, s);
   }
-  pad_copy(p, x, xp, Hp, Wp);
+  phase_copy(p, d, x, xp);
   const int64_t NC = N * p.C;
   std::memset(xp + NC * plane, 0, sizeof(T) * (xp_elems - NC * plane));
 

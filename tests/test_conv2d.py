@@ -59,6 +59,9 @@ CASES = {
     "stride2_dilation2_asymmetric": ((2, 3, 13, 12), (5, 3, 3, 3), True, 2, (1, 0, 2, 1), 2, 1),
     "stride_3x2_groups": ((2, 4, 14, 11), (6, 2, 4, 3), True, (3, 2), (2, 1), 1, 2),
     "stride5_kernel2": ((1, 3, 17, 19), (4, 3, 2, 2), False, 5, 1, 1, 1),
+    # Strided forward on the packed path (Kg > 96) from the phases of the padded input.
+    "stride2_packed_phases": ((2, 5, 11, 10), (100, 5, 3, 3), True, 2, 1, 1, 1),
+    "stride2_dilated_groups_packed_phases": ((1, 4, 12, 9), (194, 2, 3, 3), True, 2, (2, 1, 0, 3), 2, 2),
 }
 
 

@@ -73,6 +73,9 @@
 //   The micro-kernel loop runs at ~90 GFLOP/s per core (80% of r50_res2_1x1_up fwd's samples):
 //   the 1x1 layers are within ~10% of torch at 1 thread, and what remains is mostly that loop.
 //   Reading 1x1 inputs in place (the direct path) measured 10-40% slower than packed panels.
+//   Packing strided layers with Kg > 96 (r50_res4_3x3s2) from the phase copy too replaced its
+//   scalar gathers (~10% of samples) by copies of 14-pixel runs plus the copy (~8%): no
+//   measurable change, not kept; that layer is ~72% micro-kernel loop, torch's GEMM ~15% faster.
 //   At 16 threads the tasks per call go from 2 to 88-120 (r50_res2_1x1, _up) and conv1's weight
 //   gradient runs as 61 reduction chunks (2 kc blocks each) of whole 64 x 147 GEMMs (make_split
 //   alone could only cut its 4 column panels and 8 row panels, re-packing B for every row block).

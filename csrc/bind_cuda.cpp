@@ -296,8 +296,8 @@ void channel_affine(int dtype, uintptr_t x, uintptr_t scale, uintptr_t shift, ui
 
 // ---- dense convolution ------------------------------------------------------------------------
 // Dense and grouped conv2d (implicit GEMM), addresses of C-contiguous NCHW arrays. tile: -1 for
-// the heuristic, 0/1/2 (128x128, 64x64, 32x32 SIMT block tiles) or 3/4 (64x64, 128x128 on WMMA,
-// 16-bit types only); splits: the weight gradient's split-K factor, 0 for the heuristic (the
+// the heuristic, -2 for the heuristic with TF32 tensor cores allowed for float32, 0/1/2 (128x128,
+// 64x64, 32x32 SIMT block tiles) or 3/4 (64x64, 128x128 on WMMA: 16-bit types, float32 as TF32); splits: the weight gradient's split-K factor, 0 for the heuristic (the
 // workspace query must get the same tile and splits).
 void conv2d_forward(int dtype, uintptr_t x, uintptr_t w, uintptr_t b, uintptr_t y,
                     const Dims4& xs, const Dims4& ws, Pair stride, Quad pad, Pair dil,

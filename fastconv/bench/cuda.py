@@ -345,8 +345,12 @@ def conv_impls(ctx: Ctx, case: dict, d: dict):
     for direction, t_fn in (("fwd", t_fwd), ("bwd_input", t_bi), ("bwd_weight", t_bw)):
         def check(f_fn=fc[direction], t_fn=t_fn, direction=direction):
             ref = t_fn(x.double(), w.double(), dy.double())
+            from fastconv import backends
+            # fastconv on TF32 (fastconv.backends.cuda.allow_tf32) is held to cuDNN on TF32
+            base = (with_tf32 if tf32 and backends.cuda.allow_tf32 else
+                    (lambda fn: fn))(lambda: t_fn(x, w, dy))()
             return check_on_device(torch, f"{case['name']} {direction} {ctx.dtype_name}",
-                                   ctx.torch_of(f_fn()), t_fn(x, w, dy), ref,
+                                   ctx.torch_of(f_fn()), base, ref,
                                    CHECK_FLOOR[ctx.dtype_name])
         timed = {"fastconv": fc[direction], "torch_nchw": (lambda t_fn=t_fn: t_fn(x, w, dy)),
                  "torch_cl": (lambda t_fn=t_fn: t_fn(*cl))}

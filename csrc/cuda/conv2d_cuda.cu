@@ -470,7 +470,7 @@ struct WmmaIn<float> {
   using frag = nvcuda::wmma::precision::tf32;
   using smem = float;
   static constexpr int WK = 8, PAD = 4;
-  // round to nearest (ties away), as cuBLAS / cuDNN do; the tensor cores would truncate
+  // round to nearest, ties away (the tensor cores themselves ignore the low 13 bits: truncation)
   static __device__ __forceinline__ float cvt(float v) { return nvcuda::wmma::__float_to_tf32(v); }
 };
 #else

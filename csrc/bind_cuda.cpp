@@ -474,6 +474,12 @@ PYBIND11_MODULE(FC_MODULE_NAME, m) {
       st::wmma_gemm(dtype, as_ptr<const void>(a), as_ptr<const void>(b), as_ptr<float>(c), M, N, K,
                     a_col, b_col);
     });
+    t.def("wmma_tf32_gemm", [](uintptr_t a, uintptr_t b, uintptr_t c, int M, int N, int K,
+                               bool round) {
+      py::gil_scoped_release nogil;
+      st::wmma_tf32_gemm(as_ptr<const float>(a), as_ptr<const float>(b), as_ptr<float>(c), M, N, K,
+                         round);
+    });
     t.def("scatter_add", [](uintptr_t x, uintptr_t idx, uintptr_t y, int n, int m, int variant) {
       py::gil_scoped_release nogil;
       st::scatter_add(as_ptr<const float>(x), as_ptr<const int>(idx), as_ptr<float>(y), n, m, variant);

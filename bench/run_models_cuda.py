@@ -20,7 +20,8 @@ CUDA kernels (fastconv.torch.convert of the torch model) against the same torch 
            idle before each (torch.cuda.synchronize()), so a sample is the step's wall time on
            the device including any launch gaps (what eager training pays); samples of the two
            models interleaved; the median is reported. cudnn.benchmark = True; TF32 as torch's
-           defaults have it (cuDNN convolutions on, matmul off) unless --no-tf32.
+           defaults have it (cuDNN convolutions on, matmul off) unless --no-tf32, and fastconv's
+           float32 convolutions alike (fastconv.backends.cuda.allow_tf32).
   report   ms per step, images/s, ratio = fastconv time / torch time (lower is better; issue 12's
            target for ResNet-18 in bfloat16: at most 1.2).
 
@@ -79,8 +80,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int_at_least(0), default=5,
                    help="untimed steps per model before timing (default 5)")
     p.add_argument("--no-tf32", action="store_true",
-                   help="turn TF32 off for torch's float32 convolutions (default: torch's "
-                   "default, on)")
+                   help="turn TF32 off for torch's and fastconv's float32 convolutions "
+                   "(default: torch's default, on)")
     p.add_argument("--seed", type=int_at_least(0), default=0,
                    help="seed of the weights and the batch (default 0)")
     p.add_argument("--out", default=os.path.join(harness.HERE, "results"),
@@ -318,6 +319,7 @@ def main(argv=None) -> int:
         torch.backends.cudnn.benchmark = True
         if args.no_tf32:
             torch.backends.cudnn.allow_tf32 = False
+        fastconv.backends.cuda.allow_tf32 = torch.backends.cudnn.allow_tf32
         gpu = torch.cuda.get_device_name()
     else:
         gpu = None

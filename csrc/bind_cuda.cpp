@@ -296,8 +296,8 @@ void channel_affine(int dtype, uintptr_t x, uintptr_t scale, uintptr_t shift, ui
 
 // ---- dense convolution ------------------------------------------------------------------------
 // Dense and grouped conv2d (implicit GEMM), addresses of C-contiguous NCHW arrays. tile: -1 for
-// the heuristic, 0/1/2 (128x128, 64x64, 32x32 SIMT block tiles) or 3/4 (64x64, 128x128 on WMMA,
-// 16-bit types only); splits: the weight gradient's split-K factor, 0 for the heuristic (the
+// the heuristic, -2 for the heuristic with TF32 tensor cores allowed for float32, 0/1/2 (128x128,
+// 64x64, 32x32 SIMT block tiles) or 3/4 (64x64, 128x128 on WMMA: 16-bit types, float32 as TF32); splits: the weight gradient's split-K factor, 0 for the heuristic (the
 // workspace query must get the same tile and splits).
 void conv2d_forward(int dtype, uintptr_t x, uintptr_t w, uintptr_t b, uintptr_t y,
                     const Dims4& xs, const Dims4& ws, Pair stride, Quad pad, Pair dil,
@@ -473,6 +473,12 @@ PYBIND11_MODULE(FC_MODULE_NAME, m) {
       py::gil_scoped_release nogil;
       st::wmma_gemm(dtype, as_ptr<const void>(a), as_ptr<const void>(b), as_ptr<float>(c), M, N, K,
                     a_col, b_col);
+    });
+    t.def("wmma_tf32_gemm", [](uintptr_t a, uintptr_t b, uintptr_t c, int M, int N, int K,
+                               bool round) {
+      py::gil_scoped_release nogil;
+      st::wmma_tf32_gemm(as_ptr<const float>(a), as_ptr<const float>(b), as_ptr<float>(c), M, N, K,
+                         round);
     });
     t.def("scatter_add", [](uintptr_t x, uintptr_t idx, uintptr_t y, int n, int m, int variant) {
       py::gil_scoped_release nogil;

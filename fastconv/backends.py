@@ -4,6 +4,8 @@
     fastconv.backends.cuda.benchmark = True     # time the dense conv tile configurations once
                                                 # per shape and keep the fastest (like
                                                 # torch.backends.cudnn.benchmark)
+    fastconv.backends.cuda.allow_tf32 = False   # float32 dense conv on exact float32 arithmetic
+                                                # only (like torch.backends.cudnn.allow_tf32)
 
 `cuda.benchmark` (default False): on the first dense or grouped convolution (forward, input or
 weight gradient) of each shape, dtype and device, every tile configuration the CUDA kernels have
@@ -12,6 +14,17 @@ and the fastest is used from then on; fastconv.backends.cuda.clear_cache() forge
 Off, a heuristic picks the configuration without timing anything. Results differ between
 configurations only by float rounding (their summation orders differ); each configuration alone
 is deterministic.
+
+`cuda.allow_tf32` (default True, as torch.backends.cudnn.allow_tf32, so that float32 convolutions
+compare like with like against torch's): float32 dense and grouped convolutions (forward, input
+and weight gradient) may run on TF32 tensor cores (GPUs of compute capability 8.0 and newer): each
+input element is rounded to TF32 (10 explicit mantissa bits, round to nearest, ties away from
+zero) and the products are summed in float32, so each result may err by about 2 * 2^-11 of the
+sum of its products' magnitudes, where exact float32 gives n * 2^-24 (n products). The heuristic
+takes TF32 for GEMMs of at least 16 x 16 (a guess: the TF32 tiles have not been timed on a GPU
+yet; with `benchmark` on, the TF32 and float32 tiles are timed against each other and the faster
+kept). False keeps float32 on the exact SIMT tiles, bit for bit as before the switch existed.
+Other dtypes ignore it; the choices `benchmark` caches are kept per setting.
 """
 from __future__ import annotations
 
@@ -19,10 +32,11 @@ __all__ = ["cuda"]
 
 
 class _Cuda:
-    """fastconv.backends.cuda: `benchmark` (bool) and `clear_cache()`."""
+    """fastconv.backends.cuda: `benchmark` (bool), `allow_tf32` (bool) and `clear_cache()`."""
 
     def __init__(self):
         self._benchmark = False
+        self._allow_tf32 = True
 
     @property
     def benchmark(self) -> bool:
@@ -34,13 +48,24 @@ class _Cuda:
             raise TypeError(f"fastconv.backends.cuda.benchmark must be a bool, got {value!r}")
         self._benchmark = value
 
+    @property
+    def allow_tf32(self) -> bool:
+        return self._allow_tf32
+
+    @allow_tf32.setter
+    def allow_tf32(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"fastconv.backends.cuda.allow_tf32 must be a bool, got {value!r}")
+        self._allow_tf32 = value
+
     def clear_cache(self) -> None:
         """Forget the tile configurations chosen by timing."""
         from fastconv._gpu import autotune
         autotune.clear()
 
     def __repr__(self) -> str:
-        return f"fastconv.backends.cuda(benchmark={self._benchmark})"
+        return (f"fastconv.backends.cuda(benchmark={self._benchmark}, "
+                f"allow_tf32={self._allow_tf32})")
 
 
 cuda = _Cuda()

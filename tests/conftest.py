@@ -35,6 +35,18 @@ def rng(request):
     return np.random.default_rng(seed)
 
 
+@pytest.fixture(autouse=True)
+def exact_float32_conv():
+    """fastconv.backends.cuda.allow_tf32 off in every test (torch's own suite turns TF32 off the
+    same way): float32 results are held to float32's tolerances. test_conv2d_cuda_tf32.py turns it
+    on where it tests TF32."""
+    import fastconv
+    old = fastconv.backends.cuda.allow_tf32
+    fastconv.backends.cuda.allow_tf32 = False
+    yield
+    fastconv.backends.cuda.allow_tf32 = old
+
+
 @pytest.fixture(scope="session")
 def torch():
     """The torch module (float64 default unchanged), or skip the test when torch is not installed."""

@@ -340,9 +340,11 @@ def test_bad_arguments_raise(be, rng):
     with pytest.raises(ValueError, match="tile"):
         be.mod.conv2d_forward(0, be.ptr(x), be.ptr(w), 0, be.ptr(y), x.shape, w.shape, s, p, d, 1,
                               5, 0)
-    with pytest.raises(ValueError, match="tile 4 .tensor cores. needs float16 or bfloat16"):
-        be.mod.conv2d_forward(0, be.ptr(x), be.ptr(w), 0, be.ptr(y), x.shape, w.shape, s, p, d, 1,
-                              4, 0)
+    x64, w64, y64 = (a.astype(np.float64) for a in (x, w, y))
+    with pytest.raises(ValueError, match="tile 4 .tensor cores. needs float32 .TF32., float16 or "
+                                         "bfloat16"):
+        be.mod.conv2d_forward(3, be.ptr(x64), be.ptr(w64), 0, be.ptr(y64), x.shape, w.shape, s, p,
+                              d, 1, 4, 0)
     with pytest.raises(TypeError, match="unknown dtype code 9"):
         be.mod.conv2d_forward(9, be.ptr(x), be.ptr(w), 0, be.ptr(y), x.shape, w.shape, s, p, d, 1,
                               -1, 0)
@@ -405,19 +407,21 @@ GPU_CASES = {
 
 @pytest.mark.gpu
 @needs_gpu
-@pytest.mark.parametrize("dtype", ("float32", "float16", "bfloat16"))
+@pytest.mark.parametrize("dtype", ("float32", "tf32", "float16", "bfloat16"))
 @pytest.mark.parametrize("case", GPU_CASES.values(), ids=GPU_CASES.keys())
 def test_gpu_vs_cudnn(case, dtype):
     """CuPy arrays (float32, float16) or torch CUDA tensors (bfloat16: CuPy has no bfloat16)
-    through the twin, against cuDNN (TF32 off) and a float64 cuDNN reference of the same inputs;
-    float32 also against the emulation."""
+    through the twin, against cuDNN and a float64 cuDNN reference of the same inputs; float32 also
+    against the emulation. "tf32": float32 arrays with fastconv.backends.cuda.allow_tf32 and
+    torch.backends.cudnn.allow_tf32 on (torch's default), else both off."""
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch without CUDA")
     from fastconv._gpu import backend_for_array
     xshape, wshape, stride, padding, dil, groups = case
     dev = torch.device("cuda")
-    tdt = getattr(torch, dtype)
+    tf32 = dtype == "tf32"
+    tdt = torch.float32 if tf32 else getattr(torch, dtype)
     gen = torch.Generator(device=dev).manual_seed(0)
     x = torch.randn(xshape, device=dev, generator=gen).to(tdt)
     w = (torch.randn(wshape, device=dev, generator=gen) * 0.1).to(tdt)
@@ -434,21 +438,27 @@ def test_gpu_vs_cudnn(case, dtype):
         arr, back = cupy.from_dlpack, torch.from_dlpack
     xa, wa, ba, gya = (arr(t) for t in (x, w, b, gy))
     be = backend_for_array("conv2d", "input", xa)
-    y = back(cd.conv2d(be, xa, wa, ba, s, pad, d, groups, out_hw))
-    dx = back(cd.conv2d_backward_input(be, gya, wa, xshape, s, pad, d, groups))
-    dw = back(cd.conv2d_backward_weight(be, gya, xa, wshape, s, pad, d, groups))
+    fastconv.backends.cuda.allow_tf32 = tf32
+    try:
+        y = back(cd.conv2d(be, xa, wa, ba, s, pad, d, groups, out_hw))
+        dx = back(cd.conv2d_backward_input(be, gya, wa, xshape, s, pad, d, groups))
+        dw = back(cd.conv2d_backward_weight(be, gya, xa, wshape, s, pad, d, groups))
+    finally:
+        fastconv.backends.cuda.allow_tf32 = False
     xc, wc, bc = (t.detach().clone().requires_grad_() for t in (x, w, b))
-    tf32 = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
+    torch_tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = tf32
     try:
         yc = torch.nn.functional.conv2d(xc, wc, bc, s, padding, d, groups)
         yc.backward(gy)
     finally:
-        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = torch_tf32
     # Each result element against float64 within the a-priori bound of a float32 accumulation
     # of its n products (n * 2^-24 * the sum of their magnitudes, any summation order) plus the
     # rounding to the storage type: a criterion of the arithmetic, not of how close cuDNN's
     # algorithm happens to come (its float32 dgrad was 8x closer than a plain sum on resnet_3x3).
+    # TF32 adds the rounding of both factors to 11 significant bits: (2 * 2^-11 + 2^-22) * the
+    # same sum.
     ax, aw, ab, agy = (t.detach().abs() for t in (x64, w64, b64, gy.double()))
     tg = torch.nn.grad
     C, K, RS = xshape[1], wshape[0], wshape[2] * wshape[3]
@@ -456,14 +466,16 @@ def test_gpu_vs_cudnn(case, dtype):
             tg.conv2d_input(xshape, aw, agy, s, padding, d, groups),
             tg.conv2d_weight(ax, wshape, agy, s, padding, d, groups))
     terms = (C // groups * RS + 1, K // groups * RS, y64.shape[0] * y64.shape[2] * y64.shape[3])
-    u_out = {"float32": 2.0 ** -24, "float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}[dtype]
+    u_out = {"float32": 2.0 ** -24, "tf32": 2.0 ** -24, "float16": 2.0 ** -11,
+             "bfloat16": 2.0 ** -8}[dtype]
+    u_in = 2 * 2.0 ** -11 + 2.0 ** -22 if tf32 else 0.0
     tiny = 2.0 ** -24 if dtype == "float16" else 0.0  # float16's subnormal spacing
     for (name, ours, theirs, exact), mag, n in zip(
             (("y", y, yc, y64), ("dx", dx, xc.grad, x64.grad), ("dw", dw, wc.grad, w64.grad)),
             mags, terms):
         exact = exact.detach()
         err = (ours.double() - exact).abs()
-        bound = 1.05 * (n * 2.0 ** -24 * mag + u_out * exact.abs()) + tiny
+        bound = 1.05 * ((u_in + n * 2.0 ** -24) * mag + u_out * exact.abs()) + tiny
         worst = (err - bound).max().item()
         e_cudnn = (theirs.double() - exact).abs().max().item()
         assert worst <= 0, (f"{name} {dtype}: error beyond the accumulation bound by {worst:.3g} "

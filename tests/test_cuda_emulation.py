@@ -165,6 +165,33 @@ def test_wmma_gemm_rejects_ragged_shapes():
         st.wmma_gemm(1, ptr(A), ptr(A), ptr(C), 16, 16, 8, False, False)
 
 
+def tf32(a):
+    """float32 -> nearest TF32 value, ties away from zero (cvt.rna.tf32.f32)."""
+    u = a.astype(np.float32).view(np.uint32)
+    return ((u + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
+@pytest.mark.parametrize("M,N,K", [(16, 16, 8), (32, 48, 24)])
+def test_wmma_tf32_gemm(rng, M, N, K):
+    """TF32 fragments: rounded after the load, the product is float64's of the rounded inputs up
+    to the float32 sum (products of TF32 values are exact in float32); not rounded, mma_sync
+    reports the kernel; already TF32 values need no rounding."""
+    A, B = randn(rng, M, K).astype(np.float32), randn(rng, K, N).astype(np.float32)
+    A[0, 0], B[0, 0] = 1 + 2.0**-11, 1 + 2.0**-11  # a tie: rounds away from zero, to 1 + 2^-10
+    C = np.full((M, N), np.nan, np.float32)
+    st.wmma_tf32_gemm(ptr(A), ptr(B), ptr(C), M, N, K, True)
+    exact = tf32(A).astype(np.float64) @ tf32(B).astype(np.float64)
+    mag = np.abs(tf32(A)).astype(np.float64) @ np.abs(tf32(B)).astype(np.float64)
+    assert np.all(np.abs(C - exact) <= K * 2.0**-24 * mag)
+    assert np.abs(C - A.astype(np.float64) @ B.astype(np.float64)).max() > 2.0**-16
+    with pytest.raises(RuntimeError, match="tf32 matrix_a element with low mantissa bits set"):
+        st.wmma_tf32_gemm(ptr(A), ptr(B), ptr(C), M, N, K, False)
+    At, Bt = tf32(A), tf32(B)
+    C2 = np.full((M, N), np.nan, np.float32)
+    st.wmma_tf32_gemm(ptr(At), ptr(Bt), ptr(C2), M, N, K, False)
+    np.testing.assert_array_equal(C2, C)
+
+
 # ---- planted bugs are reported, under every schedule
 
 def test_sgemm_missing_second_barrier(rng, schedule):

@@ -31,15 +31,19 @@
 // slice and then stepped.
 // Tile configurations (pick_tile, or forced by `tile`): 0: 128x128 (8x8 per thread, 256
 // threads), 1: 64x64 (4x4, 256), 2: 32x32 (4x4, 64); the heuristic takes the largest one that
-// still gives about a wave of blocks on an H100/H200 (132 SMs). 3, 4: tensor cores for __half and
-// __nv_bfloat16 (igemm_wmma_kernel, float accumulators, the same Op loaders and epilogue; 3:
-// 64x64 block tile, 4 warps of 2x2 wmma 16x16x16 fragments; 4: 128x128, 8 warps of 2x4), the
-// default for those types (4 when it still fills the GPU).
-// Storage types float, double, __half, __nv_bfloat16; shared tiles and accumulators in acc_t
-// (float for the 16-bit types). Index math: addresses in int64, GEMM coordinates in int (the
+// still gives about a wave of blocks on an H100/H200 (132 SMs). 3, 4: tensor cores
+// (igemm_wmma_kernel, float accumulators, the same Op loaders and epilogue; 3: 64x64 block tile,
+// 4 warps of 2x2 wmma fragments; 4: 128x128, 8 warps of 2x4): for __half and __nv_bfloat16
+// (16x16x16 fragments) the default; for float through TF32 (16x16x8 fragments, sm_80+, each
+// operand rounded to TF32 with __float_to_tf32 as it is staged to shared memory, float
+// accumulation), chosen by the heuristic only when the caller allows TF32 (tile -2: what
+// fastconv.backends.cuda.allow_tf32 passes) and the GEMM is at least 16 x 16. 4 when it still
+// fills the GPU.
+// Storage types float, double, __half, __nv_bfloat16; SIMT shared tiles and accumulators in acc_t
+// (float for the 16-bit types); tensor-core shared tiles in the storage type (TF32-rounded float). Index math: addresses in int64, GEMM coordinates in int (the
 // launchers check that M, N and Kd fit).
-// Not here yet: TF32 tensor cores for float32, mma.sync / wgmma, vectorised 128-bit loads,
-// channels-last layouts, timing-based tile selection.
+// Not here yet: mma.sync / wgmma, vectorised 128-bit loads, channels-last layouts (timing-based
+// tile selection is fastconv/_gpu/autotune.py).
 #include "cuda/compat.h"
 #include "cuda/conv2d_cuda.h"
 
@@ -444,26 +448,57 @@ igemm_kernel(Op op, int splits, int chunk) {
 template <class T> struct is_16bit : std::false_type {};
 template <> struct is_16bit<__half> : std::true_type {};
 template <> struct is_16bit<__nv_bfloat16> : std::true_type {};
+// Storage types the tensor-core tiles serve: the 16-bit ones natively, float through TF32.
+template <class T>
+struct has_wmma : std::integral_constant<bool, is_16bit<T>::value || std::is_same<T, float>::value> {};
 
-// Tensor cores for the 16-bit storage types: one BM x BN tile of C per block (grid as in
-// igemm_kernel), NT/32 warps in a WM x (NT/32/WM) grid, each warp a (BM/WM) x (BN/WN) tile as
-// FM x FN wmma 16x16x16 fragments with float accumulators; k-slices of 16 in shared memory
-// (storage type), double-buffered like igemm_kernel. Epilogue: each warp passes one fragment at a
-// time through its own 16x16 float staging tile in shared memory to Op::store (bias, split-K
-// partials, conversion).
+// The tensor-core operands per storage type: fragment element type, shared-memory element type,
+// fragment depth WK, row padding of the shared tiles (rows stay multiples of 16 bytes and
+// fragment pointers 32-byte aligned) and the conversion of a loaded (float) element.
+template <class T>
+struct WmmaIn {
+  using frag = T;
+  using smem = T;
+  static constexpr int WK = 16, PAD = 8;
+  static __device__ __forceinline__ T cvt(float v) { return from_acc<T>(v); }
+};
+// TF32 exists from sm_80 on (mma.h declares it only there); older devices never launch it.
+#if FC_EMULATION || !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#define FC_HAS_TF32 1
+template <>
+struct WmmaIn<float> {
+  using frag = nvcuda::wmma::precision::tf32;
+  using smem = float;
+  static constexpr int WK = 8, PAD = 4;
+  // round to nearest, ties away (the tensor cores themselves ignore the low 13 bits: truncation)
+  static __device__ __forceinline__ float cvt(float v) { return nvcuda::wmma::__float_to_tf32(v); }
+};
+#else
+#define FC_HAS_TF32 0
+#endif
+
+// Tensor cores: one BM x BN tile of C per block (grid as in igemm_kernel), NT/32 warps in a
+// WM x (NT/32/WM) grid, each warp a (BM/WM) x (BN/WN) tile as FM x FN wmma 16x16xWK fragments
+// with float accumulators; k-slices of 16 in shared memory (WmmaIn<T>::smem: the storage type,
+// or TF32-rounded floats), double-buffered like igemm_kernel, BK/WK fragment steps per slice.
+// Epilogue: each warp passes one fragment at a time through its own 16x16 float staging tile in
+// shared memory to Op::store (bias, split-K partials, conversion).
 template <class Op, int BM, int BN, int NT, int WM>
 __device__ __forceinline__ void igemm_wmma_block(const Op& op, int splits, int chunk) {
   using T = typename Op::storage;
+  using In = WmmaIn<T>;
+  using S = typename In::smem;
+  using F = typename In::frag;
   namespace wmma = nvcuda::wmma;
-  constexpr int BK = 16, NW = NT / 32, WN = NW / WM;
+  constexpr int BK = 16, WK = In::WK, NW = NT / 32, WN = NW / WM;
   constexpr int FM = BM / WM / 16, FN = BN / WN / 16;  // fragments per warp
   constexpr int KA = BM * BK / NT, KB = BN * BK / NT, TPR = BK / KA;
   static_assert(FM >= 1 && FN >= 1 && BM % (WM * 16) == 0 && BN % (WN * 16) == 0 &&
                     KA >= 1 && BK % KA == 0 && KB >= 1 && BK % KB == 0 && NT % BN == 0,
                 "igemm_wmma_kernel: tile shape does not split evenly over the warps");
-  constexpr int LDA = BK + 8, LDB = BN + 8, LDC = 16 + 4;  // multiples of 8 (16-bit) / 4 (float)
-  FC_SHARED_WMMA(T, As, [2][BM][LDA]);
-  FC_SHARED_WMMA(T, Bs, [2][BK][LDB]);
+  constexpr int LDA = BK + In::PAD, LDB = BN + In::PAD, LDC = 16 + 4;
+  FC_SHARED_WMMA(S, As, [2][BM][LDA]);
+  FC_SHARED_WMMA(S, Bs, [2][BK][LDB]);
   FC_SHARED_WMMA(float, Cs, [NW][16][LDC]);
 
   const int t = int(threadIdx.x);
@@ -479,14 +514,14 @@ __device__ __forceinline__ void igemm_wmma_block(const Op& op, int splits, int c
   op.a_load(arow, kbeg + a_k, kend, ra);
   op.b_load(bcol, kbeg + b_k, kend, rb);
 #pragma unroll
-  for (int j = 0; j < KA; ++j) As[0][a_m][a_k + j] = from_acc<T>(ra[j]);
+  for (int j = 0; j < KA; ++j) As[0][a_m][a_k + j] = In::cvt(ra[j]);
 #pragma unroll
-  for (int j = 0; j < KB; ++j) Bs[0][b_k + j][b_n] = from_acc<T>(rb[j]);
+  for (int j = 0; j < KB; ++j) Bs[0][b_k + j][b_n] = In::cvt(rb[j]);
   __syncthreads();
 
   const int warp = t / 32, lane = t % 32;
   const int wm = (warp / WN) * (BM / WM), wn = (warp % WN) * (BN / WN);
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FM][FN];
+  wmma::fragment<wmma::accumulator, 16, 16, WK, float> acc[FM][FN];
 #pragma unroll
   for (int i = 0; i < FM; ++i)
 #pragma unroll
@@ -501,21 +536,24 @@ __device__ __forceinline__ void igemm_wmma_block(const Op& op, int splits, int c
       op.a_load(arow, k0 + a_k, kend, ra);
       op.b_load(bcol, k0 + b_k, kend, rb);
     }
-    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa[FM];
-    wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb[FN];
 #pragma unroll
-    for (int i = 0; i < FM; ++i) wmma::load_matrix_sync(fa[i], &As[cur][wm + 16 * i][0], LDA);
+    for (int kk = 0; kk < BK; kk += WK) {
+      wmma::fragment<wmma::matrix_a, 16, 16, WK, F, wmma::row_major> fa[FM];
+      wmma::fragment<wmma::matrix_b, 16, 16, WK, F, wmma::row_major> fb[FN];
 #pragma unroll
-    for (int j = 0; j < FN; ++j) wmma::load_matrix_sync(fb[j], &Bs[cur][0][wn + 16 * j], LDB);
+      for (int i = 0; i < FM; ++i) wmma::load_matrix_sync(fa[i], &As[cur][wm + 16 * i][kk], LDA);
 #pragma unroll
-    for (int i = 0; i < FM; ++i)
+      for (int j = 0; j < FN; ++j) wmma::load_matrix_sync(fb[j], &Bs[cur][kk][wn + 16 * j], LDB);
 #pragma unroll
-      for (int j = 0; j < FN; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+      for (int i = 0; i < FM; ++i)
+#pragma unroll
+        for (int j = 0; j < FN; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    }
     if (more) {
 #pragma unroll
-      for (int j = 0; j < KA; ++j) As[cur ^ 1][a_m][a_k + j] = from_acc<T>(ra[j]);
+      for (int j = 0; j < KA; ++j) As[cur ^ 1][a_m][a_k + j] = In::cvt(ra[j]);
 #pragma unroll
-      for (int j = 0; j < KB; ++j) Bs[cur ^ 1][b_k + j][b_n] = from_acc<T>(rb[j]);
+      for (int j = 0; j < KB; ++j) Bs[cur ^ 1][b_k + j][b_n] = In::cvt(rb[j]);
     }
     __syncthreads();
   }
@@ -538,9 +576,10 @@ __device__ __forceinline__ void igemm_wmma_block(const Op& op, int splits, int c
 template <class Op, int BM, int BN, int NT, int WM>
 __global__ void __launch_bounds__(NT) igemm_wmma_kernel(Op op, int splits, int chunk) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  // bfloat16 fragments exist from sm_80 on; pick_tile never chooses tensor cores for bfloat16 on
-  // an older device, so this variant only has to compile there.
-  if constexpr (std::is_same<typename Op::storage, __nv_bfloat16>::value) {
+  // bfloat16 and TF32 fragments exist from sm_80 on; pick_tile never chooses tensor cores for
+  // them on an older device, so these variants only have to compile there.
+  if constexpr (std::is_same<typename Op::storage, __nv_bfloat16>::value ||
+                std::is_same<typename Op::storage, float>::value) {
     __trap();
   } else
 #endif
@@ -565,7 +604,7 @@ __global__ void splitk_reduce_kernel(gptr<const acc_t<T>> ws, gptr<T> dw, int64_
 // Host side: tile and split-K heuristics, launchers.
 // ---------------------------------------------------------------------------------------------
 struct TileShape { int bm, bn; };
-// 3, 4: tensor cores (WMMA)
+// 3, 4: tensor cores (WMMA; TF32 for float)
 constexpr TileShape kTiles[5] = {{128, 128}, {64, 64}, {32, 32}, {64, 64}, {128, 128}};
 
 int64_t tile_blocks(int tile, int64_t M, int64_t N, int64_t groups) {
@@ -574,23 +613,33 @@ int64_t tile_blocks(int tile, int64_t M, int64_t N, int64_t groups) {
 
 bool is_16bit_dtype(DType dt) { return dt == DType::f16 || dt == DType::bf16; }
 
-// tc: the storage type is 16-bit (the tensor-core tile 3 is available and the default).
 // Whether the tensor-core tiles serve dtype dt on the current device: float16 on every supported
-// architecture (sm_75+), bfloat16 from sm_80 on.
+// architecture (sm_75+), bfloat16 and float (TF32) from sm_80 on.
 bool tensor_cores(DType dt) {
-  return dt == DType::f16 || (dt == DType::bf16 && device_cc_major() >= 8);
+  return dt == DType::f16 ||
+         ((dt == DType::bf16 || (FC_HAS_TF32 && dt == DType::f32)) && device_cc_major() >= 8);
 }
 
+constexpr int kTileAuto = -1;      // the heuristic; float stays on the exact SIMT tiles
+constexpr int kTileAutoTF32 = -2;  // the heuristic, TF32 tensor cores allowed for float
+
 int pick_tile(int64_t M, int64_t N, int64_t groups, int tile, DType dt) {
-  const bool tc = tensor_cores(dt);
   if (tile >= 0) {
-    FC_CHECK(tile <= 4, "conv2d: tile must be -1 (heuristic), 0, 1, 2, 3 or 4, got ", tile);
-    FC_CHECK(tile < 3 || is_16bit_dtype(dt), "conv2d: tile ", tile,
-             " (tensor cores) needs float16 or bfloat16 arrays");
-    FC_CHECK(tile < 3 || tc, "conv2d: tile ", tile,
-             " (tensor cores) for bfloat16 needs a GPU of compute capability 8.0 or newer");
+    FC_CHECK(tile <= 4, "conv2d: tile must be -2 (heuristic, TF32 allowed), -1 (heuristic), 0, "
+             "1, 2, 3 or 4, got ", tile);
+    FC_CHECK(tile < 3 || dt != DType::f64, "conv2d: tile ", tile,
+             " (tensor cores) needs float32 (TF32), float16 or bfloat16 arrays");
+    FC_CHECK(tile < 3 || tensor_cores(dt), "conv2d: tile ", tile, " (tensor cores) for ",
+             dt == DType::f32 ? "float32 (TF32)" : "bfloat16",
+             " needs a GPU of compute capability 8.0 or newer");
     return tile;
   }
+  FC_CHECK(tile == kTileAuto || tile == kTileAutoTF32, "conv2d: tile must be -2 (heuristic, TF32 "
+           "allowed), -1 (heuristic), 0, 1, 2, 3 or 4, got ", tile);
+  // TF32: only where a 16 x 16 fragment is not mostly padding (a guess, not yet timed on a GPU)
+  const bool tc = is_16bit_dtype(dt) ? tensor_cores(dt)
+                                     : dt == DType::f32 && tile == kTileAutoTF32 &&
+                                           tensor_cores(dt) && M >= 16 && N >= 16;
   if (tc) return M > 64 && tile_blocks(4, M, N, groups) >= kSMs ? 4 : 3;
   if (M <= 32 || N <= 32) return 2;
   if (M > 64 && tile_blocks(0, M, N, groups) >= kSMs) return 0;
@@ -652,11 +701,12 @@ void launch_igemm(const char* name, const Op& op, const Conv2dParams& p, int til
     case 1: return launch_tile<Op, 64, 64, 4, 4>(name, op, p, p.groups, sp, stream);
     case 2: return launch_tile<Op, 32, 32, 4, 4>(name, op, p, p.groups, sp, stream);
     default:
-      if constexpr (is_16bit<typename Op::storage>::value) {
+      if constexpr (has_wmma<typename Op::storage>::value) {
         if (tile == 4) return launch_wmma<Op, 128, 128, 256, 4>(name, op, p, sp, stream);
         return launch_wmma<Op, 64, 64, 128, 2>(name, op, p, sp, stream);
       }
-      throw ValueError(str_cat(name, ": tiles 3 and 4 (tensor cores) need float16 or bfloat16"));
+      throw ValueError(
+          str_cat(name, ": tiles 3 and 4 (tensor cores) need float32, float16 or bfloat16"));
   }
 }
 

@@ -4,8 +4,10 @@
 // Contract for every launcher: C-contiguous NCHW arrays of the storage type `dt`, weights
 // (K, C/groups, R, S), outputs fully overwritten, bias may be nullptr, N >= 1 (the Python twin
 // handles an empty batch without launching). `tile` picks the tile configuration (-1: the
-// heuristic; 0: 128x128, 1: 64x64, 2: 32x32 SIMT block tiles; 3: 64x64, 4: 128x128 on tensor
-// cores through WMMA, float16 / bfloat16 only and their default); `splits` the split-K factor
+// heuristic, float32 on the exact SIMT tiles; -2: the heuristic with TF32 tensor cores allowed
+// for float32; 0: 128x128, 1: 64x64, 2: 32x32 SIMT block tiles; 3: 64x64, 4: 128x128 on tensor
+// cores through WMMA: float16 / bfloat16 natively and their default, float32 through TF32 on
+// sm_80+); `splits` the split-K factor
 // of the weight gradient (0: the heuristic). The weight gradient's workspace must hold at least
 // conv2d_backward_weight_workspace_bytes(p, dt, tile, splits) bytes (0 when it needs none).
 #pragma once

@@ -221,6 +221,32 @@ __global__ void wmma_gemm_kernel(gptr<const T> A, gptr<const T> B, gptr<float> C
   }
 }
 
+template <class Frag>
+__device__ void round_tf32(Frag& f) {
+  for (int e = 0; e < f.num_elements; ++e) f.x[e] = nvcuda::wmma::__float_to_tf32(f.x[e]);
+}
+
+// One warp per 16x16 tile of C, K in steps of 8.
+__global__ void wmma_tf32_gemm_kernel(gptr<const float> A, gptr<const float> B, gptr<float> C,
+                                      int N, int K, bool round) {
+  using namespace nvcuda;
+  const int tm = blockIdx.y * 16, tn = blockIdx.x * 16;
+  wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> a;
+  wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> b;
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
+  wmma::fill_fragment(acc, 0.f);
+  for (int k0 = 0; k0 < K; k0 += 8) {
+    wmma::load_matrix_sync(a, A + int64_t(tm) * K + k0, K);
+    wmma::load_matrix_sync(b, B + int64_t(k0) * N + tn, N);
+    if (round) {
+      round_tf32(a);
+      round_tf32(b);
+    }
+    wmma::mma_sync(acc, a, b, acc);
+  }
+  wmma::store_matrix_sync(C + int64_t(tm) * N + tn, acc, N, wmma::mem_row_major);
+}
+
 }  // namespace
 
 void sgemm(const float* A, const float* B, float* C, int M, int N, int K, int variant) {
@@ -295,6 +321,17 @@ void wmma_gemm(int dtype, const void* A, const void* B, float* C, int M, int N, 
   else if (dtype == 2) run(__nv_bfloat16{});
   else throw TypeError(str_cat("selftest.wmma_gemm: dtype code must be 1 (float16) or 2 (bfloat16), got ", dtype));
   check_launch("selftest.wmma_gemm", [&] { return str_cat("M=", M, " N=", N, " K=", K); });
+}
+
+void wmma_tf32_gemm(const float* A, const float* B, float* C, int M, int N, int K, bool round) {
+  FC_CHECK(M % 16 == 0 && N % 16 == 0 && K % 8 == 0 && M > 0 && N > 0 && K > 0,
+           "selftest.wmma_tf32_gemm: M, N must be positive multiples of 16 and K of 8, got ", M,
+           ", ", N, ", ", K);
+  auto k = wmma_tf32_gemm_kernel;
+  FC_LAUNCH(k, dim3(unsigned(N / 16), unsigned(M / 16)), 32, 0, nullptr,
+            global(A, int64_t(M) * K), global(B, int64_t(K) * N), global(C, int64_t(M) * N), N, K,
+            round);
+  check_launch("selftest.wmma_tf32_gemm", [&] { return str_cat("M=", M, " N=", N, " K=", K); });
 }
 
 }  // namespace selftest

@@ -56,6 +56,12 @@ void max_pool3x3(const float* x, float* y, int NC, int H, int W);
 void wmma_gemm(int dtype, const void* A, const void* B, float* C, int M, int N, int K, bool a_col,
                bool b_col);
 
+// C[M,N] = A[M,K] @ B[K,N], float32 row-major, on TF32 wmma 16x16x8 tiles, one warp per C tile,
+// fragments loaded straight from A and B. round: each fragment element through __float_to_tf32
+// after the load (CUDA's documented pattern); without it, inputs with low mantissa bits set make
+// mma_sync throw. M, N multiples of 16, K of 8.
+void wmma_tf32_gemm(const float* A, const float* B, float* C, int M, int N, int K, bool round);
+
 }  // namespace selftest
 }  // namespace cuda
 }  // namespace fastconv

@@ -10,12 +10,18 @@
 // barrier, which also orders the lanes' earlier shared-memory writes before the loads. Loads and
 // stores go through the pointer's checked element access (gptr bounds, shared-memory race and
 // initialisation checks), so a tile read out of range or before it is written is reported.
-// mma_sync multiplies in float with float accumulation (products of half or bf16 inputs are exact
-// in float; the GPU's accumulation order differs, so compare with tolerances).
+// mma_sync multiplies in float with float accumulation (products of half, bf16 or tf32 inputs are
+// exact in float; the GPU's accumulation order differs, so compare with tolerances).
 //
 // Shapes: any M, N, K whose tiles divide by 32 elements (m16n16k16, m32n8k16, m8n32k16); inputs
-// __half or __nv_bfloat16, accumulators float or __half. Not emulated: tf32 / double / integer
-// fragments, precision:: tags, sub-byte types.
+// __half or __nv_bfloat16, accumulators float or __half.
+// TF32 (as CUDA's sm_80+ API): fragments of element type precision::tf32 hold float storage
+// (storage_element_type), m16n16k8 only, loaded from float pointers; __float_to_tf32 rounds a
+// float to nearest, ties away from zero, to 10 explicit mantissa bits (cvt.rna.tf32.f32).
+// load_matrix_sync does not convert (as on the GPU, whose tensor cores ignore the low 13 bits),
+// so mma_sync throws on a tf32 operand with any of those bits set: a kernel that forgets
+// __float_to_tf32 fails under the emulation instead of truncating silently on the GPU.
+// Not emulated: double / integer fragments, sub-byte types.
 #pragma once
 
 namespace nvcuda {
@@ -28,7 +34,34 @@ struct row_major {};
 struct col_major {};
 enum layout_t { mem_row_major, mem_col_major };
 
+namespace precision {
+struct tf32;  // incomplete, as in CUDA: a tag, never an object
+}
+
+// float -> the nearest TF32 value (ties away from zero), kept in a float: low 13 mantissa bits 0.
+inline float __float_to_tf32(float in) {
+  uint32_t u;
+  std::memcpy(&u, &in, 4);
+  if ((u & 0x7f800000u) == 0x7f800000u) {  // Inf stays, NaN stays NaN (quiet)
+    if (u & 0x007fffffu) u = (u & ~0x1fffu) | 0x00400000u;
+  } else {
+    u = (u + 0x1000u) & ~0x1fffu;  // magnitude + half a TF32 ulp, truncated: ties away
+  }
+  float out;
+  std::memcpy(&out, &u, 4);
+  return out;
+}
+
 namespace detail {
+template <class T> struct storage { using type = T; };
+template <> struct storage<precision::tf32> { using type = float; };
+
+inline bool is_tf32(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  return (u & 0x1fffu) == 0;
+}
+
 template <class Use, int M, int N, int K> struct dims;
 template <int M, int N, int K> struct dims<matrix_a, M, N, K> { static constexpr int R = M, C = K; };
 template <int M, int N, int K> struct dims<matrix_b, M, N, K> { static constexpr int R = K, C = N; };
@@ -46,23 +79,29 @@ struct fragment {
   static_assert(std::is_same<Use, accumulator>::value || std::is_same<Layout, row_major>::value ||
                     std::is_same<Layout, col_major>::value,
                 "wmma matrix_a / matrix_b fragments need row_major or col_major");
+  static_assert(!std::is_same<T, precision::tf32>::value || (M == 16 && N == 16 && K == 8),
+                "wmma: tf32 fragments are m16n16k8 only");
+  static_assert(K != 8 || !std::is_same<Use, accumulator>::value || std::is_same<T, float>::value,
+                "wmma: m16n16k8 accumulators are float");
   using element_type = T;
+  using storage_element_type = typename detail::storage<T>::type;
   static constexpr int num_elements = rows * cols / 32;
-  T x[num_elements];
+  storage_element_type x[num_elements];
   static int row_of(int lane, int e) { return (lane * num_elements + e) / cols; }
   static int col_of(int lane, int e) { return (lane * num_elements + e) % cols; }
 };
 
 template <class U, int M, int N, int K, class T, class L, class V>
 inline void fill_fragment(fragment<U, M, N, K, T, L>& f, const V& v) {
-  for (int e = 0; e < f.num_elements; ++e) f.x[e] = T(v);
+  using S = typename fragment<U, M, N, K, T, L>::storage_element_type;
+  for (int e = 0; e < f.num_elements; ++e) f.x[e] = S(v);
 }
 
 namespace detail {
 // Element (r, c) of a tile at p with leading dimension ldm: p[r*ldm + c] row-major, else p[c*ldm + r].
 template <class Fr, class P>
 inline void load(Fr& f, const P& p, unsigned ldm, bool row_major_mem) {
-  using T = typename Fr::element_type;
+  using T = typename Fr::storage_element_type;
   warp_entry();
   const int lane = int(::fastconv::emu::lane_id());
   for (int e = 0; e < Fr::num_elements; ++e) {
@@ -114,6 +153,16 @@ inline void mma_sync(fragment<accumulator, M, N, K, TC>& d, const fragment<matri
   float* A = reinterpret_cast<float*>(w.big.data());
   float* B = A + M * K;
   float* C = B + K * N;
+  if constexpr (std::is_same<TA, precision::tf32>::value) {
+    for (int e = 0; e < na; ++e)
+      if (!detail::is_tf32(a.x[e]))
+        throw ::fastconv::emu::emu_error("wmma mma_sync: tf32 matrix_a element with low mantissa "
+                                         "bits set (round it with __float_to_tf32)");
+    for (int e = 0; e < nb; ++e)
+      if (!detail::is_tf32(b.x[e]))
+        throw ::fastconv::emu::emu_error("wmma mma_sync: tf32 matrix_b element with low mantissa "
+                                         "bits set (round it with __float_to_tf32)");
+  }
   for (int e = 0; e < na; ++e) A[lane * na + e] = float(a.x[e]);
   for (int e = 0; e < nb; ++e) B[lane * nb + e] = float(b.x[e]);
   for (int e = 0; e < nc; ++e) C[lane * nc + e] = float(c.x[e]);

@@ -7,10 +7,13 @@ int, out_hw = (P, Q). Inputs in any layout are made C-contiguous (NCHW); outputs
 C-contiguous arrays of the input's library, written on the library's current stream. An empty
 batch launches nothing (empty outputs; zeros for the weight gradient).
 
-`tile` (-1: the kernels' heuristic; 0, 1, 2: 128x128, 64x64, 32x32 SIMT block tiles; 3, 4:
-64x64, 128x128 on tensor cores through WMMA, float16 / bfloat16 only, their default) and, for the
-weight gradient, `splits` (0: heuristic; else the split-K factor) force a configuration, for tests
-and benchmarks. With `tile=-1` and fastconv.backends.cuda.benchmark on, the configuration is
+`tile` (None: chosen by fastconv.backends.cuda's switches, see below; -1: the kernels' heuristic
+with float32 on exact SIMT tiles; -2: the heuristic with TF32 tensor cores allowed for float32;
+0, 1, 2: 128x128, 64x64, 32x32 SIMT block tiles; 3, 4: 64x64, 128x128 on tensor cores through
+WMMA, float16 / bfloat16 natively and their default, float32 through TF32) and, for the weight
+gradient, `splits` (0: heuristic; else the split-K factor) force a configuration, for tests and
+benchmarks. With `tile=None` the heuristic gets -2 when fastconv.backends.cuda.allow_tf32 is on
+(the default) and -1 when off, or with fastconv.backends.cuda.benchmark on, the configuration is
 chosen by timing each once per problem (fastconv/_gpu/autotune.py).
 """
 from __future__ import annotations
@@ -29,7 +32,7 @@ def _out_hw(hw, kernel, stride, pad, dilation):
             _shape.output_size(hw[1], kernel[1], stride[1], pad[2], pad[3], dilation[1], False))
 
 
-def conv2d(be, x, w, b, stride, pad, dilation, groups, out_hw, *, tile=-1):
+def conv2d(be, x, w, b, stride, pad, dilation, groups, out_hw, *, tile=None):
     op = "conv2d"
     N, C, H, W = (int(v) for v in x.shape)
     K, _, R, S = (int(v) for v in w.shape)
@@ -49,14 +52,14 @@ def conv2d(be, x, w, b, stride, pad, dilation, groups, out_hw, *, tile=-1):
     def launch(t):
         be.mod.conv2d_forward(code, be.ptr(x), be.ptr(w), be.ptr(b), be.ptr(y), (N, C, H, W),
                               wshape, stride, pad, dilation, int(groups), int(t), be.stream())
-    if tile == -1:
+    if tile is None:
         tile = autotune.choose(be, (op, code, (N, C, H, W), wshape, stride, pad, dilation,
                                     int(groups), b is not None), code, launch)
     launch(tile)
     return y
 
 
-def conv2d_backward_input(be, dy, w, input_shape, stride, pad, dilation, groups, *, tile=-1):
+def conv2d_backward_input(be, dy, w, input_shape, stride, pad, dilation, groups, *, tile=None):
     op = "conv2d_backward_input"
     xshape = tuple(int(v) for v in input_shape)
     stride, pad, dilation = _geometry(stride, pad, dilation)
@@ -70,14 +73,14 @@ def conv2d_backward_input(be, dy, w, input_shape, stride, pad, dilation, groups,
     def launch(t):
         be.mod.conv2d_backward_input(code, be.ptr(dy), be.ptr(w), be.ptr(dx), xshape, wshape,
                                      stride, pad, dilation, int(groups), int(t), be.stream())
-    if tile == -1:
+    if tile is None:
         tile = autotune.choose(be, (op, code, xshape, wshape, stride, pad, dilation,
                                     int(groups)), code, launch)
     launch(tile)
     return dx
 
 
-def conv2d_backward_weight(be, dy, x, weight_shape, stride, pad, dilation, groups, *, tile=-1,
+def conv2d_backward_weight(be, dy, x, weight_shape, stride, pad, dilation, groups, *, tile=None,
                            splits=0):
     op = "conv2d_backward_weight"
     wshape = tuple(int(v) for v in weight_shape)
@@ -96,7 +99,7 @@ def conv2d_backward_weight(be, dy, x, weight_shape, stride, pad, dilation, group
         be.mod.conv2d_backward_weight(code, be.ptr(dy), be.ptr(x), be.ptr(dw), be.ptr(ws), nbytes,
                                       xshape, wshape, stride, pad, dilation, int(groups), int(t),
                                       int(splits), be.stream())
-    if tile == -1:
+    if tile is None:
         tile = autotune.choose(be, (op, code, xshape, wshape, stride, pad, dilation, int(groups),
                                     int(splits)), code, launch)
     launch(tile)

@@ -8,7 +8,10 @@ floor per dtype), then time fastconv, torch NCHW and torch channels_last side by
   conv2d     fwd        F.conv2d                  vs aten.convolution
              bwd_input  grad.conv2d_input         vs aten.convolution_backward(mask T,F,F)
              bwd_weight grad.conv2d_weight        vs aten.convolution_backward(mask F,T,F)
-             (dense float32 also against cuDNN with TF32 on, torch's default: torch_tf32)
+             (dense float32 also against cuDNN with TF32 on, torch's default: torch_tf32;
+             fastconv runs as fastconv.backends.cuda.allow_tf32 says, on by default, so its
+             ratio_tf32 compares TF32 with TF32; set it False to time exact float32 against
+             torch_nchw, whose TF32 is off)
   max_pool2d fwd        F.max_pool2d              vs aten.max_pool2d
              fwd+bwd    F.max_pool2d(return_indices=True) + grad.max_pool2d_input
   avg_pool2d fwd, fwd+bwd likewise with F.avg_pool2d and grad.avg_pool2d_input
@@ -345,8 +348,12 @@ def conv_impls(ctx: Ctx, case: dict, d: dict):
     for direction, t_fn in (("fwd", t_fwd), ("bwd_input", t_bi), ("bwd_weight", t_bw)):
         def check(f_fn=fc[direction], t_fn=t_fn, direction=direction):
             ref = t_fn(x.double(), w.double(), dy.double())
+            from fastconv import backends
+            # fastconv on TF32 (fastconv.backends.cuda.allow_tf32) is held to cuDNN on TF32
+            base = (with_tf32 if tf32 and backends.cuda.allow_tf32 else
+                    (lambda fn: fn))(lambda: t_fn(x, w, dy))()
             return check_on_device(torch, f"{case['name']} {direction} {ctx.dtype_name}",
-                                   ctx.torch_of(f_fn()), t_fn(x, w, dy), ref,
+                                   ctx.torch_of(f_fn()), base, ref,
                                    CHECK_FLOOR[ctx.dtype_name])
         timed = {"fastconv": fc[direction], "torch_nchw": (lambda t_fn=t_fn: t_fn(x, w, dy)),
                  "torch_cl": (lambda t_fn=t_fn: t_fn(*cl))}

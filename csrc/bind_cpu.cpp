@@ -435,6 +435,17 @@ PYBIND11_MODULE(_C, m) {
     FC_CHECK(n >= 1, "set_num_threads: n must be >= 1, got ", n);
     set_num_threads(n);
   }, py::arg("n"));
+  m.def("small_op_ns", &small_op_ns, "threshold of the small-op rules (common/parallel.h), ns");
+  m.def("set_small_op_ns", [](int64_t ns) {
+    FC_CHECK(ns >= 0, "set_small_op_ns: ns must be >= 0, got ", ns);
+    set_small_op_ns(ns);
+  }, py::arg("ns"));
+  m.def("_pool_wake_latency_ns", &pool_wake_latency_ns,
+        "mean time from waking a sleeping pool worker to it running, as the pool measured it");
+  m.def("_op_plan", [](double work_ns) {
+    OpScope scope(work_ns);
+    return py::make_tuple(num_threads(), op_is_small());
+  }, py::arg("work_ns"), "(threads, small) the small-op rules give an op of work_ns (for tests)");
   m.def("isa", [] { return cpu::isa_name(cpu::active_isa()); }, "instruction set the kernels use now");
   m.def("best_isa", [] { return cpu::isa_name(cpu::best_isa()); });
   m.def("set_isa", &cpu::set_isa, py::arg("name"),

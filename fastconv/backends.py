@@ -25,10 +25,19 @@ takes TF32 for GEMMs of at least 16 x 16 (a guess: the TF32 tiles have not been 
 yet; with `benchmark` on, the TF32 and float32 tiles are timed against each other and the faster
 kept). False keeps float32 on the exact SIMT tiles, bit for bit as before the switch existed.
 Other dtypes ignore it; the choices `benchmark` caches are kept per setting.
+
+    fastconv.backends.cpu.small_op_us = 50.0    # the CPU kernels' small-op threshold
+
+`cpu.small_op_us` (default 50, or the FASTCONV_SMALL_OP_US environment variable): a CPU op whose
+estimated single-thread time W (from its shape) is below it runs on the calling thread plus the
+pool workers still awake from the previous op, instead of waking sleeping ones (a wake costs
+tens of microseconds); and every op plans for at most max(1, W / (small_op_us / 5)) threads.
+The plan, and so the result, depends only on the shape and fastconv.num_threads(), never on
+timing. 0 turns both rules off (every op uses fastconv.num_threads() threads).
 """
 from __future__ import annotations
 
-__all__ = ["cuda"]
+__all__ = ["cpu", "cuda"]
 
 
 class _Cuda:
@@ -69,3 +78,27 @@ class _Cuda:
 
 
 cuda = _Cuda()
+
+
+class _Cpu:
+    """fastconv.backends.cpu: `small_op_us` (float, microseconds; 0 = off)."""
+
+    @property
+    def small_op_us(self) -> float:
+        from fastconv._backend import _C
+        return _C.small_op_ns() / 1000.0
+
+    @small_op_us.setter
+    def small_op_us(self, value: float) -> None:
+        from fastconv._backend import _C
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
+                or value > 1e9:
+            raise ValueError("fastconv.backends.cpu.small_op_us must be a number of microseconds "
+                             f"in [0, 1e9], got {value!r}")
+        _C.set_small_op_ns(int(round(value * 1000)))
+
+    def __repr__(self) -> str:
+        return f"fastconv.backends.cpu(small_op_us={self.small_op_us:g})"
+
+
+cpu = _Cpu()

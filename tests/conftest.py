@@ -18,6 +18,16 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fastconv"))
 ISAS = supported_isas()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_small_op_rules():
+    """The small-op rules (fastconv.backends.cpu.small_op_us) would run the suite's small inputs on
+    one thread; off, every thread count a test sets reaches its work splits. tests/test_small_ops.py
+    turns them on where it tests them."""
+    import fastconv
+    fastconv.backends.cpu.small_op_us = 0
+    yield
+
+
 @pytest.fixture(params=ISAS)
 def isa(request):
     """Runs the test once per instruction set of fastconv._C, restoring the default afterwards."""

@@ -1,5 +1,5 @@
-// Thread pool behind parallel.h: persistent workers that spin briefly, then sleep on a condition
-// variable. A region is cut into at most num_threads() contiguous chunks that the participants
+// Thread pool behind parallel.h: persistent workers that spin briefly (kSpinNs), then sleep on a
+// condition variable. A region is cut into at most num_threads() contiguous chunks that the participants
 // claim from a shared counter, the caller first: a worker that is slow to wake (asleep, or
 // sharing its core with another process's spinning thread, e.g. PyTorch's OpenMP pool) leaves
 // its chunk to whoever is free instead of holding the whole region up until it gets the CPU.
@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
@@ -46,6 +48,34 @@ int default_threads() {
 
 thread_local bool t_in_region = false;
 
+int64_t default_small_op_ns() {
+  if (const char* env = std::getenv("FASTCONV_SMALL_OP_US")) {
+    char* end = nullptr;
+    double us = std::strtod(env, &end);
+    if (end != env && us >= 0 && us < 1e9) return static_cast<int64_t>(us * 1000.0);
+  }
+  return 50000;
+}
+std::atomic<int64_t> g_small_op_ns{default_small_op_ns()};
+
+// The calling thread's op (OpScope): threads it plans for (0: no scope) and whether it is small
+// (does not wake sleeping workers).
+thread_local int t_op_threads = 0;
+thread_local bool t_op_small = false;
+thread_local double t_op_work_ns = -1;  // < 0: no estimate
+
+// Idle policy: a worker spins this long after its last region before it sleeps (a following kernel
+// usually comes within it: the Python glue between two ops of a model takes 10-100 us), yielding
+// its core every kYieldNs so that a thread it shares the core with (the caller, on a loaded
+// machine) is not held up. Measured: see bench/run_small_ops.py and the README.
+constexpr int64_t kSpinNs = 100000, kYieldNs = 20000;
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 class Pool {
  public:
   // The pool is leaked on purpose (no join at interpreter exit). A forked child has none of the
@@ -66,7 +96,7 @@ class Pool {
   void set_threads(int n) { threads_.store(std::max(1, n), std::memory_order_relaxed); }
 
   void run(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
-    int nt = threads();
+    int nt = t_op_threads > 0 ? std::min(t_op_threads, threads()) : threads();
     int64_t max_chunks = (n + grain - 1) / grain;
     if (nt <= 1 || max_chunks <= 1 || t_in_region) return fn(ctx, 0, n);
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
@@ -80,20 +110,35 @@ class Pool {
     const uint64_t nchunks = static_cast<uint64_t>((n + chunk - 1) / chunk);
     uint64_t gen;
     {
-      // The job and its generation are published together, under mu_, so a worker never pairs
-      // one generation with another job's helper count.
+      // The job and its generation are published together, under mu_.
       std::lock_guard<std::mutex> lk(mu_);
       job_fn_ = fn;
       job_ctx_ = ctx;
       job_n_ = n;
       job_chunk_ = chunk;
-      active_helpers_ = helpers;
       done_.store(0, std::memory_order_relaxed);
       gen = generation_.load(std::memory_order_relaxed) + 1;
       claim_.store(make_claim(gen, nchunks, 0), std::memory_order_release);
       generation_.store(gen, std::memory_order_release);
     }
-    cv_.notify_all();
+    // Spinning workers see the new generation by themselves. Wake sleeping ones only for what the
+    // spinning ones cannot cover, not at all for a small op, and not when a woken worker would
+    // arrive after half the op is done anyway (the measured wake latency; the caller runs the rest).
+    const int wake = helpers - spinning_.load(std::memory_order_acquire);
+    if (!t_op_small && wake > 0) {
+      const int64_t lat = wake_latency_ns_.load(std::memory_order_relaxed);
+      if (t_op_work_ns >= 0 && t_op_work_ns < 2.0 * lat) {
+        // Declined: let the estimate decay, so a latency that has improved is measured again.
+        wake_latency_ns_.store(lat - lat / 64, std::memory_order_relaxed);
+      } else {
+        notified_at_.store(now_ns(), std::memory_order_relaxed);
+        if (wake >= sleeping_.load(std::memory_order_relaxed)) {
+          cv_.notify_all();
+        } else {
+          for (int i = 0; i < wake; ++i) cv_.notify_one();
+        }
+      }
+    }
 
     t_in_region = true;
     drain(gen);
@@ -129,11 +174,10 @@ class Pool {
 
   void ensure_workers(int count) {
     while (static_cast<int>(workers_.size()) < count) {
-      int id = static_cast<int>(workers_.size());
       // The worker starts from the current generation, taken here, before run() publishes the
       // job it is created for (a thread that read it after the bump would miss that job).
       const uint64_t start = generation_.load(std::memory_order_acquire);
-      workers_.emplace_back([this, id, start] { loop(id, start); });
+      workers_.emplace_back([this, start] { loop(start); });
       workers_.back().detach();
     }
   }
@@ -163,21 +207,62 @@ class Pool {
     }
   }
 
-  void loop(int id, uint64_t seen) {
+  // Has a job newer than `seen` appeared within kSpinNs? (The clock is read every 32 pauses.)
+  bool spin_for_job(uint64_t seen) {
+    spinning_.fetch_add(1, std::memory_order_acq_rel);
+    const int64_t start = now_ns();
+    int64_t last_yield = start;
+    bool found = false;
+    for (;;) {
+      for (int i = 0; i < 32; ++i) {
+        if (generation_.load(std::memory_order_acquire) != seen) {
+          found = true;
+          break;
+        }
+        FC_PAUSE();
+      }
+      if (found) break;
+      const int64_t t = now_ns();
+      if (t - start >= kSpinNs) break;
+      if (t - last_yield >= kYieldNs) {
+        std::this_thread::yield();
+        last_yield = t;
+      }
+    }
+    spinning_.fetch_sub(1, std::memory_order_acq_rel);
+    return found;
+  }
+
+  // Running mean (weight 1/4) of the time from a notify to the woken worker running: tens of
+  // microseconds on bare metal, 100 us or more on some virtual machines.
+  void record_wake_latency(int64_t ns) {
+    if (ns <= 0 || ns > 100000000) return;  // a wake that was not ours (spurious, or long ago)
+    const int64_t old = wake_latency_ns_.load(std::memory_order_relaxed);
+    wake_latency_ns_.store(old + (ns - old) / 4, std::memory_order_relaxed);
+  }
+
+ public:
+  int64_t wake_latency_ns() const { return wake_latency_ns_.load(std::memory_order_relaxed); }
+  int spinning() const { return spinning_.load(std::memory_order_relaxed); }
+
+ private:
+  void loop(uint64_t seen) {
     t_in_region = true;
     for (;;) {
-      // Spin briefly (~0.1 ms: a following kernel usually comes soon), then sleep, so idle workers
-      // do not steal a core from other work in the process (PyTorch in bench/, for one).
-      for (int i = 0; i < 4000 && generation_.load(std::memory_order_acquire) == seen; ++i)
-        FC_PAUSE();
-      int active;
-      {
+      // Spin briefly, then sleep, so idle workers do not steal a core from other work in the
+      // process (PyTorch in bench/, for one). Any worker that sees a job helps with it: chunks are
+      // claimed, so one that finds none left goes back to waiting.
+      if (spin_for_job(seen)) {
+        seen = generation_.load(std::memory_order_acquire);
+      } else {
         std::unique_lock<std::mutex> lk(mu_);
+        sleeping_.fetch_add(1, std::memory_order_relaxed);
         cv_.wait(lk, [&] { return generation_.load(std::memory_order_relaxed) != seen; });
+        sleeping_.fetch_sub(1, std::memory_order_relaxed);
         seen = generation_.load(std::memory_order_relaxed);
-        active = active_helpers_;
+        record_wake_latency(now_ns() - notified_at_.load(std::memory_order_relaxed));
       }
-      if (id < active) drain(seen);
+      drain(seen);
     }
   }
 
@@ -192,14 +277,45 @@ class Pool {
   RangeFn job_fn_ = nullptr;
   void* job_ctx_ = nullptr;
   int64_t job_n_ = 0, job_chunk_ = 1;
-  int active_helpers_ = 0;
+  std::atomic<int> spinning_{0}, sleeping_{0};  // workers spinning / waiting on cv_
+  std::atomic<int64_t> notified_at_{0};             // now_ns() of the last notify
+  std::atomic<int64_t> wake_latency_ns_{20000};     // record_wake_latency
   std::atomic<uint64_t> claim_{0};
   std::atomic<uint64_t> done_{0};
 };
 
 }  // namespace
 
-int num_threads() { return Pool::get().threads(); }
+int num_threads() {
+  const int nt = Pool::get().threads();
+  return t_op_threads > 0 && t_op_threads < nt ? t_op_threads : nt;
+}
+int64_t small_op_ns() { return g_small_op_ns.load(std::memory_order_relaxed); }
+void set_small_op_ns(int64_t ns) { g_small_op_ns.store(ns < 0 ? 0 : ns, std::memory_order_relaxed); }
+
+bool op_is_small() { return t_op_small; }
+
+OpScope::OpScope(double work_ns) : active_(t_op_threads == 0) {
+  if (!active_) return;
+  const int nt = Pool::get().threads();
+  const double t = static_cast<double>(small_op_ns());
+  if (t <= 0 || !(work_ns >= 0)) {  // rules off, or no estimate (NaN)
+    t_op_threads = nt;
+    t_op_small = false;
+    return;
+  }
+  const double cap = std::floor(work_ns / (t / 5));
+  t_op_threads = cap < 1 ? 1 : cap < nt ? static_cast<int>(cap) : nt;
+  t_op_small = work_ns < t;
+  t_op_work_ns = work_ns;
+}
+OpScope::~OpScope() {
+  if (!active_) return;
+  t_op_threads = 0;
+  t_op_small = false;
+  t_op_work_ns = -1;
+}
+int64_t pool_wake_latency_ns() { return Pool::get().wake_latency_ns(); }
 void set_num_threads(int n) { Pool::get().set_threads(n); }
 void parallel_for_raw(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
   if (n <= 0) return;

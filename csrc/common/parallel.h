@@ -9,13 +9,51 @@
 // the caller runs its share) and chunks must not wait for each other. Calls made while the pool is busy (from a worker, or from a
 // second Python thread, since kernels run with the GIL released) run inline on the caller, so a
 // call never deadlocks. Work functions must not throw.
+//
+// Small ops (see OpScope): waking a sleeping worker costs tens of microseconds (a futex wake, a
+// scheduler decision, and the worker's spin afterwards), more than a small op saves by splitting.
+// cpu/dispatch.cpp wraps every kernel in an OpScope carrying the op's estimated single-thread time
+// W; with the small-op threshold T (set_small_op_ns; default 50 us, FASTCONV_SMALL_OP_US):
+//   - the op plans for at most max(1, W / (T / 5)) threads: num_threads() inside the scope says so,
+//     so the kernels' cost models (and thus their results) depend only on the shape and the thread
+//     setting, never on timing;
+//   - if W < T, the op does not wake sleeping workers: it runs on the caller and the workers that are
+//     still spinning from the previous region. Nor does a larger op whose W is under twice the
+//     pool's measured wake latency (a woken worker would arrive after half the work is done).
+//     This changes only who runs which chunk, not the chunks, so the result is the same bit for bit.
+// T = 0 turns both rules off (the tests do, to reach every split on small inputs).
 #pragma once
 #include <cstdint>
 
 namespace fastconv {
 
-int num_threads();           // threads a parallel region uses (the caller included)
+int num_threads();           // threads a parallel region uses (the caller included; see OpScope)
 void set_num_threads(int n); // n >= 1; FASTCONV_NUM_THREADS sets the initial value
+
+int64_t small_op_ns();            // the threshold T above, in nanoseconds
+void set_small_op_ns(int64_t ns);  // ns >= 0; 0 turns the small-op rules off
+
+// The op the calling thread runs, for the small-op rules; scopes do not nest (an inner scope is
+// ignored). work_ns: estimated single-thread time of the whole op.
+class OpScope {
+ public:
+  explicit OpScope(double work_ns);
+  ~OpScope();
+  OpScope(const OpScope&) = delete;
+  OpScope& operator=(const OpScope&) = delete;
+
+ private:
+  bool active_;
+};
+
+int64_t pool_wake_latency_ns();  // measured time from waking a worker to it running (mean)
+bool op_is_small();  // inside an OpScope: does the op leave sleeping workers asleep?
+
+// Rough single-core rates for OpScope estimates (they need the order of magnitude, not more).
+inline double op_ns(double flops, double flops_per_ns, double bytes) {
+  const double f = flops / flops_per_ns, b = bytes / 8.0;  // ~8 GB/s streamed by one core
+  return f > b ? f : b;
+}
 
 using RangeFn = void (*)(void* ctx, int64_t begin, int64_t end);
 void parallel_for_raw(int64_t n, int64_t grain, RangeFn fn, void* ctx);

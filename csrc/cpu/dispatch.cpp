@@ -1,11 +1,13 @@
 // Run-time instruction-set dispatch for the CPU kernels: CPUID picks the best variant this build
 // has (FASTCONV_ISA or set_isa can lower it, e.g. to test every variant on one machine), and the
 // ISA-free entry points declared in the op headers forward to it. Depthwise shapes
-// (groups == C > 1) go to the depthwise kernels.
+// (groups == C > 1) go to the depthwise kernels. Every entry point runs its kernel inside an
+// OpScope (common/parallel.h) carrying a rough single-thread time, for the small-op rules.
 #include <cstdlib>
 #include <string>
 
 #include "common/check.h"
+#include "common/parallel.h"
 #include "cpu/channel_affine_cpu.h"
 #include "cpu/conv2d_cpu.h"
 #include "cpu/depthwise_conv2d_cpu.h"
@@ -83,6 +85,25 @@ ConvAlgo detect_algo() {
 
 ConvAlgo g_algo = detect_algo();
 
+// Single-thread time estimates for OpScope. Rates are per core, rounded from the kernels'
+// 1-thread figures on the development machines (avx2 and avx512 paths; baseline is slower, which
+// only makes the estimate conservative): dense conv ~40 GFLOP/s, depthwise ~8, pooling ~3 window
+// elements per ns; see common/parallel.h for what the estimate decides.
+double conv_ns(const Conv2dParams& p, size_t elem) {
+  const double flops = 2.0 * p.N * p.K * p.P * p.Q * p.Cg() * p.R * p.S;
+  const double bytes = elem * (double(p.N) * p.C * p.H * p.W + double(p.K) * p.Cg() * p.R * p.S +
+                               double(p.N) * p.K * p.P * p.Q);
+  return op_ns(flops, p.depthwise() ? 8.0 : 40.0, bytes);
+}
+double pool_ns(const Pool2dParams& p, size_t elem) {
+  const double window = double(p.N) * p.C * p.P * p.Q * p.R * p.S;
+  const double bytes = elem * (double(p.N) * p.C * p.H * p.W + double(p.N) * p.C * p.P * p.Q);
+  return op_ns(window, 3.0, bytes);
+}
+double affine_ns(const ChannelAffineParams& p, size_t elem) {
+  return op_ns(0, 1, 2.0 * elem * double(p.N) * p.C * p.L);
+}
+
 }  // namespace
 
 Isa best_isa() {
@@ -135,11 +156,13 @@ std::string conv_algo_name(ConvAlgo a) {
 
 #define FC_DEFINE_DISPATCH_T(T)                                                                  \
   void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {         \
+    OpScope scope_(conv_ns(p, sizeof(T)));                                                       \
     if (p.depthwise()) { FC_DISPATCH(depthwise_conv2d_forward(p, x, w, b, y)) }                  \
     if (const int t = winograd_tile(p)) { FC_DISPATCH(winograd_conv2d_forward(p, t, x, w, b, y)) } \
     FC_DISPATCH(conv2d_forward(p, x, w, b, y))                                                   \
   }                                                                                              \
   void conv2d_backward_input(const Conv2dParams& p, const T* dy, const T* w, T* dx) {            \
+    OpScope scope_(conv_ns(p, sizeof(T)));                                                       \
     if (p.depthwise()) { FC_DISPATCH(depthwise_conv2d_backward_input(p, dy, w, dx)) }            \
     if (const int t = winograd_applies(p) ? winograd_tile(winograd_backward_params(p)) : 0) {    \
       FC_DISPATCH(winograd_conv2d_backward_input(p, t, dy, w, dx))                               \
@@ -147,41 +170,53 @@ std::string conv_algo_name(ConvAlgo a) {
     FC_DISPATCH(conv2d_backward_input(p, dy, w, dx))                                             \
   }                                                                                              \
   void conv2d_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T* dw) {           \
+    OpScope scope_(conv_ns(p, sizeof(T)));                                                       \
     if (p.depthwise()) { FC_DISPATCH(depthwise_conv2d_backward_weight(p, dy, x, dw)) }           \
     FC_DISPATCH(conv2d_backward_weight(p, dy, x, dw))                                            \
   }                                                                                              \
   void conv2d_backward_bias(const Conv2dParams& p, const T* dy, T* db) {                         \
+    OpScope scope_(op_ns(0, 1, sizeof(T) * double(p.N) * p.K * p.P * p.Q));                      \
     FC_DISPATCH(conv2d_backward_bias(p, dy, db))                                                 \
   }                                                                                              \
   void depthwise_conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) { \
+    OpScope scope_(conv_ns(p, sizeof(T)));                                                       \
     FC_DISPATCH(depthwise_conv2d_forward(p, x, w, b, y))                                         \
   }                                                                                              \
   void depthwise_conv2d_backward_input(const Conv2dParams& p, const T* dy, const T* w, T* dx) {  \
+    OpScope scope_(conv_ns(p, sizeof(T)));                                                       \
     FC_DISPATCH(depthwise_conv2d_backward_input(p, dy, w, dx))                                   \
   }                                                                                              \
   void depthwise_conv2d_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T* dw) { \
+    OpScope scope_(conv_ns(p, sizeof(T)));                                                       \
     FC_DISPATCH(depthwise_conv2d_backward_weight(p, dy, x, dw))                                  \
   }                                                                                              \
   void max_pool2d_forward(const Pool2dParams& p, const T* x, T* y, int64_t* idx) {               \
+    OpScope scope_(pool_ns(p, sizeof(T)));                                                       \
     FC_DISPATCH(max_pool2d_forward(p, x, y, idx))                                                \
   }                                                                                              \
   int64_t max_pool2d_backward(const Pool2dParams& p, const T* dy, const int64_t* idx, T* dx) {   \
+    OpScope scope_(pool_ns(p, sizeof(T)));                                                       \
     FC_DISPATCH(max_pool2d_backward(p, dy, idx, dx))                                             \
   }                                                                                              \
   void avg_pool2d_forward(const Pool2dParams& p, const T* x, T* y) {                             \
+    OpScope scope_(pool_ns(p, sizeof(T)));                                                       \
     FC_DISPATCH(avg_pool2d_forward(p, x, y))                                                     \
   }                                                                                              \
   void avg_pool2d_backward(const Pool2dParams& p, const T* dy, T* dx) {                          \
+    OpScope scope_(pool_ns(p, sizeof(T)));                                                       \
     FC_DISPATCH(avg_pool2d_backward(p, dy, dx))                                                  \
   }                                                                                              \
   void adaptive_avg_pool2d_forward(const Pool2dParams& p, const T* x, T* y) {                    \
+    OpScope scope_(pool_ns(p, sizeof(T)));                                                       \
     FC_DISPATCH(adaptive_avg_pool2d_forward(p, x, y))                                            \
   }                                                                                              \
   void adaptive_avg_pool2d_backward(const Pool2dParams& p, const T* dy, T* dx) {                 \
+    OpScope scope_(pool_ns(p, sizeof(T)));                                                       \
     FC_DISPATCH(adaptive_avg_pool2d_backward(p, dy, dx))                                         \
   }                                                                                              \
   void channel_affine(const ChannelAffineParams& p, const T* x, const T* scale, const T* shift,  \
                       T* y) {                                                                    \
+    OpScope scope_(affine_ns(p, sizeof(T)));                                                     \
     FC_DISPATCH(channel_affine(p, x, scale, shift, y))                                           \
   }
 

@@ -1,8 +1,8 @@
 // Thread pool behind parallel.h: persistent workers that spin briefly (kSpinNs), then sleep on a
-// condition variable. A region is cut into at most num_threads() contiguous chunks that the participants
-// claim from a shared counter, the caller first: a worker that is slow to wake (asleep, or
-// sharing its core with another process's spinning thread, e.g. PyTorch's OpenMP pool) leaves
-// its chunk to whoever is free instead of holding the whole region up until it gets the CPU.
+// condition variable. A region is cut into at most num_threads() contiguous chunks that the
+// participants claim from a shared counter, the caller first: a worker that is slow to wake
+// (asleep, or sharing its core with another process's spinning thread, e.g. PyTorch's OpenMP
+// pool) leaves its chunk to whoever is free instead of holding the whole region up until it gets the CPU.
 #include "common/parallel.h"
 
 #include <algorithm>
@@ -96,7 +96,7 @@ class Pool {
   void set_threads(int n) { threads_.store(std::max(1, n), std::memory_order_relaxed); }
 
   void run(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
-    int nt = t_op_threads > 0 ? std::min(t_op_threads, threads()) : threads();
+    int nt = num_threads();  // the op's plan (OpScope) or the setting
     int64_t max_chunks = (n + grain - 1) / grain;
     if (nt <= 1 || max_chunks <= 1 || t_in_region) return fn(ctx, 0, n);
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
@@ -243,7 +243,6 @@ class Pool {
 
  public:
   int64_t wake_latency_ns() const { return wake_latency_ns_.load(std::memory_order_relaxed); }
-  int spinning() const { return spinning_.load(std::memory_order_relaxed); }
 
  private:
   void loop(uint64_t seen) {

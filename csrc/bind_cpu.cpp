@@ -440,6 +440,18 @@ PYBIND11_MODULE(_C, m) {
     FC_CHECK(ns >= 0, "set_small_op_ns: ns must be >= 0, got ", ns);
     set_small_op_ns(ns);
   }, py::arg("ns"));
+  m.def("thread_pool", [] {
+    const PoolMode m = pool_mode();
+    return std::string(m == PoolMode::kOwn ? "fastconv" : m == PoolMode::kOpenMP ? "openmp" : "auto");
+  }, "where parallel regions run: 'auto', 'fastconv' or 'openmp' (common/parallel.h)");
+  m.def("set_thread_pool", [](const std::string& name) {
+    FC_CHECK(name == "auto" || name == "fastconv" || name == "openmp",
+             "set_thread_pool: expected 'auto', 'fastconv' or 'openmp', got '", name, "'");
+    set_pool_mode(name == "fastconv" ? PoolMode::kOwn
+                  : name == "openmp" ? PoolMode::kOpenMP : PoolMode::kAuto);
+  }, py::arg("name"));
+  m.def("thread_pool_in_use", &pool_in_use,
+        "path of the OpenMP runtime a region started now on this thread runs on, '' for fastconv's own pool");
   m.def("_pool_wake_latency_ns", &pool_wake_latency_ns,
         "mean time from waking a sleeping pool worker to it running, as the pool measured it");
   m.def("_op_plan", [](double work_ns) {

@@ -34,6 +34,19 @@ pool workers still awake from the previous op, instead of waking sleeping ones (
 tens of microseconds); and every op plans for at most max(1, W / (small_op_us / 5)) threads.
 The plan, and so the result, depends only on the shape and fastconv.num_threads(), never on
 timing. 0 turns both rules off (every op uses fastconv.num_threads() threads).
+
+    fastconv.backends.cpu.thread_pool = "auto"  # where the CPU kernels' threads come from
+
+`cpu.thread_pool` (default "auto", or the FASTCONV_THREAD_POOL environment variable): "auto" runs
+the CPU kernels' parallel loops on the OpenMP threads of a library already loaded in the process
+(PyTorch's libgomp, once torch is imported) when those threads busy-wait between calls
+(OMP_WAIT_POLICY unset or ACTIVE, libgomp's default), and on fastconv's own pool otherwise.
+PyTorch's idle OpenMP threads spin for milliseconds after each torch op; on fastconv's own pool
+they competed with fastconv's threads for the cores, while on the same OpenMP threads the spinning
+ones simply take fastconv's work. "fastconv" always uses fastconv's own pool; "openmp" uses a
+loaded OpenMP runtime whatever its wait policy (fastconv's pool while none is loaded). The work
+is cut into the same chunks either way, so results are the same bit for bit.
+`cpu.thread_pool_in_use` says which: the OpenMP library's path, or "fastconv".
 """
 from __future__ import annotations
 
@@ -81,7 +94,8 @@ cuda = _Cuda()
 
 
 class _Cpu:
-    """fastconv.backends.cpu: `small_op_us` (float, microseconds; 0 = off)."""
+    """fastconv.backends.cpu: `small_op_us` (float, microseconds; 0 = off), `thread_pool` ("auto",
+    "fastconv" or "openmp") and `thread_pool_in_use` (read only)."""
 
     @property
     def small_op_us(self) -> float:
@@ -97,8 +111,30 @@ class _Cpu:
                              f"in [0, 1e9], got {value!r}")
         _C.set_small_op_ns(int(round(value * 1000)))
 
+    _POOLS = ("auto", "fastconv", "openmp")
+
+    @property
+    def thread_pool(self) -> str:
+        from fastconv._backend import _C
+        return _C.thread_pool()
+
+    @thread_pool.setter
+    def thread_pool(self, value: str) -> None:
+        from fastconv._backend import _C
+        if value not in self._POOLS:
+            raise ValueError("fastconv.backends.cpu.thread_pool must be one of "
+                             f"{', '.join(map(repr, self._POOLS))}, got {value!r}")
+        _C.set_thread_pool(value)
+
+    @property
+    def thread_pool_in_use(self) -> str:
+        """Where a parallel loop started now runs: the path of the OpenMP library, or "fastconv"."""
+        from fastconv._backend import _C
+        return _C.thread_pool_in_use() or "fastconv"
+
     def __repr__(self) -> str:
-        return f"fastconv.backends.cpu(small_op_us={self.small_op_us:g})"
+        return (f"fastconv.backends.cpu(small_op_us={self.small_op_us:g}, "
+                f"thread_pool={self.thread_pool!r})")
 
 
 cpu = _Cpu()

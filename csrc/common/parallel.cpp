@@ -5,6 +5,8 @@
 // pool) leaves its chunk to whoever is free instead of holding the whole region up until it gets the CPU.
 #include "common/parallel.h"
 
+#include "common/openmp_runtime.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -57,6 +59,16 @@ int64_t default_small_op_ns() {
   return 50000;
 }
 std::atomic<int64_t> g_small_op_ns{default_small_op_ns()};
+
+PoolMode default_pool_mode() {
+  if (const char* env = std::getenv("FASTCONV_THREAD_POOL")) {
+    const std::string v(env);
+    if (v == "fastconv") return PoolMode::kOwn;
+    if (v == "openmp") return PoolMode::kOpenMP;
+  }
+  return PoolMode::kAuto;
+}
+std::atomic<int> g_pool_mode{static_cast<int>(default_pool_mode())};
 
 // The calling thread's op (OpScope): threads it plans for (0: no scope) and whether it is small
 // (does not wake sleeping workers).
@@ -283,6 +295,55 @@ class Pool {
   std::atomic<uint64_t> done_{0};
 };
 
+// ---- regions on a loaded OpenMP runtime (common/openmp_runtime.h) ---------------------------
+
+// The runtime a region started now on this thread runs on, or nullptr for fastconv's pool.
+const omp::Runtime* region_runtime() {
+  const auto mode = static_cast<PoolMode>(g_pool_mode.load(std::memory_order_relaxed));
+  if (mode == PoolMode::kOwn) return nullptr;
+  const omp::Runtime* rt = omp::loaded_runtime();
+  if (!rt || (mode == PoolMode::kAuto && !rt->workers_spin)) return nullptr;
+  return rt;
+}
+
+struct OmpJob {
+  RangeFn fn;
+  void* ctx;
+  int64_t n, chunk, nchunks;
+  std::atomic<int64_t> next{0};
+};
+
+// Body of the OpenMP region: every team thread claims chunks until none is left (the same
+// claiming as the pool's, so a thread that is late leaves its chunk to one that is free).
+void omp_body(void* data) {
+  auto* job = static_cast<OmpJob*>(data);
+  const bool outer = t_in_region;
+  t_in_region = true;  // a region started inside a chunk runs inline
+  for (int64_t i; (i = job->next.fetch_add(1, std::memory_order_relaxed)) < job->nchunks;) {
+    const int64_t b = i * job->chunk;
+    job->fn(job->ctx, b, std::min(job->n, b + job->chunk));
+  }
+  t_in_region = outer;
+}
+
+// The pool's chunking (Pool::run), run as one OpenMP parallel region of as many threads as chunks.
+// An op the small-op rule marks small runs on the calling thread alone: the region's closing
+// barrier waits for every team thread, so a team thread that has gone to sleep would cost its
+// wake-up (tens to hundreds of microseconds) even with no chunk to run.
+void run_on_openmp(const omp::Runtime& rt, int64_t n, int64_t grain, RangeFn fn, void* ctx) {
+  const int nt = num_threads();
+  const int64_t max_chunks = (n + grain - 1) / grain;
+  if (nt <= 1 || max_chunks <= 1 || t_in_region || t_op_small) return fn(ctx, 0, n);
+  const int helpers = static_cast<int>(std::min<int64_t>(std::min(nt, 4096), max_chunks)) - 1;
+  OmpJob job;
+  job.fn = fn;
+  job.ctx = ctx;
+  job.n = n;
+  job.chunk = std::max<int64_t>(grain, (n + helpers) / (helpers + 1));
+  job.nchunks = (n + job.chunk - 1) / job.chunk;
+  rt.parallel(omp_body, &job, static_cast<unsigned>(helpers + 1), 0);
+}
+
 }  // namespace
 
 int num_threads() {
@@ -318,7 +379,17 @@ int64_t pool_wake_latency_ns() { return Pool::get().wake_latency_ns(); }
 void set_num_threads(int n) { Pool::get().set_threads(n); }
 void parallel_for_raw(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
   if (n <= 0) return;
+  if (!t_in_region) {
+    if (const omp::Runtime* rt = region_runtime()) return run_on_openmp(*rt, n, grain, fn, ctx);
+  }
   Pool::get().run(n, grain, fn, ctx);
+}
+
+PoolMode pool_mode() { return static_cast<PoolMode>(g_pool_mode.load(std::memory_order_relaxed)); }
+void set_pool_mode(PoolMode m) { g_pool_mode.store(static_cast<int>(m), std::memory_order_relaxed); }
+std::string pool_in_use() {
+  const omp::Runtime* rt = region_runtime();
+  return rt ? rt->path : std::string();
 }
 
 }  // namespace fastconv

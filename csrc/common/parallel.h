@@ -24,11 +24,26 @@
 // T = 0 turns both rules off (the tests do, to reach every split on small inputs).
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace fastconv {
 
 int num_threads();           // threads a parallel region uses (the caller included; see OpScope)
 void set_num_threads(int n); // n >= 1; FASTCONV_NUM_THREADS sets the initial value
+
+// Where parallel regions run (see common/openmp_runtime.h):
+//   kAuto      on the OpenMP runtime another library loaded into the process (PyTorch) when its
+//              idle workers busy-wait (OMP_WAIT_POLICY unset or ACTIVE), else on fastconv's pool;
+//   kOwn       always on fastconv's pool;
+//   kOpenMP    on a loaded OpenMP runtime whatever its wait policy (fastconv's pool if none is).
+// The chunks, and so the results, are the same bit for bit on either. FASTCONV_THREAD_POOL
+// (auto, fastconv, openmp) sets the initial value.
+enum class PoolMode { kAuto = 0, kOwn = 1, kOpenMP = 2 };
+PoolMode pool_mode();
+void set_pool_mode(PoolMode m);
+// The shared object of the OpenMP runtime a region started on this thread now would use, or ""
+// for fastconv's own pool.
+std::string pool_in_use();
 
 int64_t small_op_ns();            // the threshold T above, in nanoseconds
 void set_small_op_ns(int64_t ns);  // ns >= 0; 0 turns the small-op rules off

@@ -50,7 +50,8 @@ F64_AGREEMENT = 1e-9
 
 COLUMNS = ["impl", "batch", "size", "classes", "median_ms", "min_ms", "max_ms", "images_per_s",
            "ratio", "samples", "check", "err_logits_f32", "err_grads_f32", "cpu", "isa",
-           "threads", "torch_version", "fastconv_version", "load_start"]
+           "threads", "torch_version", "fastconv_version", "load_start", "omp_wait_policy",
+           "thread_pool"]
 
 
 def _import_libs():
@@ -112,6 +113,8 @@ def render(rows, native_grad_error, device, args, cfg, elapsed) -> str:
              f"- fastconv {device['fastconv_version']}, ISA {device['isa']}; PyTorch "
              f"{device['torch_version']}; both on {device['threads']} threads; numpy "
              f"{np.__version__}; Python {platform.python_version()}",
+             f"- OMP_WAIT_POLICY {device['omp_wait_policy']}; fastconv thread pool "
+             f"{device['thread_pool']}",
              f"- ResNet-18 (torchvision layout), training mode, float32, batch {args.batch} at "
              f"{args.size}x{args.size}, {args.classes} classes; step = forward + cross-entropy + "
              f"backward + SGD (momentum 0.9)",
@@ -153,6 +156,12 @@ def parse_args(argv=None):
                    help="output directory (files torch-step-<time>.md/.csv) or a .md/.csv path "
                    "(default: bench/results/)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch")
+    p.add_argument("--omp-wait-policy", choices=("passive", "default", "active"),
+                   default="passive", help="torch's OpenMP idle threads: OMP_WAIT_POLICY=PASSIVE "
+                   "(default), 'default' (unset: they busy-wait for milliseconds after each op, "
+                   "torch's own default) or ACTIVE")
+    p.add_argument("--thread-pool", choices=("auto", "fastconv", "openmp"), default="auto",
+                   help="fastconv.backends.cpu.thread_pool (default auto)")
     args = p.parse_args(argv)
     for name in ("batch", "size", "classes", "repeat", "threads"):
         v = getattr(args, name)
@@ -167,14 +176,20 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    os.environ.pop("OMP_WAIT_POLICY", None)  # set by `import harness`; torch is not loaded yet
+    if args.omp_wait_policy != "default":
+        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
     torch, fastconv, fct, C = _import_libs()
+    fastconv.backends.cpu.thread_pool = args.thread_pool
     if args.threads:
         fastconv.set_num_threads(args.threads)
     threads = fastconv.num_threads()
     torch.set_num_threads(threads)
     device = dict(cpu=harness.cpu_model(), cores=harness.usable_cpus(), isa=C.isa(),
                   threads=threads, torch_version=torch.__version__,
-                  fastconv_version=fastconv.__version__, load_start=harness.load_average())
+                  fastconv_version=fastconv.__version__, load_start=harness.load_average(),
+                  omp_wait_policy=args.omp_wait_policy,
+                  thread_pool=f"{args.thread_pool}: {fastconv.backends.cpu.thread_pool_in_use}")
     if harness.busy(device["load_start"]):
         print(f"WARNING: load average {device['load_start']:.2f} before starting: other "
               "processes are using the CPU, the timings will be unreliable", file=sys.stderr)

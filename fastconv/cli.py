@@ -83,6 +83,8 @@ def cmd_info(args) -> int:
     print(f"fastconv {fastconv.__version__}")
     print(f"CPU kernels: instruction set {_C.isa()} (best on this CPU: {_C.best_isa()}), "
           f"{fastconv.num_threads()} threads")
+    cpu = fastconv.backends.cpu
+    print(f"CPU thread pool: {cpu.thread_pool} (now: {cpu.thread_pool_in_use})")
     print(f"CUDA: {'available' if fastconv.cuda_available() else 'not available'}")
     return 0
 

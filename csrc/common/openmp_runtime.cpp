@@ -10,6 +10,7 @@
 #if defined(__linux__)
 #include <dlfcn.h>
 #include <link.h>
+#include <pthread.h>
 #include <unistd.h>
 #endif
 
@@ -52,10 +53,18 @@ int read_adds(struct dl_phdr_info* info, size_t size, void* data) {
   return 1;  // the counter is the same in every entry: stop after the first
 }
 
+// Set in a child forked after _C was loaded: the runtime's pool threads did not survive the fork,
+// but its bookkeeping did, so a region there would wait forever for them. (A child that loads
+// _C only after the fork is not caught: libgomp itself is unusable in such a child.)
+std::atomic<bool> g_forked{false};
+[[maybe_unused]] const bool g_atfork_registered = [] {
+  pthread_atfork(nullptr, nullptr, [] { g_forked.store(true, std::memory_order_relaxed); });
+  return true;
+}();
+
 std::mutex g_mu;
 std::atomic<unsigned long long> g_seen_adds{~0ull};
 std::atomic<const Runtime*> g_runtime{nullptr};
-pid_t g_pid = 0;  // process that found g_runtime
 
 const Runtime* find() {
   Scan s;
@@ -78,21 +87,19 @@ const Runtime* find() {
 }  // namespace
 
 const Runtime* loaded_runtime() {
+  if (g_forked.load(std::memory_order_relaxed)) return nullptr;
   unsigned long long adds = 0;
   dl_iterate_phdr(read_adds, &adds);
   if (adds != g_seen_adds.load(std::memory_order_acquire)) {
     std::lock_guard<std::mutex> lk(g_mu);
     if (adds != g_seen_adds.load(std::memory_order_relaxed)) {
       if (!g_runtime.load(std::memory_order_relaxed)) {
-        g_pid = getpid();
         g_runtime.store(find(), std::memory_order_release);
       }
       g_seen_adds.store(adds, std::memory_order_release);
     }
   }
-  const Runtime* r = g_runtime.load(std::memory_order_acquire);
-  if (r && getpid() != g_pid) return nullptr;  // a forked child: the runtime's threads are gone
-  return r;
+  return g_runtime.load(std::memory_order_acquire);
 }
 
 #else  // not Linux: never found

@@ -31,8 +31,8 @@ struct Runtime {
 
 // The OpenMP runtime loaded in this process, or nullptr. Cached; looked for again only when the
 // set of loaded shared objects has grown (glibc's load counter), so the call costs one walk of
-// the loader's list head per parallel region. Never returns a runtime in a forked child of the
-// process that found it (libgomp's pool does not survive fork).
+// the loader's list head per parallel region. Never returns a runtime in a child forked after
+// fastconv._C was loaded (libgomp's pool threads do not survive fork).
 const Runtime* loaded_runtime();
 
 }  // namespace omp

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <exception>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
@@ -311,6 +312,8 @@ struct OmpJob {
   void* ctx;
   int64_t n, chunk, nchunks;
   std::atomic<int64_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;  // the first exception a chunk threw (set once, by `failed`'s winner)
 };
 
 // Body of the OpenMP region: every team thread claims chunks until none is left (the same
@@ -321,7 +324,14 @@ void omp_body(void* data) {
   t_in_region = true;  // a region started inside a chunk runs inline
   for (int64_t i; (i = job->next.fetch_add(1, std::memory_order_relaxed)) < job->nchunks;) {
     const int64_t b = i * job->chunk;
-    job->fn(job->ctx, b, std::min(job->n, b + job->chunk));
+    // An exception must not unwind through the OpenMP runtime (that would leave its team
+    // unfinished, or terminate on a worker): it is kept and rethrown after the region.
+    try {
+      job->fn(job->ctx, b, std::min(job->n, b + job->chunk));
+    } catch (...) {
+      if (!job->failed.exchange(true)) job->error = std::current_exception();
+      job->next.store(job->nchunks, std::memory_order_relaxed);  // the others stop claiming
+    }
   }
   t_in_region = outer;
 }
@@ -342,6 +352,7 @@ void run_on_openmp(const omp::Runtime& rt, int64_t n, int64_t grain, RangeFn fn,
   job.chunk = std::max<int64_t>(grain, (n + helpers) / (helpers + 1));
   job.nchunks = (n + job.chunk - 1) / job.chunk;
   rt.parallel(omp_body, &job, static_cast<unsigned>(helpers + 1), 0);
+  if (job.error) std::rethrow_exception(job.error);
 }
 
 }  // namespace

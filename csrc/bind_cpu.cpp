@@ -468,4 +468,10 @@ PYBIND11_MODULE(_C, m) {
         "'auto' (measured heuristic), 'winograd' (F(2x2,3x3) whenever the shape allows), "
         "'winograd4' (F(4x4,3x3): faster, float32 error beyond the tolerance table from ~64 "
         "channels) or 'gemm' (never Winograd); FASTCONV_CONV_ALGO sets the initial value");
+  m.def("strided_dgrad", [] { return cpu::strided_dgrad_name(cpu::strided_dgrad()); },
+        "algorithm of the input gradient of dense convolutions with stride > 1: 'auto', 'phase' "
+        "or 'col2im'");
+  m.def("set_strided_dgrad", &cpu::set_strided_dgrad, py::arg("name"),
+        "'auto' (measured rule on the shape), 'phase' (stride-phase decomposition) or 'col2im' "
+        "(column buffer + scatter-add); FASTCONV_STRIDED_DGRAD sets the initial value");
 }

@@ -299,3 +299,17 @@ def test_conv2d_random_shapes_float32_vs_ref(c):
     rng = np.random.default_rng(c["seed"])
     check_conv2d(rng, c["xshape"], c["wshape"], c["bias"], c["stride"], c["padding"],
                  c["dilation"], c["groups"], np.float32)
+
+
+@given(conv_shapes())
+def test_conv2d_random_shapes_phase_dgrad_vs_ref(c):
+    """The stride-phase input gradient forced on (auto leaves most of these small shapes to
+    col2im; tests/test_conv2d_strided_dgrad.py covers both by name)."""
+    rng = np.random.default_rng(c["seed"])
+    old = _C.strided_dgrad()
+    _C.set_strided_dgrad("phase")
+    try:
+        check_conv2d(rng, c["xshape"], c["wshape"], c["bias"], c["stride"], c["padding"],
+                     c["dilation"], c["groups"], np.float64)
+    finally:
+        _C.set_strided_dgrad(old)

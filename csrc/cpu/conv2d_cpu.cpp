@@ -18,7 +18,14 @@
 //                each a stride-1 convolution, so rows stay contiguous (the stem's 7x7/2 layer).
 //   input grad   stride 1: the forward convolution (either path) of dY with the transposed,
 //                  flipped weights W'[c][k][R-1-r][S-1-s], padding (R-1)*dil - pad: no scatter.
-//                stride > 1: dcol = W_g^T[Cg*R*S x Kg] * dY_g[Kg x PQ] by blocks of PQ columns,
+//                stride > 1, two algorithms (use_phase_dgrad picks one by the shape, or the
+//                  switch strided_dgrad forces one):
+//                  phases: the input pixels split into sh x sw stride phases; each phase is a
+//                  stride-1 forward convolution of dY with the flipped sub-kernel of the taps
+//                  that reach it (2x2, 2x1, 1x2, 1x1 for 3x3/2), one GEMM per (phase, group)
+//                  with rows = input channels; tasks write their C block straight into dx with
+//                  strides sh, sw; every dx pixel written once, phases without taps zeroed.
+//                  col2im: dcol = W_g^T[Cg*R*S x Kg] * dY_g[Kg x PQ] by blocks of PQ columns,
 //                  then col2im scatter-add into dx; tasks are (image, group, block of channels),
 //                  so every task owns the dx planes it writes (no atomics, no reduction).
 //   weight grad  dW_g[Kg x Cg*R*S] = dY_g[Kg x (N*P*Q)] * col(X_g)^T: the reduction runs over the
@@ -79,9 +86,16 @@
 //   At 16 threads the tasks per call go from 2 to 88-120 (r50_res2_1x1, _up) and conv1's weight
 //   gradient runs as 61 reduction chunks (2 kc blocks each) of whole 64 x 147 GEMMs (make_split
 //   alone could only cut its 4 column panels and 8 row panels, re-packing B for every row block).
+//   Strided input gradient, phases vs col2im (avx2 EPYC, float32, r50_res4_3x3s2 bwd_input, perf
+//   at 1 thread): col2im spent ~12% of the call in its scatter-add and ~2% in the memset of dx;
+//   the phases spend ~12% packing im2col(dY) (the forward's cost for the same layer), ~7% writing
+//   dx with stride 2 and ~2% packing W (5% when each phase packed from w on its own, 9% for the dx
+//   write when it went run by run across the channel planes); 1 thread 25.6-26.5 -> 24.1-24.6 ms.
 #include "cpu/conv2d_cpu.h"
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "common/parallel.h"
 #include "cpu/gemm_cpu.h"
@@ -850,6 +864,235 @@ void backward_input_col2im(const Conv2dParams& p, const T* dy, const T* w, T* dx
   });
 }
 
+// ---------------------------------------------------------------------------------------------
+// Input gradient for stride > 1 by stride phases: the input pixels (ih, iw) split into sh x sw
+// phases (ih mod sh, iw mod sw); the taps that reach phase a along one axis are
+// r = r0 + j*step (j < cnt, step = sh / gcd(sh, dh)), those with sh | (a + pt - r*dh), and pixel
+// ih = a + i*sh of the phase gets dy row p = i + e0 - j*dd (e0 = (a + pt - r0*dh) / sh,
+// dd = dh / gcd(sh, dh)). So each phase is a stride-1 forward convolution of dY with the flipped
+// sub-kernel of its taps (dilation dd, padding (cnt - 1)*dd - e0), run by forward_gemm into a
+// phase-major buffer and then interleaved into dx; phases that no tap reaches are zero. No
+// scatter-add, no dcol round trip: each dx pixel is written once.
+// ---------------------------------------------------------------------------------------------
+struct PhaseAxis {
+  int64_t n = 0;                        // pixels of the phase along this axis
+  int64_t r0 = 0, step = 1, cnt = 0;    // its taps r0 + j*step, j < cnt
+  int64_t dd = 1, pad = 0;              // dilation and leading padding of its forward convolution
+};
+
+inline PhaseAxis phase_axis(int64_t a, int64_t stride, int64_t dil, int64_t pad, int64_t R,
+                            int64_t H) {
+  PhaseAxis ax;
+  ax.n = a < H ? ceil_div(H - a, stride) : 0;
+  int64_t g = stride, b = dil;  // gcd(stride, dil)
+  while (b) { const int64_t t = g % b; g = b; b = t; }
+  ax.step = stride / g;
+  ax.dd = dil / g;
+  for (int64_t r = 0; r < ax.step && r < R; ++r) {
+    if (((a + pad - r * dil) % stride + stride) % stride == 0) {
+      ax.r0 = r;
+      ax.cnt = ceil_div(R - r, ax.step);
+      ax.pad = (ax.cnt - 1) * ax.dd - (a + pad - r * dil) / stride;  // exact division
+      break;
+    }
+  }
+  return ax;
+}
+
+// One phase with taps: its forward convolution (params q), GEMM split and places in the scratch.
+struct DgradPhase {
+  int64_t a, b;
+  PhaseAxis h, v;
+  Conv2dParams q;
+  int64_t Kd, kc, Ncols;
+  gemm::Split sp;
+  int64_t a_off, task0;  // its packed A in the A buffer; its first task
+};
+
+// A of every phase in one pass over w, in parallel over (group, run of 8 filters). Phase f is a
+// forward convolution with rows m = c and reduction kd = (k, r', s') over its taps, flipped:
+// A_f(c, kd) = w[g*Kg + k][c][r0 + (cnt_h - 1 - r')*step_h][s0 + (cnt_w - 1 - s')*step_w],
+// packed like pack_a (MR-row panels, kc block by kc block; rows past Cg zero). Every weight
+// belongs to exactly one phase, so w is read once, along its rows: packing each phase from w on
+// its own read every filter once per phase with a jump of Cg*R*S elements per k (5% of the
+// call on r50_res4_3x3s2).
+template <class T>
+void pack_phase_weights(const Conv2dParams& p, const std::vector<DgradPhase>& ph, int64_t Mpad,
+                        const T* w, T* Ap) {
+  constexpr int MR = Blk<T>::MR;
+  const int64_t G = p.groups, Cg = p.Cg(), Kg = p.Kg(), RS = p.R * p.S;
+  // Per tap (r, s): its phase (index into ph, -1: a phase with no pixels) and place t' in it.
+  std::vector<int64_t> tap_phase(RS, -1), tap_pos(RS, 0);
+  for (size_t i = 0; i < ph.size(); ++i) {
+    const DgradPhase& f = ph[i];
+    for (int64_t rr = 0; rr < f.h.cnt; ++rr)
+      for (int64_t ss = 0; ss < f.v.cnt; ++ss) {
+        const int64_t r = f.h.r0 + (f.h.cnt - 1 - rr) * f.h.step;
+        const int64_t s = f.v.r0 + (f.v.cnt - 1 - ss) * f.v.step;
+        tap_phase[r * p.S + s] = static_cast<int64_t>(i);
+        tap_pos[r * p.S + s] = rr * f.v.cnt + ss;
+      }
+  }
+  constexpr int64_t kKB = 8;
+  const int64_t nkb = ceil_div(Kg, kKB), npan = Mpad / MR;
+  parallel_for(G * nkb, 1, [&](int64_t beg, int64_t end) {
+    for (int64_t u = beg; u < end; ++u) {
+      const int64_t g = u / nkb, k0 = (u - g * nkb) * kKB, k1 = k0 + kKB < Kg ? k0 + kKB : Kg;
+      for (int64_t k = k0; k < k1; ++k) {
+        const T* wk = w + (g * Kg + k) * Cg * RS;
+        for (int64_t tap = 0; tap < RS; ++tap) {
+          if (tap_phase[tap] < 0) continue;
+          const DgradPhase& f = ph[tap_phase[tap]];
+          const int64_t kd = k * f.h.cnt * f.v.cnt + tap_pos[tap];
+          const int64_t kcb = kd / f.kc, kk = kd - kcb * f.kc;
+          const int64_t kcl = f.Kd - kcb * f.kc < f.kc ? f.Kd - kcb * f.kc : f.kc;
+          T* d = Ap + f.a_off + g * Mpad * f.Kd + kcb * f.kc * Mpad + kk * MR;
+          const T* src = wk + tap;
+          for (int64_t pan = 0; pan < npan; ++pan, d += MR * kcl) {
+            const int64_t c0 = pan * MR;
+            if (c0 + MR <= Cg) {
+              for (int i = 0; i < MR; ++i) d[i] = src[(c0 + i) * RS];
+            } else {
+              for (int i = 0; i < MR; ++i) d[i] = c0 + i < Cg ? src[(c0 + i) * RS] : T(0);
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+// Tasks (phase, group, row block, column block), phases with the longest reduction first; a task
+// computes its block of the phase's forward convolution into a per-thread buffer (C rows =
+// channels c, columns = pixels (n, i, j) of the phase) and writes it into dx with strides sh, sw.
+// Pixels of phases that no tap reaches are zeroed first.
+template <class T>
+void backward_input_phases(const Conv2dParams& p, const T* dy, const T* w, T* dx) {
+  using B_ = Blk<T>;
+  const int64_t sh = p.stride_h, sw = p.stride_w, H = p.H, W = p.W, HW = H * W;
+  const int64_t G = p.groups, Cg = p.Cg(), Kg = p.Kg(), RS = p.R * p.S;
+  const int64_t M = Cg, Mpad = round_up(M, B_::MR), nt = num_threads();
+  std::vector<PhaseAxis> ah(sh), aw(sw);
+  for (int64_t a = 0; a < sh; ++a) ah[a] = phase_axis(a, sh, p.dil_h, p.pad_t, p.R, H);
+  for (int64_t b = 0; b < sw; ++b) aw[b] = phase_axis(b, sw, p.dil_w, p.pad_l, p.S, W);
+  std::vector<DgradPhase> ph;
+  bool zeros = false;  // some pixels of dx are reached by no tap
+  for (int64_t a = 0; a < sh && a < H; ++a)
+    for (int64_t b = 0; b < sw && b < W; ++b) {
+      const PhaseAxis& h = ah[a];
+      const PhaseAxis& v = aw[b];
+      if (h.cnt == 0 || v.cnt == 0) {
+        zeros = true;
+        continue;
+      }
+      DgradPhase f;
+      f.a = a; f.b = b; f.h = h; f.v = v;
+      Conv2dParams& q = f.q;
+      q.N = p.N; q.C = p.K; q.H = p.P; q.W = p.Q;
+      q.K = p.C; q.R = h.cnt; q.S = v.cnt; q.P = h.n; q.Q = v.n;
+      q.groups = G;
+      q.dil_h = h.dd; q.dil_w = v.dd;
+      q.pad_t = h.pad; q.pad_l = v.pad;
+      q.pad_b = h.n - p.P + (h.cnt - 1) * h.dd - h.pad;
+      q.pad_r = v.n - p.Q + (v.cnt - 1) * v.dd - v.pad;
+      f.Kd = Kg * h.cnt * v.cnt;
+      f.kc = gemm::kc_for<T>(f.Kd);
+      f.Ncols = p.N * h.n * v.n;
+      f.sp = gemm::make_split<T>(G, M, f.Ncols, nt, 6);
+      ph.push_back(f);
+    }
+  std::stable_sort(ph.begin(), ph.end(),
+                   [](const DgradPhase& x, const DgradPhase& y) { return x.Kd > y.Kd; });
+  int64_t a_elems = 0, ntasks = 0, kcnc = 0, mnc = 0, ncmax = 0;
+  for (DgradPhase& f : ph) {
+    f.a_off = a_elems;
+    f.task0 = ntasks;
+    a_elems += G * Mpad * f.Kd;
+    ntasks += f.sp.tasks(G);
+    kcnc = std::max(kcnc, f.kc * f.sp.nc);
+    mnc = std::max(mnc, std::min(f.sp.mc, Mpad) * f.sp.nc);
+    ncmax = std::max(ncmax, f.sp.nc);
+  }
+  if (zeros) {
+    parallel_for(p.N * p.C, 1 + 16384 / (HW + 1), [&](int64_t beg, int64_t end) {
+      for (int64_t item = beg; item < end; ++item)
+        for (int64_t ih = 0; ih < H; ++ih) {
+          T* row = dx + item * HW + ih * W;
+          for (int64_t b = 0; b < sw && b < W; ++b)
+            if (ah[ih % sh].cnt == 0 || aw[b].cnt == 0)
+              for (int64_t iw = b; iw < W; iw += sw) row[iw] = T(0);
+        }
+    });
+  }
+  if (ph.empty() || p.N * Cg == 0) return;
+  const int64_t nthr = ntasks < nt ? ntasks : nt;
+  const size_t a_bytes = gemm::Arena::bytes<T>(a_elems);
+  const size_t b_bytes = gemm::Arena::bytes<T>(kcnc), c_bytes = gemm::Arena::bytes<T>(mnc);
+  const size_t r_bytes = gemm::Arena::bytes<int64_t>(2 * (ncmax + 2));  // runs of a column block
+  const size_t per_thread = b_bytes + c_bytes + r_bytes;
+  char* base = static_cast<char*>(gemm::call_scratch().get(a_bytes + nthr * per_thread));
+  T* Ap = reinterpret_cast<T*>(base);
+  pack_phase_weights(p, ph, Mpad, w, Ap);
+  gemm::run_tasks(ntasks, nthr, base + a_bytes, per_thread, [&](int64_t t, char* mine) {
+    size_t i = ph.size() - 1;
+    while (t < ph[i].task0) --i;
+    const DgradPhase& f = ph[i];
+    const gemm::Split& sp = f.sp;
+    const int64_t r0 = t - f.task0;
+    const int64_t g = r0 / (sp.nmb * sp.ncb), rem = r0 - g * sp.nmb * sp.ncb;
+    const int64_t mb = rem / sp.ncb, cb = rem - mb * sp.ncb;
+    const int64_t m0 = mb * sp.mc, m1 = m0 + sp.mc < M ? m0 + sp.mc : M;
+    const int64_t n0 = cb * sp.nc, n1 = n0 + sp.nc < f.Ncols ? n0 + sp.nc : f.Ncols;
+    T* Bp = reinterpret_cast<T*>(mine);
+    T* cbuf = reinterpret_cast<T*>(mine + b_bytes);
+    PackPixelCols<T> pb{make_im2col(f.q, dy + g * Kg * p.P * p.Q)};
+    StoreRowMajor<T> st{cbuf - m0 * sp.nc, sp.nc, n0};
+    gemm::macro_kernel(Ap + f.a_off + g * Mpad * f.Kd, Mpad, f.Kd, f.kc, m0, m1, n0, n1, Bp, pb, st);
+    // cbuf[m - m0][col - n0] -> dx[n][g*Cg + m][a + i*sh][b + j*sw], col = (n*nh + i)*nw + j:
+    // runs of one phase row, then channel by channel (along each dx plane; run by run across
+    // the channels jumped a plane per store and took 9% of the call).
+    const int64_t nh = f.h.n, nw = f.v.n;
+    int64_t* runs = reinterpret_cast<int64_t*>(mine + b_bytes + c_bytes);  // (dx offset, len)
+    int64_t nrun = 0;
+    for (int64_t col = n0; col < n1; ++nrun) {
+      const int64_t n = col / (nh * nw), ij = col - n * nh * nw, i = ij / nw, j0 = ij - i * nw;
+      const int64_t len = nw - j0 < n1 - col ? nw - j0 : n1 - col;
+      runs[2 * nrun] = (n * p.C + g * Cg + m0) * HW + (f.a + i * sh) * W + f.b + j0 * sw;
+      runs[2 * nrun + 1] = len;
+      col += len;
+    }
+    for (int64_t m = 0; m < m1 - m0; ++m) {
+      const T* src = cbuf + m * sp.nc;
+      T* dxm = dx + m * HW;
+      for (int64_t r = 0; r < nrun; ++r) {
+        T* d = dxm + runs[2 * r];
+        const int64_t len = runs[2 * r + 1];
+        for (int64_t j = 0; j < len; ++j) d[j * sw] = src[j];
+        src += len;
+      }
+    }
+  });
+}
+
+// Phases or col2im for a strided input gradient (the switch strided_dgrad, else this rule; a
+// function of the shape alone). col2im's extra work is its scatter-add, about R*S/(sh*sw) adds
+// per dx element whatever the channels, and its GEMM's reduction is only Kg long (every kc block
+// re-reads the dcol tile); the phases' extra work is the im2col packing of dY, amortised over
+// M = Cg rows, and packing all of W, amortised over the phase's pixels. So phases win with many
+// input channels per group and few output channels. Measured (2 threads, AVX2 EPYC, float32,
+// phase / col2im time): Cg 256-512, Kg <= 2*Cg, >= 392 pixels per phase 0.79-0.96 (r50 res4 and
+// res5 3x3/2, 1x1/2 downsampling); Cg 96-128 1.03-1.11 unless Kg is small (r50 res3 3x3/2 1.03-1.05);
+// Kg <= 16 or Kg <= 32 with Cg >= 2*Kg: 0.72-0.92; Cg 3 (stems) 2-4; batch 1 with 49 pixels per
+// phase 1.10; grouped Cg = 8 1.16.
+inline bool use_phase_dgrad(const Conv2dParams& p) {
+  const StridedDgrad mode = strided_dgrad();
+  if (mode != StridedDgrad::automatic) return mode == StridedDgrad::phase;
+  const int64_t Cg = p.Cg(), Kg = p.Kg();
+  const int64_t cols = p.N * ceil_div(p.H, p.stride_h) * ceil_div(p.W, p.stride_w);
+  if (Cg >= 192 && Kg <= 2 * Cg && cols >= 384) return true;
+  return Cg >= 32 && (Kg <= 16 || (Kg <= 32 && Cg >= 2 * Kg));
+}
+
 // dw[e] = dw[e] + part[0][e] + part[1][e] + ... (in this order), e < n; parallel over e.
 template <class T>
 void reduce_partials(T* dw, const T* part, int64_t nparts, int64_t n) {
@@ -1219,6 +1462,8 @@ void backward_input_impl(const Conv2dParams& p, const T* dy, const T* w, T* dx) 
     q.pad_l = (p.S - 1) * p.dil_w - p.pad_l;
     PackWeightFlipped<T> pa{w, p.Kg(), p.Cg(), p.R * p.S};
     forward_gemm(q, dy, pa, static_cast<const T*>(nullptr), dx);
+  } else if (use_phase_dgrad(p)) {
+    backward_input_phases(p, dy, w, dx);
   } else {
     backward_input_col2im(p, dy, w, dx);
   }

@@ -85,6 +85,26 @@ ConvAlgo detect_algo() {
 
 ConvAlgo g_algo = detect_algo();
 
+StridedDgrad parse_strided_dgrad(const std::string& name) {
+  if (name == "auto") return StridedDgrad::automatic;
+  if (name == "phase") return StridedDgrad::phase;
+  if (name == "col2im") return StridedDgrad::col2im;
+  throw ValueError(str_cat("strided_dgrad: expected 'auto', 'phase' or 'col2im', got '", name, "'"));
+}
+
+StridedDgrad detect_strided_dgrad() {
+  if (const char* env = std::getenv("FASTCONV_STRIDED_DGRAD")) {
+    try {
+      return parse_strided_dgrad(env);
+    } catch (const ValueError&) {
+      // Like FASTCONV_CONV_ALGO: an unknown name in the environment is ignored.
+    }
+  }
+  return StridedDgrad::automatic;
+}
+
+StridedDgrad g_sdgrad = detect_strided_dgrad();
+
 // Single-thread time estimates for OpScope. Rates are per core, rounded from the kernels'
 // 1-thread figures on the development machines (avx2 and avx512 paths; baseline is slower, which
 // only makes the estimate conservative): dense conv ~40 GFLOP/s, depthwise ~8, pooling ~3 window
@@ -133,6 +153,16 @@ std::string conv_algo_name(ConvAlgo a) {
     case ConvAlgo::winograd: return "winograd";
     case ConvAlgo::winograd4: return "winograd4";
     case ConvAlgo::gemm: return "gemm";
+    default: return "auto";
+  }
+}
+
+StridedDgrad strided_dgrad() { return g_sdgrad; }
+void set_strided_dgrad(const std::string& name) { g_sdgrad = parse_strided_dgrad(name); }
+std::string strided_dgrad_name(StridedDgrad a) {
+  switch (a) {
+    case StridedDgrad::phase: return "phase";
+    case StridedDgrad::col2im: return "col2im";
     default: return "auto";
   }
 }

@@ -38,14 +38,16 @@ timing. 0 turns both rules off (every op uses fastconv.num_threads() threads).
     fastconv.backends.cpu.thread_pool = "auto"  # where the CPU kernels' threads come from
 
 `cpu.thread_pool` (default "auto", or the FASTCONV_THREAD_POOL environment variable): "auto" runs
-the CPU kernels' parallel loops on the OpenMP threads of a library already loaded in the process
+the CPU kernels' parallel loops started on the main thread on the OpenMP threads of a library
+already loaded in the process
 (PyTorch's libgomp, once torch is imported) when those threads busy-wait between calls
 (OMP_WAIT_POLICY unset or ACTIVE, libgomp's default), and on fastconv's own pool otherwise.
 PyTorch's idle OpenMP threads spin for milliseconds after each torch op; on fastconv's own pool
 they competed with fastconv's threads for the cores, while on the same OpenMP threads the spinning
 ones simply take fastconv's work. "fastconv" always uses fastconv's own pool; "openmp" uses a
 loaded OpenMP runtime whatever its wait policy (fastconv's pool while none is loaded). The work
-is cut into the same chunks either way, so results are the same bit for bit.
+is cut into the same chunks either way, so results are the same bit for bit. Other threads (a
+data loader's) always use fastconv's own pool.
 `cpu.thread_pool_in_use` says which: the OpenMP library's path, or "fastconv".
 """
 from __future__ import annotations

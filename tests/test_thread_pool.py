@@ -187,11 +187,18 @@ def test_openmp_and_own_pool_give_the_same_bits(rng, pool, threads, nthreads):
 
 
 def test_concurrent_python_threads_on_openmp(rng, pool, threads):
-    """Python threads running ops at once (kernels release the GIL), each starting its own OpenMP
-    team: every result right."""
+    """Python threads running ops at once (kernels release the GIL) beside the main thread's
+    regions on the OpenMP runtime: the other threads keep to fastconv's own pool (no OpenMP team
+    per thread), every result right."""
     pytest.importorskip("torch")
     pool("openmp")
     threads(2)
+    assert "omp" in os.path.basename(fastconv.backends.cpu.thread_pool_in_use)
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(fastconv.backends.cpu.thread_pool_in_use))
+    t.start()
+    t.join()
+    assert seen == ["fastconv"]
     x = randn(rng, (2, 16, 20, 20), np.float32)
     w = randn(rng, (16, 16, 3, 3), np.float32)
     want = ref.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1)
@@ -209,6 +216,7 @@ def test_concurrent_python_threads_on_openmp(rng, pool, threads):
     ts = [threading.Thread(target=work) for _ in range(3)]
     for t in ts:
         t.start()
+    work()                                     # the main thread, on the OpenMP runtime
     for t in ts:
         t.join()
     assert not errors, errors[0]

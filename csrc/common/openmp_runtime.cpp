@@ -11,6 +11,7 @@
 #include <dlfcn.h>
 #include <link.h>
 #include <pthread.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #endif
 
@@ -86,8 +87,13 @@ const Runtime* find() {
 
 }  // namespace
 
+bool on_main_thread() {
+  static thread_local const bool main = syscall(SYS_gettid) == getpid();
+  return main;
+}
+
 const Runtime* loaded_runtime() {
-  if (g_forked.load(std::memory_order_relaxed)) return nullptr;
+  if (g_forked.load(std::memory_order_relaxed) || !on_main_thread()) return nullptr;
   unsigned long long adds = 0;
   dl_iterate_phdr(read_adds, &adds);
   if (adds != g_seen_adds.load(std::memory_order_acquire)) {
@@ -104,6 +110,7 @@ const Runtime* loaded_runtime() {
 
 #else  // not Linux: never found
 
+bool on_main_thread() { return false; }
 const Runtime* loaded_runtime() { return nullptr; }
 
 #endif

@@ -29,7 +29,14 @@ struct Runtime {
   bool workers_spin = false;
 };
 
-// The OpenMP runtime loaded in this process, or nullptr. Cached; looked for again only when the
+// Is the calling thread the process's main thread?
+bool on_main_thread();
+
+// The OpenMP runtime loaded in this process for a region started on the calling thread, or
+// nullptr. Only the main thread uses it: that is where PyTorch's ops, and the OpenMP team its
+// workers belong to, run in a training loop. Another thread (a data loader's, say) would make
+// the runtime build and spin a second team of its own for it, and start and tear it down with
+// every such thread; those threads keep to fastconv's own pool. Cached; looked for again only when the
 // set of loaded shared objects has grown (glibc's load counter), so the call costs one walk of
 // the loader's list head per parallel region. Never returns a runtime in a child forked after
 // fastconv._C was loaded (libgomp's pool threads do not survive fork).

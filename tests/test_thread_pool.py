@@ -252,3 +252,20 @@ def test_forked_child_uses_its_own_pool():
         print(os.WEXITSTATUS(status))
     """
     assert run_python(code).split() == ["0"]
+
+
+def test_prefers_torchs_runtime_loaded_after_another():
+    """scikit-learn vendors a libgomp of its own; loaded first, it is used until torch's is loaded,
+    then torch's (whose threads are the ones spinning beside fastconv's ops)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    code = """
+        import fastconv
+        import sklearn.utils._openmp_helpers
+        print(fastconv.backends.cpu.thread_pool_in_use)
+        import torch
+        print(fastconv.backends.cpu.thread_pool_in_use)
+    """
+    first, then = run_python(code, OMP_WAIT_POLICY=None, FASTCONV_THREAD_POOL=None).split()
+    assert "/torch/" in then and "omp" in os.path.basename(then), then
+    assert first == "fastconv" or "/torch/" not in first, first

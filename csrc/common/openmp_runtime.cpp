@@ -82,7 +82,7 @@ const Runtime* find() {
     for (char& c : w) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     spin = w != "passive";
   }
-  return new Runtime{fn, s.best, spin};  // kept for the life of the process, like the library
+  return new Runtime{fn, s.best, spin, s.best_is_torch};  // kept for the life of the process, like the library
 }
 
 }  // namespace
@@ -99,8 +99,16 @@ const Runtime* loaded_runtime() {
   if (adds != g_seen_adds.load(std::memory_order_acquire)) {
     std::lock_guard<std::mutex> lk(g_mu);
     if (adds != g_seen_adds.load(std::memory_order_relaxed)) {
-      if (!g_runtime.load(std::memory_order_relaxed)) {
-        g_runtime.store(find(), std::memory_order_release);
+      // Look again while none is found, or while the one found is not torch's (scikit-learn's
+      // libgomp may be loaded first; torch's threads are the ones that spin beside fastconv).
+      // A replaced Runtime is kept (a region may still be using it), like the library.
+      const Runtime* cur = g_runtime.load(std::memory_order_relaxed);
+      if (!cur || !cur->from_torch) {
+        const Runtime* found = find();
+        if (found && (!cur || found->from_torch))
+          g_runtime.store(found, std::memory_order_release);
+        else
+          delete found;
       }
       g_seen_adds.store(adds, std::memory_order_release);
     }

@@ -27,6 +27,7 @@ struct Runtime {
   // true when unset or ACTIVE (idle OpenMP workers busy-wait, so a region finds them awake),
   // false when PASSIVE (they sleep at once, and every region would wait for them to wake).
   bool workers_spin = false;
+  bool from_torch = false;  // the library lies in a torch folder
 };
 
 // Is the calling thread the process's main thread?

@@ -181,7 +181,7 @@ def main() -> int:
     print(f"CPU: {harness.cpu_model()}; threads {args.threads}; OMP_WAIT_POLICY "
           f"{args.omp_wait_policy or 'unset'}; malloc {'steady' if args.steady_malloc else 'default'}; "
           f"load {harness.load_average()}")
-    print(f"thread pool in use: " + "; ".join(f"{m}: {in_use[m]}" for m in MODES) + "\n")
+    print("thread pool in use: " + "; ".join(f"{m}: {in_use[m]}" for m in MODES) + "\n")
     rows, table = [], []
     for key, t in best.items():
         row = dict(layer=key, alone_ms=t["alone"] * 1e3, fastconv_ms=t["fastconv"] * 1e3,

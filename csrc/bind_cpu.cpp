@@ -440,15 +440,13 @@ PYBIND11_MODULE(_C, m) {
     FC_CHECK(ns >= 0, "set_small_op_ns: ns must be >= 0, got ", ns);
     set_small_op_ns(ns);
   }, py::arg("ns"));
-  m.def("thread_pool", [] {
-    const PoolMode m = pool_mode();
-    return std::string(m == PoolMode::kOwn ? "fastconv" : m == PoolMode::kOpenMP ? "openmp" : "auto");
-  }, "where parallel regions run: 'auto', 'fastconv' or 'openmp' (common/parallel.h)");
+  m.def("thread_pool", [] { return std::string(pool_mode_name(pool_mode())); },
+        "where parallel regions run: 'auto', 'fastconv' or 'openmp' (common/parallel.h)");
   m.def("set_thread_pool", [](const std::string& name) {
-    FC_CHECK(name == "auto" || name == "fastconv" || name == "openmp",
+    PoolMode mode;
+    FC_CHECK(parse_pool_mode(name, &mode),
              "set_thread_pool: expected 'auto', 'fastconv' or 'openmp', got '", name, "'");
-    set_pool_mode(name == "fastconv" ? PoolMode::kOwn
-                  : name == "openmp" ? PoolMode::kOpenMP : PoolMode::kAuto);
+    set_pool_mode(mode);
   }, py::arg("name"));
   m.def("thread_pool_in_use", &pool_in_use,
         "path of the OpenMP runtime a region started now on this thread runs on, '' for fastconv's own pool");

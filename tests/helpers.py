@@ -4,6 +4,9 @@ every gradient. Arguments are given as a user would (ints, tuples, 'same'); they
 with fastconv._shape for the reference and the raw kernels."""
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 
 import fastconv.nn.functional as F
@@ -264,3 +267,43 @@ def load_bench_script(name: str):
     finally:
         sys.path.remove(str(bench))
     return mod
+
+
+@contextlib.contextmanager
+def switched(get, set_, value):
+    """Runs the block with a _C setting (get() / set_(value), e.g. _C.conv_algo / _C.set_conv_algo)
+    at `value`, restoring the previous value afterwards."""
+    old = get()
+    set_(value)
+    try:
+        yield
+    finally:
+        set_(old)
+
+
+def conv_in_threads(rng, nthreads=3, on_main=False):
+    """Python threads running the same convolution 20 times each at once (kernels release the GIL),
+    into poisoned outputs, each result against ref.py; with on_main, the calling thread too.
+    Raises the first failure."""
+    x = randn(rng, (2, 16, 20, 20), np.float32)
+    w = randn(rng, (16, 16, 3, 3), np.float32)
+    want = ref.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    errors = []
+
+    def work():
+        try:
+            for _ in range(20):
+                y = poisoned(want.shape, np.float32)
+                _C.conv2d_forward(x, w, None, y, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+                assert_close(y, want, np.float32)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=work) for _ in range(nthreads)]
+    for t in ts:
+        t.start()
+    if on_main:
+        work()
+    for t in ts:
+        t.join()
+    assert not errors, errors[0]

@@ -12,7 +12,7 @@ import fastconv.nn.grad as G
 from fastconv import _C, _shape, ref
 from fastconv.testing import assert_close, gradcheck
 from helpers import (DTYPES, LAYOUTS, check_conv2d, check_conv2d_torch, conv_config, layouts, poisoned,
-                     randn)
+                     randn, switched)
 
 # (input (N, C, H, W), weight (K, C/groups, R, S), bias, stride, padding, dilation, groups)
 CASES = {
@@ -306,10 +306,6 @@ def test_conv2d_random_shapes_phase_dgrad_vs_ref(c):
     """The stride-phase input gradient forced on (auto leaves most of these small shapes to
     col2im; tests/test_conv2d_strided_dgrad.py covers both by name)."""
     rng = np.random.default_rng(c["seed"])
-    old = _C.strided_dgrad()
-    _C.set_strided_dgrad("phase")
-    try:
+    with switched(_C.strided_dgrad, _C.set_strided_dgrad, "phase"):
         check_conv2d(rng, c["xshape"], c["wshape"], c["bias"], c["stride"], c["padding"],
                      c["dilation"], c["groups"], np.float64)
-    finally:
-        _C.set_strided_dgrad(old)

@@ -6,7 +6,6 @@ reaches (1x1 / stride 2, stride larger than the kernel) must come out zero, last
 than the others, dilation, asymmetric stride and padding, groups, channel, reduction and column
 counts past one cache block; numerical gradients in float64; NaN propagation; thread counts;
 against torch; the rule 'auto' follows; the switch itself."""
-import contextlib
 import os
 import subprocess
 import sys
@@ -19,17 +18,12 @@ import fastconv.nn.functional as F
 import fastconv.nn.grad as G
 from fastconv import _C, ref
 from fastconv.testing import assert_close, gradcheck
-from helpers import DTYPES, check_conv2d, check_conv2d_torch, conv_config, poisoned, randn
+from helpers import (DTYPES, check_conv2d, check_conv2d_torch, conv_config, poisoned, randn,
+                     switched)
 
 
-@contextlib.contextmanager
 def strided_dgrad(name):
-    old = _C.strided_dgrad()
-    _C.set_strided_dgrad(name)
-    try:
-        yield
-    finally:
-        _C.set_strided_dgrad(old)
+    return switched(_C.strided_dgrad, _C.set_strided_dgrad, name)
 
 
 ALGOS = ("phase", "col2im")

@@ -4,7 +4,6 @@ only on its shape and the thread setting, whether the pool's workers are awake o
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 import fastconv
 from fastconv import _C, ref
 from fastconv.testing import assert_close
-from helpers import conv_config, poisoned, randn
+from helpers import conv_config, conv_in_threads, poisoned, randn
 
 
 @pytest.fixture
@@ -144,23 +143,4 @@ def test_scopes_are_per_thread(rng, threshold, threads):
     scope; the results are right."""
     threshold(50)
     threads(2)
-    x = randn(rng, (2, 16, 20, 20), np.float32)
-    w = randn(rng, (16, 16, 3, 3), np.float32)
-    want = ref.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1)
-    errors = []
-
-    def work():
-        try:
-            for _ in range(20):
-                y = poisoned(want.shape, np.float32)
-                _C.conv2d_forward(x, w, None, y, (1, 1), (1, 1, 1, 1), (1, 1), 1)
-                assert_close(y, want, np.float32)
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    ts = [threading.Thread(target=work) for _ in range(3)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    assert not errors, errors[0]
+    conv_in_threads(rng)

@@ -14,7 +14,7 @@ import pytest
 import fastconv
 from fastconv import _C, ref
 from fastconv.testing import assert_close
-from helpers import conv_config, poisoned, randn
+from helpers import conv_config, conv_in_threads, poisoned, randn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -199,27 +199,7 @@ def test_concurrent_python_threads_on_openmp(rng, pool, threads):
     t.start()
     t.join()
     assert seen == ["fastconv"]
-    x = randn(rng, (2, 16, 20, 20), np.float32)
-    w = randn(rng, (16, 16, 3, 3), np.float32)
-    want = ref.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1)
-    errors = []
-
-    def work():
-        try:
-            for _ in range(20):
-                y = poisoned(want.shape, np.float32)
-                _C.conv2d_forward(x, w, None, y, (1, 1), (1, 1, 1, 1), (1, 1), 1)
-                assert_close(y, want, np.float32)
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    ts = [threading.Thread(target=work) for _ in range(3)]
-    for t in ts:
-        t.start()
-    work()                                     # the main thread, on the OpenMP runtime
-    for t in ts:
-        t.join()
-    assert not errors, errors[0]
+    conv_in_threads(rng, on_main=True)     # the main thread on the OpenMP runtime, 3 beside it
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

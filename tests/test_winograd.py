@@ -5,7 +5,6 @@ exceeds the table from about 64 channels), both under every kernel variant with 
 forward and input gradient; against torch (float32 no worse than twice torch's error); odd sizes,
 tiles that do not divide the output, every kind of padding, groups, channel counts past one cache
 block, large magnitudes, non-finite values; and the algorithm switch itself."""
-import contextlib
 import os
 import subprocess
 import sys
@@ -17,17 +16,11 @@ import fastconv.nn.functional as F
 import fastconv.nn.grad as G
 from fastconv import _C, ref
 from fastconv.testing import assert_close, assert_no_worse_than, gradcheck_autograd, max_error
-from helpers import DTYPES, check_conv2d, check_conv2d_torch, conv_config, randn
+from helpers import DTYPES, check_conv2d, check_conv2d_torch, conv_config, randn, switched
 
 
-@contextlib.contextmanager
 def conv_algo(name):
-    old = _C.conv_algo()
-    _C.set_conv_algo(name)
-    try:
-        yield
-    finally:
-        _C.set_conv_algo(old)
+    return switched(_C.conv_algo, _C.set_conv_algo, name)
 
 
 ALGOS = ("winograd", "winograd4")

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -62,12 +63,9 @@ int64_t default_small_op_ns() {
 std::atomic<int64_t> g_small_op_ns{default_small_op_ns()};
 
 PoolMode default_pool_mode() {
-  if (const char* env = std::getenv("FASTCONV_THREAD_POOL")) {
-    const std::string v(env);
-    if (v == "fastconv") return PoolMode::kOwn;
-    if (v == "openmp") return PoolMode::kOpenMP;
-  }
-  return PoolMode::kAuto;
+  PoolMode m = PoolMode::kAuto;
+  if (const char* env = std::getenv("FASTCONV_THREAD_POOL")) parse_pool_mode(env, &m);
+  return m;  // an unknown name in the environment is ignored, like FASTCONV_ISA
 }
 std::atomic<int> g_pool_mode{static_cast<int>(default_pool_mode())};
 
@@ -87,6 +85,22 @@ int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
+}
+
+// How a region of n items (grain items at least per chunk) is cut for nt threads: `helpers`
+// threads beside the caller, chunks of `chunk` items, `nchunks` of them. Both the pool and the
+// OpenMP path (run_on_openmp) cut regions this way, so a result does not depend on which ran it.
+// helpers == 0: run the region inline.
+struct ChunkPlan {
+  int helpers;
+  int64_t chunk, nchunks;
+};
+ChunkPlan plan_chunks(int64_t n, int64_t grain, int nt) {
+  const int64_t max_chunks = (n + grain - 1) / grain;
+  if (nt <= 1 || max_chunks <= 1) return {0, n, 1};
+  const int helpers = static_cast<int>(std::min<int64_t>(std::min(nt, 4096), max_chunks)) - 1;
+  const int64_t chunk = std::max<int64_t>(grain, (n + helpers) / (helpers + 1));
+  return {helpers, chunk, (n + chunk - 1) / chunk};
 }
 
 class Pool {
@@ -109,18 +123,17 @@ class Pool {
   void set_threads(int n) { threads_.store(std::max(1, n), std::memory_order_relaxed); }
 
   void run(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
-    int nt = num_threads();  // the op's plan (OpScope) or the setting
-    int64_t max_chunks = (n + grain - 1) / grain;
-    if (nt <= 1 || max_chunks <= 1 || t_in_region) return fn(ctx, 0, n);
+    const ChunkPlan plan = plan_chunks(n, grain, num_threads());  // the op's plan (OpScope)
+    if (plan.helpers == 0 || t_in_region) return fn(ctx, 0, n);
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
     if (!busy.owns_lock()) return fn(ctx, 0, n);  // another Python thread holds the pool
 
-    int helpers = static_cast<int>(std::min<int64_t>(std::min(nt, 4096), max_chunks)) - 1;
+    const int helpers = plan.helpers;
     ensure_workers(helpers);
     // Chunks in index order; the caller claims first, so with awake workers chunk i usually runs
     // on the same core from call to call (repeated calls find their data in that core's cache).
-    int64_t chunk = std::max<int64_t>(grain, (n + helpers) / (helpers + 1));
-    const uint64_t nchunks = static_cast<uint64_t>((n + chunk - 1) / chunk);
+    const int64_t chunk = plan.chunk;
+    const uint64_t nchunks = static_cast<uint64_t>(plan.nchunks);
     uint64_t gen;
     {
       // The job and its generation are published together, under mu_.
@@ -336,22 +349,20 @@ void omp_body(void* data) {
   t_in_region = outer;
 }
 
-// The pool's chunking (Pool::run), run as one OpenMP parallel region of as many threads as chunks.
+// The pool's chunking (plan_chunks), run as one OpenMP parallel region of as many threads as chunks.
 // An op the small-op rule marks small runs on the calling thread alone: the region's closing
 // barrier waits for every team thread, so a team thread that has gone to sleep would cost its
 // wake-up (tens to hundreds of microseconds) even with no chunk to run.
 void run_on_openmp(const omp::Runtime& rt, int64_t n, int64_t grain, RangeFn fn, void* ctx) {
-  const int nt = num_threads();
-  const int64_t max_chunks = (n + grain - 1) / grain;
-  if (nt <= 1 || max_chunks <= 1 || t_in_region || t_op_small) return fn(ctx, 0, n);
-  const int helpers = static_cast<int>(std::min<int64_t>(std::min(nt, 4096), max_chunks)) - 1;
+  const ChunkPlan plan = plan_chunks(n, grain, num_threads());
+  if (plan.helpers == 0 || t_in_region || t_op_small) return fn(ctx, 0, n);
   OmpJob job;
   job.fn = fn;
   job.ctx = ctx;
   job.n = n;
-  job.chunk = std::max<int64_t>(grain, (n + helpers) / (helpers + 1));
-  job.nchunks = (n + job.chunk - 1) / job.chunk;
-  rt.parallel(omp_body, &job, static_cast<unsigned>(helpers + 1), 0);
+  job.chunk = plan.chunk;
+  job.nchunks = plan.nchunks;
+  rt.parallel(omp_body, &job, static_cast<unsigned>(plan.helpers + 1), 0);
   if (job.error) std::rethrow_exception(job.error);
 }
 
@@ -396,6 +407,20 @@ void parallel_for_raw(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
   Pool::get().run(n, grain, fn, ctx);
 }
 
+bool parse_pool_mode(const std::string& name, PoolMode* mode) {
+  static const std::pair<const char*, PoolMode> kNames[] = {
+      {"auto", PoolMode::kAuto}, {"fastconv", PoolMode::kOwn}, {"openmp", PoolMode::kOpenMP}};
+  for (const auto& [n, m] : kNames) {
+    if (name == n) {
+      *mode = m;
+      return true;
+    }
+  }
+  return false;
+}
+const char* pool_mode_name(PoolMode m) {
+  return m == PoolMode::kOwn ? "fastconv" : m == PoolMode::kOpenMP ? "openmp" : "auto";
+}
 PoolMode pool_mode() { return static_cast<PoolMode>(g_pool_mode.load(std::memory_order_relaxed)); }
 void set_pool_mode(PoolMode m) { g_pool_mode.store(static_cast<int>(m), std::memory_order_relaxed); }
 std::string pool_in_use() {

@@ -39,6 +39,8 @@ void set_num_threads(int n); // n >= 1; FASTCONV_NUM_THREADS sets the initial va
 // The chunks, and so the results, are the same bit for bit on either. FASTCONV_THREAD_POOL
 // (auto, fastconv, openmp) sets the initial value.
 enum class PoolMode { kAuto = 0, kOwn = 1, kOpenMP = 2 };
+bool parse_pool_mode(const std::string& name, PoolMode* mode);  // "auto", "fastconv", "openmp"
+const char* pool_mode_name(PoolMode m);
 PoolMode pool_mode();
 void set_pool_mode(PoolMode m);
 // The shared object of the OpenMP runtime a region started on this thread now would use, or ""

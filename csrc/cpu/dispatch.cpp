@@ -72,18 +72,20 @@ ConvAlgo parse_algo(const std::string& name) {
                            name, "'"));
 }
 
-ConvAlgo detect_algo() {
-  if (const char* env = std::getenv("FASTCONV_CONV_ALGO")) {
+// The setting named by environment variable `var` (parsed by `parse`), or `fallback`. Like
+// FASTCONV_ISA, an unknown name in the environment is ignored rather than breaking import.
+template <class E>
+E from_env(const char* var, E (*parse)(const std::string&), E fallback) {
+  if (const char* env = std::getenv(var)) {
     try {
-      return parse_algo(env);
+      return parse(env);
     } catch (const ValueError&) {
-      // Like FASTCONV_ISA: an unknown name in the environment is ignored rather than breaking import.
     }
   }
-  return ConvAlgo::automatic;
+  return fallback;
 }
 
-ConvAlgo g_algo = detect_algo();
+ConvAlgo g_algo = from_env("FASTCONV_CONV_ALGO", parse_algo, ConvAlgo::automatic);
 
 StridedDgrad parse_strided_dgrad(const std::string& name) {
   if (name == "auto") return StridedDgrad::automatic;
@@ -92,18 +94,8 @@ StridedDgrad parse_strided_dgrad(const std::string& name) {
   throw ValueError(str_cat("strided_dgrad: expected 'auto', 'phase' or 'col2im', got '", name, "'"));
 }
 
-StridedDgrad detect_strided_dgrad() {
-  if (const char* env = std::getenv("FASTCONV_STRIDED_DGRAD")) {
-    try {
-      return parse_strided_dgrad(env);
-    } catch (const ValueError&) {
-      // Like FASTCONV_CONV_ALGO: an unknown name in the environment is ignored.
-    }
-  }
-  return StridedDgrad::automatic;
-}
-
-StridedDgrad g_sdgrad = detect_strided_dgrad();
+StridedDgrad g_sdgrad =
+    from_env("FASTCONV_STRIDED_DGRAD", parse_strided_dgrad, StridedDgrad::automatic);
 
 // Single-thread time estimates for OpScope. Rates are per core, rounded from the kernels'
 // 1-thread figures on the development machines (avx2 and avx512 paths; baseline is slower, which

@@ -95,26 +95,47 @@ def train_step_fns(ours, theirs, x, y, torch, lr=0.01, trainable=None):
 
 
 def grad_check(ours, theirs, params, tparams, x, y, torch):
-    """Gradients of one step against a float64 twin (STYLE 7): fastconv's worst relative error
-    may be at most twice torch float32's (plus 1e-5). Deep nets at random init are badly
-    conditioned in float32 (ResNet-18: ~10% for both), so torch float32 is no reference."""
+    """Gradients of one step against a float64 twin (STYLE 7).
+
+    The error is normwise over all trainable parameters: ||g - g64|| / ||g64||. It may be at most
+    twice torch float32's, or at most twice the float64 gradient's own change when the input is
+    perturbed by 1e-6 (relative): these nets have ReLU/ReLU6 kinks, and a pre-activation within
+    float32 rounding of one lands on either side in a float32 run, so a float32 gradient, torch's
+    or ours, sits anywhere in that spread (EfficientNet-Lite0's top blocks: 3e-7 without a flip,
+    up to 1e-3 with one, for both). Deep nets at random init are badly conditioned in float32
+    (ResNet-18: several % for both), so torch float32 alone is no reference either."""
     import copy
     import fastconv as fc
     from fastconv.nn import functional as F
     ref = copy.deepcopy(theirs).double()
     rparams = [p for p in ref.parameters() if p.requires_grad]
-    F.cross_entropy(ours(fc.tensor(x)), y).backward()
     yt = torch.from_numpy(y)
+
+    def ref_grads(xx):
+        for p in rparams:
+            p.grad = None
+        torch.nn.functional.cross_entropy(ref(xx), yt).backward()
+        return np.concatenate([p.grad.numpy().ravel() for p in rparams])
+
+    def flat(ps, get):
+        return np.concatenate([np.asarray(get(p), np.float64).ravel() for p in ps])
+
+    F.cross_entropy(ours(fc.tensor(x)), y).backward()
     torch.nn.functional.cross_entropy(theirs(torch.from_numpy(x)), yt).backward()
-    torch.nn.functional.cross_entropy(ref(torch.from_numpy(x).double()), yt).backward()
-    ours_err = max(_rel_err(p.grad, r.grad.numpy()) for p, r in zip(params, rparams))
-    torch_err = max(_rel_err(t.grad.numpy(), r.grad.numpy()) for t, r in zip(tparams, rparams))
-    for p in params:
+    x64 = torch.from_numpy(x).double()
+    g64 = ref_grads(x64)
+    norm = max(float(np.linalg.norm(g64)), 1e-12)
+    ours_err = float(np.linalg.norm(flat(params, lambda p: p.grad) - g64)) / norm
+    torch_err = float(np.linalg.norm(flat(tparams, lambda p: p.grad.numpy()) - g64)) / norm
+    rng = np.random.default_rng(1)
+    spread = max(float(np.linalg.norm(
+        ref_grads(x64 * (1 + 1e-6 * torch.from_numpy(rng.standard_normal(x.shape)))) - g64)) / norm
+        for _ in range(2))
+    for p in list(params) + list(tparams):
         p.grad = None
-    for p in tparams:
-        p.grad = None
-    return (f"grad rel err vs float64 {ours_err:.1e} (torch float32 {torch_err:.1e})",
-            ours_err <= 2 * torch_err + 1e-5)
+    return (f"grad normwise rel err vs float64 {ours_err:.1e} (torch float32 {torch_err:.1e}, "
+            f"float64 under 1e-6 input noise {spread:.1e})",
+            ours_err <= 2 * max(torch_err, spread) + 1e-5)
 
 
 def infer_fns(ours, theirs, x, torch):

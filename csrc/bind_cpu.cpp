@@ -435,6 +435,14 @@ PYBIND11_MODULE(_C, m) {
     FC_CHECK(n >= 1, "set_num_threads: n must be >= 1, got ", n);
     set_num_threads(n);
   }, py::arg("n"));
+  m.def("set_schedule_trace", &set_schedule_trace,
+        "schedule tracing on/off (common/parallel.h; bench/run_schedule.py); on clears the record");
+  m.def("take_schedule_trace", [] {
+    py::list out;
+    for (const TracedRegion& r : take_schedule_trace())
+      out.append(py::make_tuple(r.threads, r.start_ns, r.end_ns, r.setup_ns, r.chunk_ns));
+    return out;
+  }, "the traced regions since the last take: [(threads, start_ns, end_ns, setup_ns, [chunk_ns, ...])]");
   m.def("small_op_ns", &small_op_ns, "threshold of the small-op rules (common/parallel.h), ns");
   m.def("set_small_op_ns", [](int64_t ns) {
     FC_CHECK(ns >= 0, "set_small_op_ns: ns must be >= 0, got ", ns);

@@ -366,7 +366,88 @@ void run_on_openmp(const omp::Runtime& rt, int64_t n, int64_t grain, RangeFn fn,
   if (job.error) std::rethrow_exception(job.error);
 }
 
+// ---- schedule tracing (parallel.h) ------------------------------------------------------------
+
+std::atomic<bool> g_trace{false};
+std::mutex g_trace_mu;
+std::vector<TracedRegion> g_trace_regions;
+
+void run_traced(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
+  const ChunkPlan plan = plan_chunks(n, grain, num_threads());
+  TracedRegion r;
+  r.threads = plan.helpers + 1;
+  r.setup_ns = 0;
+  r.start_ns = now_ns();
+  struct InRegion {  // nested regions run inline, as they do in a real run; restored on throw
+    InRegion() { t_in_region = true; }
+    ~InRegion() { t_in_region = false; }
+  } in_region;
+  for (int64_t c = 0; c < plan.nchunks; ++c) {
+    const int64_t b = c * plan.chunk, t0 = now_ns();
+    fn(ctx, b, std::min(n, b + plan.chunk));
+    r.chunk_ns.push_back(now_ns() - t0);
+  }
+  r.end_ns = now_ns();
+  std::lock_guard<std::mutex> lock(g_trace_mu);
+  g_trace_regions.push_back(std::move(r));
+}
+
+// parallel_claim traced: the slots' set-up, then every range on slot 0 (each slot's init ran, so
+// the result is the same as when the ranges are spread over the slots).
+void claim_traced(int64_t units, int64_t chunk, int64_t slots, SlotFn init, SlotRangeFn fn,
+                  void* ctx) {
+  TracedRegion r;
+  r.threads = static_cast<int>(std::min<int64_t>(slots, num_threads()));
+  r.setup_ns = 0;
+  r.start_ns = now_ns();
+  struct InRegion {
+    InRegion() { t_in_region = true; }
+    ~InRegion() { t_in_region = false; }
+  } in_region;
+  for (int64_t slot = 0; slot < r.threads; ++slot) {
+    const int64_t t0 = now_ns();
+    init(ctx, slot);
+    r.setup_ns = std::max(r.setup_ns, now_ns() - t0);
+  }
+  for (int64_t b = 0; b < units; b += chunk) {
+    const int64_t t0 = now_ns();
+    fn(ctx, 0, b, std::min(units, b + chunk));
+    r.chunk_ns.push_back(now_ns() - t0);
+  }
+  r.end_ns = now_ns();
+  std::lock_guard<std::mutex> lock(g_trace_mu);
+  g_trace_regions.push_back(std::move(r));
+}
+
 }  // namespace
+
+void parallel_claim_raw(int64_t units, int64_t chunk, int64_t slots, SlotFn init, SlotRangeFn fn,
+                        void* ctx) {
+  if (units <= 0) return;
+  if (!t_in_region && g_trace.load(std::memory_order_relaxed))
+    return claim_traced(units, chunk, slots, init, fn, ctx);
+  std::atomic<int64_t> next{0};
+  parallel_tasks(slots, [&](int64_t slot, int64_t) {
+    init(ctx, slot);
+    for (;;) {
+      const int64_t b = next.fetch_add(chunk, std::memory_order_relaxed);
+      if (b >= units) break;
+      fn(ctx, slot, b, std::min(units, b + chunk));
+    }
+  });
+}
+
+void set_schedule_trace(bool on) {
+  std::lock_guard<std::mutex> lock(g_trace_mu);
+  g_trace_regions.clear();
+  g_trace.store(on, std::memory_order_relaxed);
+}
+std::vector<TracedRegion> take_schedule_trace() {
+  std::lock_guard<std::mutex> lock(g_trace_mu);
+  std::vector<TracedRegion> out;
+  out.swap(g_trace_regions);
+  return out;
+}
 
 int num_threads() {
   const int nt = Pool::get().threads();
@@ -402,6 +483,7 @@ void set_num_threads(int n) { Pool::get().set_threads(n); }
 void parallel_for_raw(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
   if (n <= 0) return;
   if (!t_in_region) {
+    if (g_trace.load(std::memory_order_relaxed)) return run_traced(n, grain, fn, ctx);
     if (const omp::Runtime* rt = region_runtime()) return run_on_openmp(*rt, n, grain, fn, ctx);
   }
   Pool::get().run(n, grain, fn, ctx);

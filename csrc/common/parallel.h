@@ -25,6 +25,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace fastconv {
 
@@ -46,6 +47,20 @@ void set_pool_mode(PoolMode m);
 // The shared object of the OpenMP runtime a region started on this thread now would use, or ""
 // for fastconv's own pool.
 std::string pool_in_use();
+
+// Schedule tracing (bench/run_schedule.py), to see how far an op's decomposition could scale on
+// more cores than this machine has. While on, a region started outside any region does not run
+// in parallel: its chunks (cut by plan_chunks for num_threads(), as in a real run) run one after
+// another on the calling thread, each one timed, and the region is recorded. For benchmarks only:
+// one thread at a time may call kernels while it is on.
+struct TracedRegion {
+  int threads;               // threads the region was cut for (1: it ran inline)
+  int64_t start_ns, end_ns;  // steady clock
+  int64_t setup_ns;          // per-thread set-up before the first chunk (parallel_claim's init)
+  std::vector<int64_t> chunk_ns;
+};
+void set_schedule_trace(bool on);  // on: clears the record
+std::vector<TracedRegion> take_schedule_trace();
 
 int64_t small_op_ns();            // the threshold T above, in nanoseconds
 void set_small_op_ns(int64_t ns);  // ns >= 0; 0 turns the small-op rules off
@@ -94,6 +109,32 @@ inline void parallel_tasks(int64_t max_tasks, const F& f) {
     for (int64_t t = b; t < e; ++t) f(t, nt);
   };
   parallel_for(nt, 1, g);
+}
+
+// Work units claimed dynamically: min(slots, num_threads()) threads each take a slot index (its
+// own scratch), run init(slot) once, then claim ranges of `chunk` units from a shared counter
+// until none is left: f(slot, begin, end). Which slot runs which range depends on timing, so a
+// slot's scratch must be workspace only: f's results may depend on the range, never on the slot.
+// Schedule tracing records each range as a chunk (a region's own chunking would hand every
+// range to the first slot and show no parallelism).
+using SlotFn = void (*)(void* ctx, int64_t slot);
+using SlotRangeFn = void (*)(void* ctx, int64_t slot, int64_t begin, int64_t end);
+void parallel_claim_raw(int64_t units, int64_t chunk, int64_t slots, SlotFn init, SlotRangeFn fn,
+                        void* ctx);
+
+template <class Init, class F>
+inline void parallel_claim(int64_t units, int64_t chunk, int64_t slots, const Init& init,
+                           const F& f) {
+  if (units <= 0) return;
+  struct Ctx {
+    const Init* init;
+    const F* f;
+  } ctx{&init, &f};
+  parallel_claim_raw(
+      units, chunk < 1 ? 1 : chunk, slots < 1 ? 1 : slots,
+      [](void* c, int64_t slot) { (*static_cast<Ctx*>(c)->init)(slot); },
+      [](void* c, int64_t slot, int64_t b, int64_t e) { (*static_cast<Ctx*>(c)->f)(slot, b, e); },
+      &ctx);
 }
 
 }  // namespace fastconv

@@ -131,16 +131,9 @@ template <class F>
 void run_ranges(int64_t units, int64_t ntasks, const Scratch& scr, const F& f) {
   // chunks of about 1/16 of a task's share keep the atomic off the profile and still balance
   const int64_t chunk = std::max<int64_t>(1, units / (16 * ntasks));
-  std::atomic<int64_t> next{0};
-  parallel_tasks(ntasks, [&](int64_t task, int64_t) {
-    std::memset(scr.task(task), 0, static_cast<size_t>(scr.bytes));
-    for (;;) {
-      int64_t b = next.fetch_add(chunk, std::memory_order_relaxed);
-      if (b >= units) break;
-      int64_t e = std::min(units, b + chunk);
-      f(task, b, e);
-    }
-  });
+  parallel_claim(
+      units, chunk, ntasks,
+      [&](int64_t task) { std::memset(scr.task(task), 0, static_cast<size_t>(scr.bytes)); }, f);
 }
 template <class F>
 void run_units(int64_t units, int64_t ntasks, const Scratch& scr, const F& f) {

@@ -85,14 +85,9 @@ inline int64_t kc_for(int64_t Kd) {
 // thread is free; scratch: per_thread bytes for each thread (f gets its own).
 template <class F>
 void run_tasks(int64_t ntasks, int64_t nthreads, char* scratch, size_t per_thread, const F& f) {
-  int64_t next = 0;
-  parallel_tasks(nthreads, [&](int64_t tid, int64_t) {
+  parallel_claim(ntasks, 1, nthreads, [](int64_t) {}, [&](int64_t tid, int64_t b, int64_t e) {
     char* mine = scratch + tid * per_thread;
-    for (;;) {
-      const int64_t t = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
-      if (t >= ntasks) break;
-      f(t, mine);
-    }
+    for (int64_t t = b; t < e; ++t) f(t, mine);
   });
 }
 

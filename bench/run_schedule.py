@@ -20,9 +20,11 @@ at or below it; for bandwidth-bound ops (pooling, depthwise) well below.
   python3 bench/run_schedule.py                              # the suite, T = 1,2,4,8,16
   python3 bench/run_schedule.py --threads 1,16 --cases r50_res5_3x3 --json sched.json
 
-Prints a markdown table: per layer and direction, the chunks of the largest region at the top
-thread count, E(T) for each T, and E from 2 to the top count (t_sim(2) * 2 / (t_sim(T) * T)),
-the figure issue 15 compares with PyTorch's (within 10 points).
+Prints a markdown table: per layer and direction, E(T) for each T; E from 2 to the top count
+(t_sim(2) * 2 / (t_sim(T) * T)), the figure issue 15 compares with PyTorch's (within 10 points);
+and at the top count where the rest goes: the chunks of the largest region, the serial share of
+t_sim (allocation, Python, work outside regions), the work the split added (all chunk time over
+that at 1 thread) and the balance of the parallel part (its work / T over its replayed time).
 """
 from __future__ import annotations
 
@@ -48,14 +50,15 @@ def makespan(chunk_ns, threads: int, setup_ns: int = 0) -> int:
     return max(free)
 
 
-def simulate(fn, threads: int, repeat: int):
-    """(t_sim ns, largest region's chunk count, chunk-time sum / t_sim(wall)) for `fn` planned for
-    `threads` threads; the median of `repeat` traced calls."""
+def simulate(fn, threads: int, repeat: int) -> dict:
+    """The median of `repeat` traced calls of `fn` planned for `threads` threads: sim (t_sim, ns),
+    serial (ns outside parallel regions), work (ns, all chunks and set-ups), chunks (of the
+    largest region)."""
     import fastconv
     from fastconv import _C
     fastconv.set_num_threads(threads)
     fn()  # warm-up: scratch buffers, packed weights, page faults
-    sims, chunks = [], 0
+    runs = []
     for _ in range(repeat):
         _C.set_schedule_trace(True)
         try:
@@ -65,11 +68,14 @@ def simulate(fn, threads: int, repeat: int):
         finally:
             regions = _C.take_schedule_trace()
             _C.set_schedule_trace(False)
-        in_regions = sum(end - start for _, start, end, _, _ in regions)
-        sims.append(max(0, wall - in_regions)
-                    + sum(makespan(c, t, setup) for t, _, _, setup, c in regions))
-        chunks = max([len(c) for *_, c in regions] or [1])
-    return statistics.median(sims), chunks
+        serial = max(0, wall - sum(end - start for _, start, end, _, _ in regions))
+        runs.append(dict(
+            sim=serial + sum(makespan(c, t, setup) for t, _, _, setup, c in regions),
+            serial=serial,
+            work=sum(sum(c) + setup * min(t, len(c)) for t, _, _, setup, c in regions),
+            chunks=max([len(c) for *_, c in regions] or [1])))
+    runs.sort(key=lambda r: r["sim"])
+    return runs[len(runs) // 2]
 
 
 def main(argv=None) -> int:
@@ -101,24 +107,32 @@ def main(argv=None) -> int:
     print(f"# Decomposition ceiling E(T) = t_sim(1) / (T t_sim(T)): fastconv "
           f"{facts['fastconv_version']} ({facts['isa']}) on {facts['cpu']}, traced on 1 core\n")
     head = " | ".join(f"E({t})" for t in counts[1:])
-    print(f"| layer | direction | t(1) ms | chunks at {top} | {head} | E 2->{top} |")
-    print("|---|---|---|---|" + "---|" * (len(counts) - 1) + "---|")
+    print(f"| layer | direction | t(1) ms | {head} | E 2->{top} | at {top}: chunks | serial | "
+          f"work / work(1) | balance |")
+    print("|---|---|---|" + "---|" * (len(counts) - 1) + "---|---|---|---|---|")
     rows = []
     rng = np.random.default_rng(0)
     try:
         for case in cases:
             for direction, fn, _ in build_calls(case, False, rng):
                 sim = {t: simulate(fn, t, args.repeat) for t in counts}
-                t1 = sim[1][0]
-                eff = {t: t1 / (t * sim[t][0]) for t in counts}
-                e2 = (2 * sim[2][0]) / (top * sim[top][0]) if 2 in sim and top > 2 else None
-                row = dict(case=case["name"], direction=direction, t1_ms=t1 / 1e6,
-                           chunks_top=sim[top][1], sim_ms={t: s[0] / 1e6 for t, s in sim.items()},
-                           efficiency=eff, efficiency_2_to_top=e2)
-                rows.append(row)
+                t1, st = sim[1]["sim"], sim[top]
+                eff = {t: t1 / (t * sim[t]["sim"]) for t in counts}
+                e2 = (2 * sim[2]["sim"]) / (top * st["sim"]) if 2 in sim and top > 2 else None
+                # at the top count: the serial share of t_sim, the work the split added, and how
+                # evenly the parallel part spreads (its ideal time / its replayed time)
+                serial = st["serial"] / st["sim"]
+                growth = st["work"] / max(1, sim[1]["work"])
+                balance = (st["work"] / top) / max(1, st["sim"] - st["serial"])
+                rows.append(dict(case=case["name"], direction=direction, t1_ms=t1 / 1e6,
+                                 sim_ms={t: s["sim"] / 1e6 for t, s in sim.items()},
+                                 efficiency=eff, efficiency_2_to_top=e2, chunks_top=st["chunks"],
+                                 serial_share_top=serial, work_growth_top=growth,
+                                 balance_top=balance))
                 cells = " | ".join(f"{eff[t]:.0%}" for t in counts[1:])
-                print(f"| {case['name']} | {direction} | {t1 / 1e6:.2f} | {sim[top][1]} | {cells} | "
-                      f"{'' if e2 is None else f'{e2:.0%}'} |", flush=True)
+                print(f"| {case['name']} | {direction} | {t1 / 1e6:.2f} | {cells} | "
+                      f"{'' if e2 is None else f'{e2:.0%}'} | {st['chunks']} | {serial:.0%} | "
+                      f"{growth:.2f} | {balance:.0%} |", flush=True)
     finally:
         fastconv.set_num_threads(before)
     if args.json:

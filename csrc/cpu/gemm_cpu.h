@@ -14,10 +14,12 @@
 // of B per step of the reduction) and writes it straight into C when the tile is full and its NR
 // columns are contiguous, else into a small buffer that the caller's Store scatters.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include "common/parallel.h"
 #include "common/simd.h"
@@ -262,8 +264,8 @@ struct Split {
   int64_t tasks(int64_t groups) const { return groups * ncb * nmb; }
 };
 template <class T>
-inline Split make_split(int64_t groups, int64_t M, int64_t Ncols, int64_t nthreads,
-                        int64_t pack_rows, double* cost_out = nullptr) {
+inline Split make_split_uncached(int64_t groups, int64_t M, int64_t Ncols, int64_t nthreads,
+                                 int64_t pack_rows, double* cost_out) {
   constexpr int MR = Blk<T>::MR, NR = Blk<T>::NR;
   constexpr int64_t kMaxThreads = 64;
   const int64_t nt = nthreads < 1 ? 1 : (nthreads > kMaxThreads ? kMaxThreads : nthreads);
@@ -305,13 +307,14 @@ inline Split make_split(int64_t groups, int64_t M, int64_t Ncols, int64_t nthrea
         }
         cost = double(groups) * total / double(nt) + largest;
       } else {
-        // Tasks in order, each to the thread that frees up first.
+        // Tasks in order, each to the thread that frees up first (a min-heap of the threads'
+        // loads: which of two equally loaded threads takes a task does not change the loads).
         double load[kMaxThreads] = {};
+        const auto later = [](double a, double b) { return a > b; };
         for (int64_t t = 0; t < ntasks; ++t) {
-          int64_t i = 0;
-          for (int64_t j = 1; j < nt; ++j)
-            if (load[j] < load[i]) i = j;
-          load[i] += cost_of(t % (nmb * ncb));
+          std::pop_heap(load, load + nt, later);
+          load[nt - 1] += cost_of(t % (nmb * ncb));
+          std::push_heap(load, load + nt, later);
         }
         for (int64_t j = 0; j < nt; ++j) cost = load[j] > cost ? load[j] : cost;
       }
@@ -323,6 +326,32 @@ inline Split make_split(int64_t groups, int64_t M, int64_t Ncols, int64_t nthrea
   }
   if (cost_out) *cost_out = best_cost;
   return best;
+}
+
+// make_split, remembered per calling thread: the search costs O(blocks x tasks x log threads),
+// 50-500 us at 2-32 threads for a 56x56 layer, which a model pays on every call of every layer
+// (measured with bench/run_schedule.py as serial time before the first region).
+template <class T>
+inline Split make_split(int64_t groups, int64_t M, int64_t Ncols, int64_t nthreads,
+                        int64_t pack_rows, double* cost_out = nullptr) {
+  struct Entry {
+    int64_t key[5];
+    Split split;
+    double cost;
+  };
+  static thread_local std::vector<Entry> memo;
+  const int64_t key[5] = {groups, M, Ncols, nthreads, pack_rows};
+  for (const Entry& e : memo)
+    if (std::equal(key, key + 5, e.key)) {
+      if (cost_out) *cost_out = e.cost;
+      return e.split;
+    }
+  double cost = 0.0;
+  const Split split = make_split_uncached<T>(groups, M, Ncols, nthreads, pack_rows, &cost);
+  if (memo.size() >= 256) memo.erase(memo.begin(), memo.begin() + 128);  // oldest half
+  memo.push_back(Entry{{groups, M, Ncols, nthreads, pack_rows}, split, cost});
+  if (cost_out) *cost_out = cost;
+  return split;
 }
 
 }  // namespace gemm

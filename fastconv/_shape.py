@@ -21,6 +21,7 @@ Padding is resolved to four non-negative ints (top, bottom, left, right) from
 """
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Optional, Sequence, Tuple
 
@@ -28,6 +29,57 @@ import numpy as np
 
 Pair = Tuple[int, int]
 Quad = Tuple[int, int, int, int]
+
+
+# ---- remembered argument checks --------------------------------------------------------------
+
+class _NotPlain(Exception):
+    pass
+
+
+_PLAIN = frozenset((int, bool, str, type(None)))
+_MISS = object()
+
+
+def _key(args: tuple):
+    """args with the type of every value (True and 1 hash and compare alike but are checked
+    differently); _NotPlain unless each argument is an int, bool, str, None or a flat tuple of
+    those (shapes, (h, w) pairs, padding quads)."""
+    types = []
+    for a in args:
+        t = type(a)
+        if t is tuple:
+            t = tuple(map(type, a))
+            if not _PLAIN.issuperset(t):
+                raise _NotPlain
+        elif t not in _PLAIN:
+            raise _NotPlain
+        types.append(t)
+    return args, tuple(types)
+
+
+def remember(fn):
+    """fn, with its results remembered for plain arguments (see _key) and recomputed for any other
+    (lists, numpy scalars). A model calls each layer with the same arguments every step, and
+    checking them costs microseconds a call. Errors are not remembered: a bad call raises every
+    time. fn must return immutable values (tuples, ints)."""
+    cache = {}
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        try:
+            key = _key(args)
+        except _NotPlain:
+            return fn(*args)
+        hit = cache.get(key, _MISS)
+        if hit is _MISS:
+            hit = fn(*args)
+            if len(cache) >= 2048:
+                cache.clear()
+            cache[key] = hit
+        return hit
+
+    return wrapper
 
 # The largest kernel size, stride, padding, dilation, output size, groups or |divisor_override|
 # accepted (2**31 - 1). No real layer comes near it, and it keeps every sum and product the int64
@@ -113,6 +165,7 @@ def pair(op: str, name: str, v, minimum: Optional[int] = None) -> Pair:
     return out
 
 
+@remember
 def resolve_padding(op: str, padding, size: Sequence[int], kernel: Pair, stride: Pair,
                     dilation: Pair) -> Quad:
     """padding (int, 1-/2-/4-tuple, 'valid' or 'same') as (top, bottom, left, right)."""
@@ -148,6 +201,7 @@ def resolve_padding(op: str, padding, size: Sequence[int], kernel: Pair, stride:
     return quad  # type: ignore[return-value]
 
 
+@remember
 def pool_output_hw(op: str, size: Sequence[int], kernel: Pair, stride: Pair, pad: Quad,
                    dilation: Pair, ceil_mode: bool) -> Pair:
     """(P, Q) of a pooling window, after checking the padding (at most half the kernel per side,
@@ -191,6 +245,7 @@ def first_empty_window(size: int, kernel: int, stride: int, pad_lo: int, dilatio
     return None
 
 
+@remember
 def conv_output_hw(op: str, size: Sequence[int], kernel: Pair, stride: Pair, pad: Quad,
                    dilation: Pair) -> Pair:
     """(P, Q) of a convolution, after checking the dilated kernel fits in the padded input."""

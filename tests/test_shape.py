@@ -1,5 +1,6 @@
 """fastconv/_shape.py: the Python output-size helper against the C++ one (csrc/common/output_size.h)
-over a grid, and padding resolution ('same' against torch for stride 1 and TensorFlow's rule)."""
+over a grid, padding resolution ('same' against torch for stride 1 and TensorFlow's rule), and
+the remembered argument checks (_shape.remember)."""
 import itertools
 
 import pytest
@@ -108,3 +109,47 @@ def test_geometry_limit():
     assert _shape.pair("op", "stride", 2**31 - 1) == (2**31 - 1, 2**31 - 1)
     with pytest.raises(ValueError, match=r"op: stride must be at most 2147483647"):
         _shape.pair("op", "stride", (1, 2**31))
+
+
+# ---- remembered argument checks (_shape.remember): a model calls each layer with the same
+# arguments every step; a remembered result must never stand in for a check that would fail.
+
+def test_remember_keeps_bools_ints_and_numpy_scalars_apart():
+    import numpy as np
+    from fastconv.nn import functional as F
+    x = np.ones((1, 2, 6, 6), np.float32)
+    w = np.ones((2, 2, 3, 3), np.float32)
+    for _ in range(2):  # the second round runs on remembered results
+        assert F.conv2d(x, w, None, 1, 1).shape == (1, 2, 6, 6)
+        assert F.conv2d(x, w, None, (1, 1), (1, 1)).shape == (1, 2, 6, 6)
+        assert F.conv2d(x, w, None, np.int64(1), 1).shape == (1, 2, 6, 6)
+        assert F.conv2d(x, w, None, [1, 1], [1, 1]).shape == (1, 2, 6, 6)
+        with pytest.raises(TypeError, match="stride must be an int"):
+            F.conv2d(x, w, None, True, 1)
+        with pytest.raises(TypeError, match="stride must contain ints"):
+            F.conv2d(x, w, None, (1, True), 1)
+        with pytest.raises(TypeError, match="padding must"):
+            F.conv2d(x, w, None, 1, (1.0, 1))
+        with pytest.raises(TypeError, match="kernel_size must"):
+            F.max_pool2d(x, (2, False))
+        assert F.max_pool2d(x, (2, 2)).shape == (1, 2, 3, 3)
+
+
+def test_remember_does_not_remember_errors():
+    calls = []
+
+    @_shape.remember
+    def f(a, b):
+        calls.append((a, b))
+        if a == -1:
+            raise ValueError("a must be >= 0")
+        return a + b
+
+    assert f(1, 2) == 3 and f(1, 2) == 3 and len(calls) == 1
+    assert f(True, 2) == 3 and len(calls) == 2          # a bool is not the int 1
+    assert f((1,), (2,)) == (1, 2) and f((True,), (2,)) == (1, 2) and len(calls) == 4
+    assert f([1], [2]) == [1, 2] and f([1], [2]) == [1, 2] and len(calls) == 6  # lists: not kept
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            f(-1, 0)
+    assert len(calls) == 8

@@ -101,6 +101,10 @@ def import_arrays(op: str, **arrays) -> Tuple[List[Optional[np.ndarray]], Callab
     CUDA DLPack arrays through CuPy without a copy (results go back as torch tensors for torch).
     Mixing CPU and GPU arrays, arrays on two GPUs, or non-arrays raise TypeError naming the
     arguments."""
+    # The common case, plain numpy arrays on the CPU kernels, without the checks below (~4 us).
+    if _gpu.emulation_backend() is None and all(
+            a is None or type(a) is np.ndarray for a in arrays.values()):
+        return list(arrays.values()), _NUMPY_BACK
     gpu = {name: _on_gpu(op, name, a) for name, a in arrays.items() if a is not None}
     if len(set(gpu.values())) > 1:
         first = next(iter(gpu))
@@ -115,6 +119,9 @@ def import_arrays(op: str, **arrays) -> Tuple[List[Optional[np.ndarray]], Callab
            for name, a in arrays.items()]
     device = _gpu.emulation_backend()
     return out, _Back(_to_torch if torch_in else None, device)
+
+
+_NUMPY_BACK = _Back(None, None)
 
 
 def _import_gpu(op: str, arrays: dict, torch_in: bool):
@@ -250,6 +257,15 @@ def size_arg(op: str, name: str, size, lengths: Tuple[int, ...], what: str) -> T
 def conv_geometry(op: str, xshape: Sequence[int], wshape: Sequence[int], stride, padding, dilation,
                   groups, bias_shape: Optional[Sequence[int]] = None
                   ) -> Tuple[Pair, Quad, Pair, int, Pair]:
+    """Remembered (_shape.remember) for plain arguments: _conv_geometry."""
+    return _conv_geometry(op, tuple(xshape), tuple(wshape), stride, padding, dilation, groups,
+                          None if bias_shape is None else tuple(bias_shape))
+
+
+@_shape.remember
+def _conv_geometry(op: str, xshape: Sequence[int], wshape: Sequence[int], stride, padding, dilation,
+                   groups, bias_shape: Optional[Sequence[int]] = None
+                   ) -> Tuple[Pair, Quad, Pair, int, Pair]:
     """Checks a convolution of an (N, C, H, W) input with a (K, C/groups, R, S) weight (and a (K,)
     bias when bias_shape is given) and returns
     (stride, padding as (top, bottom, left, right), dilation, groups, (P, Q))."""
@@ -282,6 +298,7 @@ def conv_geometry(op: str, xshape: Sequence[int], wshape: Sequence[int], stride,
     return stride, pad, dilation, groups, PQ
 
 
+@_shape.remember
 def pool_args(op: str, kernel_size, stride, dilation) -> Tuple[Pair, Pair, Pair]:
     """kernel_size, stride (None or empty = kernel_size) and dilation as (h, w) pairs."""
     kernel = _shape.pair(op, "kernel_size", kernel_size, minimum=1)

@@ -250,8 +250,26 @@ struct PackPixelCols {
     const int64_t tail = n - (npan - 1) * NR;  // columns of the last panel
     int64_t c = kc0 / g.RS, rs = kc0 - c * g.RS;
     int64_t r = rs / g.S, s = rs - r * g.S;
+    // 1x1 (one tap per channel), unit stride, planes of 1 KiB or more: the pixels of channel
+    // c + kAhead are requested while channel c is copied. Each channel is a separate run of up
+    // to kPanels * NR floats a plane apart, which the hardware prefetcher picks up only after its
+    // first misses. Measured at 1 thread, inputs rotating through 64 MB (cold, as in a model):
+    // r50_res3_1x1_down forward 5.85 -> 5.26 ms, r50_res2_1x1 0.86 -> 0.79; 7x7 planes
+    // (r50_res5_1x1_up, contiguous enough for the hardware) got 6% slower with it, hence the
+    // plane-size condition.
+    constexpr int64_t kAhead = 2;
+    const bool ahead = g.RS == 1 && g.sw == 1 && g.HW * int64_t(sizeof(T)) >= 1024;
     for (int64_t kk = 0; kk < kcl; ++kk) {
       const int64_t choff = c * g.HW;
+      if (ahead && kk + kAhead < kcl) {
+        for (int i = 0; i < first[npan]; ++i) {
+          const Seg<T>& sg = segs[i];
+          if (sg.hb < 0 || sg.hb >= g.H) continue;
+          const int64_t lo = sg.wb > 0 ? sg.wb : 0, hi = sg.wb + sg.len < g.W ? sg.wb + sg.len : g.W;
+          const T* row = sg.img + choff + kAhead * g.HW + sg.hb * g.W;
+          for (int64_t o = lo; o < hi; o += int64_t(64 / sizeof(T))) __builtin_prefetch(row + o);
+        }
+      }
       for (int jp = 0; jp < npan; ++jp) {
         T* dst = Bp + jp * NR * kcl + kk * NR;
         for (int i = first[jp]; i < first[jp + 1]; ++i) {

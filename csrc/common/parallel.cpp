@@ -372,16 +372,20 @@ std::atomic<bool> g_trace{false};
 std::mutex g_trace_mu;
 std::vector<TracedRegion> g_trace_regions;
 
+// While a traced region's chunks run on the caller, regions they start run inline (as they do on
+// a worker in a real run); restored on throw.
+struct TracedChunks {
+  TracedChunks() { t_in_region = true; }
+  ~TracedChunks() { t_in_region = false; }
+};
+
 void run_traced(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
   const ChunkPlan plan = plan_chunks(n, grain, num_threads());
   TracedRegion r;
   r.threads = plan.helpers + 1;
   r.setup_ns = 0;
   r.start_ns = now_ns();
-  struct InRegion {  // nested regions run inline, as they do in a real run; restored on throw
-    InRegion() { t_in_region = true; }
-    ~InRegion() { t_in_region = false; }
-  } in_region;
+  const TracedChunks in_region;  // nested regions run inline, as in a real run
   for (int64_t c = 0; c < plan.nchunks; ++c) {
     const int64_t b = c * plan.chunk, t0 = now_ns();
     fn(ctx, b, std::min(n, b + plan.chunk));
@@ -400,10 +404,7 @@ void claim_traced(int64_t units, int64_t chunk, int64_t slots, SlotFn init, Slot
   r.threads = static_cast<int>(std::min<int64_t>(slots, num_threads()));
   r.setup_ns = 0;
   r.start_ns = now_ns();
-  struct InRegion {
-    InRegion() { t_in_region = true; }
-    ~InRegion() { t_in_region = false; }
-  } in_region;
+  const TracedChunks in_region;
   for (int64_t slot = 0; slot < r.threads; ++slot) {
     const int64_t t0 = now_ns();
     init(ctx, slot);

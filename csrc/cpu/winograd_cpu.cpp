@@ -364,7 +364,8 @@ void refine_for_threads(Plan<T, TM>& pl, int64_t& mc, int64_t& np, int64_t budge
   constexpr int MR = B_::MR, NR = B_::NR, kPts = Tile<TM>::Pts;
   if (nthreads < 2) return;
   const int64_t Mpad = round_up(pl.M, MR);
-  auto model = [&](bool fused, int64_t m, int64_t n) {
+  const bool fused = pl.fused;
+  auto model = [&](int64_t m, int64_t n) {
     const int64_t nmb = ceil_div(pl.M, m), mcr = round_up(ceil_div(pl.M, nmb), MR);
     const int64_t ntb = ceil_div(pl.ntp, n), npr = ceil_div(pl.ntp, ntb);
     const int64_t ntasks = pl.G * nmb * ntb;
@@ -377,23 +378,21 @@ void refine_for_threads(Plan<T, TM>& pl, int64_t& mc, int64_t& np, int64_t budge
                        (shared ? 0.9 * double(Mpad * pl.G) / double(nthreads) : 0.0);
     return double(ceil_div(ntasks, nthreads)) * task + pre;
   };
-  const double now = model(pl.fused, mc, np);
+  const double now = model(mc, np);
   double best = now;
   int64_t best_mc = mc, best_np = np;
   for (int64_t m = Mpad;; m = round_up(m / 2, MR)) {
-    const bool fused_ok = m == Mpad;  // fused tasks hold every row of their group
     for (int64_t want_tb = 1; want_tb <= pl.ntp; ++want_tb) {
       const int64_t n = ceil_div(pl.ntp, want_tb);
       if (ceil_div(pl.ntp, n) != want_tb || m * n * NR > budget) continue;
-      if (pl.fused && !fused_ok) continue;
-      const double c = model(pl.fused, m, n);
+      const double c = model(m, n);
       if (c < best) {
         best = c;
         best_mc = m;
         best_np = n;
       }
     }
-    if (m <= MR) break;
+    if (fused || m <= MR) break;  // fused tasks hold every row of their group
   }
   if (best < 0.9 * now) {
     mc = best_mc;

@@ -130,7 +130,7 @@ def test_a_layer_falling_back_to_torch_is_an_error(runner, tmp_path, monkeypatch
 def test_a_failing_backward_is_reported(runner, tmp_path, monkeypatch, capsys):
     """The check runs forward only; a fastconv backward that raises is reported in the row and
     the exit status, torch is still timed."""
-    import fastconv.torch._ops as ops
+    import fastconv.torch._kernels as ops
 
     def broken(*a, **k):
         raise RuntimeError("test: broken weight gradient")

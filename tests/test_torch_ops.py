@@ -218,7 +218,7 @@ def test_max_pool2d_computes_indices_only_for_autograd(monkeypatch):
         if kernel == "max_pool2d_forward":
             calls.append(args[2] is None)
         _launch.launch(kernel, *args)
-    monkeypatch.setattr("fastconv.torch._ops.launch", spy)
+    monkeypatch.setattr("fastconv.torch._kernels.launch", spy)
     x = torch.randn(1, 2, 6, 6)
     fct.max_pool2d(x, 2)
     with torch.no_grad():

@@ -11,8 +11,11 @@
 - functional.py: conv2d, max_pool2d, avg_pool2d, adaptive_avg_pool2d on torch tensors.
 - modules.py: Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d (subclasses of the torch layers).
 - conversion.py: convert / revert.
+- _kernels.py: the implementations on torch tensors, with the autograd formulas.
 - _ops.py: the fastconv:: custom ops (torch.library.custom_op with fake implementations and
   autograd formulas), which torch.compile(fullgraph=True) and torch.export see as single ops.
+- _eager.py: the same kernels and formulas without the dispatcher (a torch.autograd.Function)
+  when nothing can watch the call; any tracer, mode, transform or profiler gets the custom ops.
 - _launch.py: which tensors the kernels take, and the one launch function (CPU: numpy views of
   the tensors into fastconv._C); CUDA tensors go to the CUDA twins of fastconv/_gpu/.
 

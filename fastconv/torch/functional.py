@@ -7,7 +7,7 @@ torch.nn.functional's signatures and results, computed by fastconv's kernels and
 Each function checks its arguments (the messages of fastconv.nn.functional, from the same
 helpers), resolves them (unbatched input, pairs, padding as (top, bottom, left, right)) and calls
 one fastconv:: custom op (see _ops.py), so torch.compile(fullgraph=True) and torch.export trace
-them. float32 and float64 CPU tensors (float16/bfloat16 raise TypeError there); CUDA tensors in
+them; plain eager calls run the same kernels without the dispatcher (_eager.py). float32 and float64 CPU tensors (float16/bfloat16 raise TypeError there); CUDA tensors in
 float32, float16, bfloat16 or float64 run fastconv's CUDA kernels (NotImplementedError without
 fastconv._cuda or a GPU). Non-contiguous and channels_last inputs are copied to NCHW first (one
 copy per call; the output is NCHW-contiguous).
@@ -23,8 +23,8 @@ import torch
 
 from fastconv import _shape
 from fastconv.nn import _common as c
-from fastconv.torch import _ops
-from fastconv.torch._launch import device_backend, unsupported
+from fastconv.torch import _eager
+from fastconv.torch._launch import device_backend, plain_cpu, unsupported
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
@@ -39,6 +39,8 @@ def _check_types(op: str, **tensors) -> None:
 def _check_tensors(op: str, **tensors) -> None:
     """Tensors (None skipped) that fastconv's kernels can take, of one dtype and one device as
     the first."""
+    if plain_cpu(*tensors.values()):
+        return
     _check_types(op, **tensors)
     err = unsupported(op, **tensors)
     if err is not None:
@@ -81,14 +83,15 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         (N, K, P, Q), or (K, P, Q) for an unbatched input.
     """
     op = "conv2d"
-    _check_types(op, input=input, weight=weight, bias=bias)
-    input, weight, bias = _autocast(input, weight, bias)  # before the dtype check, as torch's
-    _check_tensors(op, input=input, weight=weight, bias=bias)
+    if not plain_cpu(input, weight, bias):  # else nothing to cast, and the kernels take them
+        _check_types(op, input=input, weight=weight, bias=bias)
+        input, weight, bias = _autocast(input, weight, bias)  # before the dtype check, as torch's
+        _check_tensors(op, input=input, weight=weight, bias=bias)
     x, unbatched = c.batched(op, "input", input)
     stride, pad, dilation, groups, _ = c.conv_geometry(
         op, x.shape, weight.shape, stride, padding, dilation, groups,
         bias_shape=None if bias is None else bias.shape)
-    out = _ops.conv2d(x, weight, bias, stride, pad, dilation, groups)
+    out = _eager.conv2d(x, weight, bias, stride, pad, dilation, groups)
     return out[0] if unbatched else out
 
 
@@ -111,9 +114,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     _shape.pool_output_hw(op, size, kernel, stride, pad, dilation, ceil_mode)
     args = (kernel, stride, pad, dilation, ceil_mode)
     if return_indices or (torch.is_grad_enabled() and x.requires_grad):
-        out, indices = _ops.max_pool2d_with_indices(x, *args)
+        out, indices = _eager.max_pool2d_with_indices(x, *args)
     else:
-        out, indices = _ops.max_pool2d(x, *args), None
+        out, indices = _eager.max_pool2d(x, *args), None
     if unbatched:
         out, indices = out[0], (None if indices is None else indices[0])
     return (out, indices) if return_indices else out
@@ -133,7 +136,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     size = tuple(x.shape[2:])
     pad = _shape.resolve_padding(op, padding, size, kernel, stride, (1, 1))
     _shape.pool_output_hw(op, size, kernel, stride, pad, (1, 1), ceil_mode)
-    out = _ops.avg_pool2d(x, kernel, stride, pad, ceil_mode, count_include_pad, divisor)
+    out = _eager.avg_pool2d(x, kernel, stride, pad, ceil_mode, count_include_pad, divisor)
     return out[0] if unbatched else out
 
 
@@ -145,5 +148,5 @@ def adaptive_avg_pool2d(input, output_size):
     _check_tensors(op, input=input)
     x, unbatched = c.batched(op, "input", input)
     P, Q = c.adaptive_size(op, output_size, x.shape[2], x.shape[3])
-    out = _ops.adaptive_avg_pool2d(x, (P, Q))
+    out = _eager.adaptive_avg_pool2d(x, (P, Q))
     return out[0] if unbatched else out

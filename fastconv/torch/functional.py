@@ -7,9 +7,10 @@ torch.nn.functional's signatures and results, computed by fastconv's kernels and
 Each function checks its arguments (the messages of fastconv.nn.functional, from the same
 helpers), resolves them (unbatched input, pairs, padding as (top, bottom, left, right)) and calls
 one fastconv:: custom op (see _ops.py), so torch.compile(fullgraph=True) and torch.export trace
-them; plain eager calls run the same kernels without the dispatcher (_eager.py). float32 and float64 CPU tensors (float16/bfloat16 raise TypeError there); CUDA tensors in
-float32, float16, bfloat16 or float64 run fastconv's CUDA kernels (NotImplementedError without
-fastconv._cuda or a GPU). Non-contiguous and channels_last inputs are copied to NCHW first (one
+them; plain eager calls run the same kernels without the dispatcher (_eager.py). float32 and
+float64 CPU tensors (float16/bfloat16 raise TypeError there); CUDA tensors in float32, float16,
+bfloat16 or float64 run fastconv's CUDA kernels (NotImplementedError without fastconv._cuda or a
+GPU). Non-contiguous and channels_last inputs are copied to NCHW first (one
 copy per call; the output is NCHW-contiguous).
 
 The extensions of fastconv.nn.functional hold here too: `padding` may be a 4-tuple (top, bottom,

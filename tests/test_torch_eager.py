@@ -122,7 +122,8 @@ def test_double_backward_is_the_custom_ops_error(gen):
     x = torch.randn(1, 2, 5, 5, generator=gen, dtype=f64, requires_grad=True)
     y = fct.avg_pool2d(fct.max_pool2d(x, 2, 1), 2, 1)
     (gx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="fastconv.(max|avg)_pool2d_backward.* no autograd formula"):
+    with pytest.raises(RuntimeError,
+                       match="fastconv.(max|avg)_pool2d_backward.* no autograd formula"):
         gx.sum().backward()
 
 

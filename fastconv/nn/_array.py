@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastconv import _C, _gpu, _shape
+from fastconv import _C, _gpu
 from fastconv._gpu import conv as _gpu_conv
 from fastconv._gpu import pool as _gpu_pool
 from fastconv._gpu import affine as _gpu_affine
@@ -87,12 +87,10 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     (input,), back = c.import_arrays(op, input=input)
     c.check_float(op, "input", input, back.device)
     x, unbatched = c.batched(op, "input", input)
-    kernel, stride, dilation = c.pool_args(op, kernel_size, stride, dilation)
-    ceil_mode = c.check_bool(op, "ceil_mode", ceil_mode)
-    return_indices = c.check_bool(op, "return_indices", return_indices)
     N, C, H, W = x.shape
-    pad = _shape.resolve_padding(op, padding, (H, W), kernel, stride, dilation)
-    P, Q = _shape.pool_output_hw(op, (H, W), kernel, stride, pad, dilation, ceil_mode)
+    kernel, stride, pad, dilation, ceil_mode, (P, Q) = c.max_pool_geometry(
+        op, (H, W), kernel_size, stride, padding, dilation, ceil_mode)
+    return_indices = c.check_bool(op, "return_indices", return_indices)
     if back.device is not None:
         out, indices = _gpu_pool.max_pool2d(back.device, x, kernel, stride, pad, dilation,
                                             ceil_mode, (P, Q), return_indices)
@@ -128,12 +126,9 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     (input,), back = c.import_arrays(op, input=input)
     c.check_float(op, "input", input, back.device)
     x, unbatched = c.batched(op, "input", input)
-    kernel, stride, _ = c.pool_args(op, kernel_size, stride, 1)
-    ceil_mode, count_include_pad, divisor = c.avg_pool_flags(op, ceil_mode, count_include_pad,
-                                                             divisor_override)
     N, C, H, W = x.shape
-    pad = _shape.resolve_padding(op, padding, (H, W), kernel, stride, (1, 1))
-    P, Q = _shape.pool_output_hw(op, (H, W), kernel, stride, pad, (1, 1), ceil_mode)
+    kernel, stride, pad, ceil_mode, count_include_pad, divisor, (P, Q) = c.avg_pool_geometry(
+        op, (H, W), kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
     if back.device is not None:
         out = _gpu_pool.avg_pool2d(back.device, x, kernel, stride, pad, ceil_mode,
                                    count_include_pad, divisor, (P, Q))

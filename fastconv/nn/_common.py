@@ -325,6 +325,32 @@ def avg_pool_flags(op: str, ceil_mode, count_include_pad, divisor_override) -> T
     return ceil_mode, count_include_pad, divisor
 
 
+@_shape.remember
+def max_pool_geometry(op: str, hw: Pair, kernel_size, stride, padding, dilation, ceil_mode
+                      ) -> Tuple[Pair, Pair, Quad, Pair, bool, Pair]:
+    """Checks max pooling of an (H, W) plane and returns (kernel, stride, padding as (top,
+    bottom, left, right), dilation, ceil_mode, (P, Q)); one remembered call instead of four."""
+    kernel, stride, dilation = pool_args(op, kernel_size, stride, dilation)
+    ceil_mode = check_bool(op, "ceil_mode", ceil_mode)
+    pad = _shape.resolve_padding(op, padding, hw, kernel, stride, dilation)
+    PQ = _shape.pool_output_hw(op, hw, kernel, stride, pad, dilation, ceil_mode)
+    return kernel, stride, pad, dilation, ceil_mode, PQ
+
+
+@_shape.remember
+def avg_pool_geometry(op: str, hw: Pair, kernel_size, stride, padding, ceil_mode,
+                      count_include_pad, divisor_override
+                      ) -> Tuple[Pair, Pair, Quad, bool, bool, int, Pair]:
+    """Checks average pooling of an (H, W) plane and returns (kernel, stride, padding as (top,
+    bottom, left, right), ceil_mode, count_include_pad, divisor (0: none), (P, Q))."""
+    kernel, stride, _ = pool_args(op, kernel_size, stride, 1)
+    ceil_mode, count_include_pad, divisor = avg_pool_flags(op, ceil_mode, count_include_pad,
+                                                           divisor_override)
+    pad = _shape.resolve_padding(op, padding, hw, kernel, stride, (1, 1))
+    PQ = _shape.pool_output_hw(op, hw, kernel, stride, pad, (1, 1), ceil_mode)
+    return kernel, stride, pad, ceil_mode, count_include_pad, divisor, PQ
+
+
 def adaptive_size(op: str, output_size, H: int, W: int) -> Pair:
     """output_size (int, or a pair of ints / None = keep the input size) as (P, Q)."""
     if _shape.is_int(output_size):

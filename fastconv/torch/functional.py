@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import torch
 
-from fastconv import _shape
 from fastconv.nn import _common as c
 from fastconv.torch import _eager
 from fastconv.torch._launch import device_backend, plain_cpu, unsupported
@@ -107,12 +106,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     op = "max_pool2d"
     _check_tensors(op, input=input)
     x, unbatched = c.batched(op, "input", input)
-    kernel, stride, dilation = c.pool_args(op, kernel_size, stride, dilation)
-    ceil_mode = c.check_bool(op, "ceil_mode", ceil_mode)
+    kernel, stride, pad, dilation, ceil_mode, _ = c.max_pool_geometry(
+        op, tuple(x.shape[2:]), kernel_size, stride, padding, dilation, ceil_mode)
     return_indices = c.check_bool(op, "return_indices", return_indices)
-    size = tuple(x.shape[2:])
-    pad = _shape.resolve_padding(op, padding, size, kernel, stride, dilation)
-    _shape.pool_output_hw(op, size, kernel, stride, pad, dilation, ceil_mode)
     args = (kernel, stride, pad, dilation, ceil_mode)
     if return_indices or (torch.is_grad_enabled() and x.requires_grad):
         out, indices = _eager.max_pool2d_with_indices(x, *args)
@@ -131,12 +127,9 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     op = "avg_pool2d"
     _check_tensors(op, input=input)
     x, unbatched = c.batched(op, "input", input)
-    kernel, stride, _ = c.pool_args(op, kernel_size, stride, 1)
-    ceil_mode, count_include_pad, divisor = c.avg_pool_flags(op, ceil_mode, count_include_pad,
-                                                             divisor_override)
-    size = tuple(x.shape[2:])
-    pad = _shape.resolve_padding(op, padding, size, kernel, stride, (1, 1))
-    _shape.pool_output_hw(op, size, kernel, stride, pad, (1, 1), ceil_mode)
+    kernel, stride, pad, ceil_mode, count_include_pad, divisor, _ = c.avg_pool_geometry(
+        op, tuple(x.shape[2:]), kernel_size, stride, padding, ceil_mode, count_include_pad,
+        divisor_override)
     out = _eager.avg_pool2d(x, kernel, stride, pad, ceil_mode, count_include_pad, divisor)
     return out[0] if unbatched else out
 

@@ -17,8 +17,10 @@
 #include "common/output_size.h"
 #include "common/parallel.h"
 #include "common/params.h"
+#include "cpu/batch_norm_cpu.h"
 #include "cpu/channel_affine_cpu.h"
 #include "cpu/conv2d_cpu.h"
+#include "cpu/optim_cpu.h"
 #include "cpu/isa.h"
 #include "cpu/pool2d_cpu.h"
 #include "cpu/winograd_cpu.h"
@@ -339,6 +341,28 @@ void adaptive_avg_pool2d_backward(py::array dy, py::array dx) {
 
 // ---- per-channel affine (inference BatchNorm + ReLU / ReLU6) ---------------------------------
 
+// lo / hi (a real number, or None for no bound) into p's clamp flags and bounds.
+void clamp_bounds(const char* op, const py::object& lo, const py::object& hi,
+                  ChannelAffineParams& p) {
+  auto bound = [&](const py::object& v, const char* name, bool& flag, double& value) {
+    if (v.is_none()) return;
+    const std::string type = py::str(py::type::of(v).attr("__name__"));
+    FC_CHECK_TYPE(PyNumber_Check(v.ptr()) && !py::isinstance<py::bool_>(v), op, ": ", name,
+                  " must be a real number or None, got ", type);
+    try {
+      value = py::float_(v).cast<double>();
+    } catch (const py::error_already_set&) {
+      throw TypeError(str_cat(op, ": ", name, " must be a real number or None, got ", type));
+    }
+    FC_CHECK(value == value, op, ": ", name, " must not be NaN");
+    flag = true;
+  };
+  bound(lo, "lo", p.clamp_lo, p.lo);
+  bound(hi, "hi", p.clamp_hi, p.hi);
+  FC_CHECK(!(p.clamp_lo && p.clamp_hi) || p.lo <= p.hi, op, ": lo must not exceed hi, got lo=",
+           p.lo, " and hi=", p.hi);
+}
+
 // out = clamp(x * scale[c] + shift[c], lo, hi) with c the axis-1 index; lo / hi None = no bound.
 // out may be x itself (in place) but must not overlap it otherwise, nor scale or shift.
 void channel_affine(py::array x, py::array scale, py::array shift, py::array out, py::object lo,
@@ -362,23 +386,7 @@ void channel_affine(py::array x, py::array scale, py::array shift, py::array out
   check_shape(scale, {p.C}, op, "scale");
   check_shape(shift, {p.C}, op, "shift");
   check_shape(out, xs, op, "out");
-  auto bound = [&](const py::object& v, const char* name, bool& flag, double& value) {
-    if (v.is_none()) return;
-    const std::string type = py::str(py::type::of(v).attr("__name__"));
-    FC_CHECK_TYPE(PyNumber_Check(v.ptr()) && !py::isinstance<py::bool_>(v), op, ": ", name,
-                  " must be a real number or None, got ", type);
-    try {
-      value = py::float_(v).cast<double>();
-    } catch (const py::error_already_set&) {
-      throw TypeError(str_cat(op, ": ", name, " must be a real number or None, got ", type));
-    }
-    FC_CHECK(value == value, op, ": ", name, " must not be NaN");
-    flag = true;
-  };
-  bound(lo, "lo", p.clamp_lo, p.lo);
-  bound(hi, "hi", p.clamp_hi, p.hi);
-  FC_CHECK(!(p.clamp_lo && p.clamp_hi) || p.lo <= p.hi, op, ": lo must not exceed hi, got lo=",
-           p.lo, " and hi=", p.hi);
+  clamp_bounds(op, lo, hi, p);
   if (out.data() != x.data()) check_no_overlap(out, x, op, "out", "x");  // equal: in place
   check_no_overlap(out, scale, op, "out", "scale");
   check_no_overlap(out, shift, op, "out", "shift");
@@ -388,6 +396,231 @@ void channel_affine(py::array x, py::array scale, py::array shift, py::array out
   else
     cpu::channel_affine(p, cptr<double>(x), cptr<double>(scale), cptr<double>(shift),
                         ptr<double>(out));
+}
+
+// grad_input = grad_output where lo < out < hi (the bounds that are not None), else 0: the
+// gradient of out = clamp(x, lo, hi) taken from its output. All three arrays have one shape.
+void clamp_backward(py::array dy, py::array y, py::array dx, py::object lo, py::object hi) {
+  const char* op = "clamp_backward";
+  const DType dt = float_dtype(y, op, "out");
+  check_same_dtype(y, dy, op, "out", "grad_output");
+  check_same_dtype(y, dx, op, "out", "grad_input");
+  const int nd = static_cast<int>(y.ndim());
+  check_array(y, nd, op, "out", false);
+  check_array(dy, nd, op, "grad_output", false);
+  check_array(dx, nd, op, "grad_input", true);
+  std::vector<int64_t> shape;
+  for (int i = 0; i < nd; ++i) shape.push_back(y.shape(i));
+  check_shape(dy, shape, op, "grad_output");
+  check_shape(dx, shape, op, "grad_input");
+  check_no_overlap(dx, y, op, "grad_input", "out");
+  check_no_overlap(dx, dy, op, "grad_input", "grad_output");
+  ChannelAffineParams p;
+  p.N = p.C = 1;
+  p.L = y.size();
+  clamp_bounds(op, lo, hi, p);
+  py::gil_scoped_release nogil;
+  if (dt == DType::f32)
+    cpu::clamp_backward(p, cptr<float>(dy), cptr<float>(y), ptr<float>(dx));
+  else
+    cpu::clamp_backward(p, cptr<double>(dy), cptr<double>(y), ptr<double>(dx));
+}
+
+// ---- training-mode batch normalisation (cpu/batch_norm_cpu.h) ---------------------------------
+
+// x (N, C, ...) as BatchNormParams (N, C, L), after the rank / layout checks; `others` must have
+// x's shape (the same N, C, L), per-channel arrays shape (C,).
+BatchNormParams bn_params(const py::array& x, const char* op, const char* name) {
+  FC_CHECK(x.ndim() >= 2, op, ": ", name, " must be at least 2-D (N, C, ...), got shape ",
+           shape_str(x));
+  check_array(x, static_cast<int>(x.ndim()), op, name, false);
+  BatchNormParams p;
+  p.N = x.shape(0), p.C = x.shape(1), p.L = 1;
+  for (py::ssize_t i = 2; i < x.ndim(); ++i) p.L *= x.shape(i);
+  return p;
+}
+std::vector<int64_t> shape_of(const py::array& a) {
+  std::vector<int64_t> s;
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s.push_back(a.shape(i));
+  return s;
+}
+void check_f64_channels(py::array& a, int64_t C, const char* op, const char* name, bool output) {
+  FC_CHECK_TYPE(same_dtype(a.dtype(), py::dtype::of<double>()), op, ": ", name,
+                " must be float64, got ", std::string(py::str(a.dtype())));
+  check_array(a, 1, op, name, output);
+  check_shape(a, {C}, op, name);
+}
+void check_channels(const py::array& x, py::array& a, int64_t C, const char* op, const char* name) {
+  check_same_dtype(x, a, op, "x", name);
+  check_array(a, 1, op, name, false);
+  check_shape(a, {C}, op, name);
+}
+
+// mean (C,) and biased var (C,), float64, of x over every axis but 1.
+void batch_norm_stats(py::array x, py::array mean, py::array var) {
+  const char* op = "batch_norm_stats";
+  const DType dt = float_dtype(x, op, "x");
+  const BatchNormParams p = bn_params(x, op, "x");
+  FC_CHECK(p.N * p.L >= 1, op, ": x must have at least one value per channel, got shape ",
+           shape_str(x));
+  check_f64_channels(mean, p.C, op, "mean", true);
+  check_f64_channels(var, p.C, op, "var", true);
+  check_no_overlap(mean, x, op, "mean", "x");
+  check_no_overlap(var, x, op, "var", "x");
+  check_no_overlap(var, mean, op, "var", "mean");
+  py::gil_scoped_release nogil;
+  if (dt == DType::f32)
+    cpu::batch_norm_stats(p, cptr<float>(x), ptr<double>(mean), ptr<double>(var));
+  else
+    cpu::batch_norm_stats(p, cptr<double>(x), ptr<double>(mean), ptr<double>(var));
+}
+
+// out = (x - mean[c]) * scale[c] + shift[c]; mean, scale, shift (C,) in x's dtype.
+void batch_norm_forward(py::array x, py::array mean, py::array scale, py::array shift,
+                        py::array out) {
+  const char* op = "batch_norm_forward";
+  const DType dt = float_dtype(x, op, "x");
+  const BatchNormParams p = bn_params(x, op, "x");
+  check_channels(x, mean, p.C, op, "mean");
+  check_channels(x, scale, p.C, op, "scale");
+  check_channels(x, shift, p.C, op, "shift");
+  check_same_dtype(x, out, op, "x", "out");
+  check_array(out, static_cast<int>(x.ndim()), op, "out", true);
+  check_shape(out, shape_of(x), op, "out");
+  for (auto [a, name] : {std::pair<py::array*, const char*>{&x, "x"}, {&mean, "mean"},
+                         {&scale, "scale"}, {&shift, "shift"}})
+    check_no_overlap(out, *a, op, "out", name);
+  py::gil_scoped_release nogil;
+  if (dt == DType::f32)
+    cpu::batch_norm_forward(p, cptr<float>(x), cptr<float>(mean), cptr<float>(scale),
+                            cptr<float>(shift), ptr<float>(out));
+  else
+    cpu::batch_norm_forward(p, cptr<double>(x), cptr<double>(mean), cptr<double>(scale),
+                            cptr<double>(shift), ptr<double>(out));
+}
+
+// sum_g[c] = sum of g, sum_gxc[c] = sum of g * (x - mean[c]) over every axis but 1; float64.
+void batch_norm_backward_reduce(py::array g, py::array x, py::array mean, py::array sum_g,
+                                py::array sum_gxc) {
+  const char* op = "batch_norm_backward_reduce";
+  const DType dt = float_dtype(x, op, "x");
+  check_same_dtype(x, g, op, "x", "grad_output");
+  const BatchNormParams p = bn_params(x, op, "x");
+  check_array(g, static_cast<int>(x.ndim()), op, "grad_output", false);
+  check_shape(g, shape_of(x), op, "grad_output");
+  check_f64_channels(mean, p.C, op, "mean", false);
+  check_f64_channels(sum_g, p.C, op, "sum_g", true);
+  check_f64_channels(sum_gxc, p.C, op, "sum_gxc", true);
+  for (auto* o : {&sum_g, &sum_gxc}) {
+    check_no_overlap(*o, g, op, "sum", "grad_output");
+    check_no_overlap(*o, x, op, "sum", "x");
+    check_no_overlap(*o, mean, op, "sum", "mean");
+  }
+  check_no_overlap(sum_g, sum_gxc, op, "sum_g", "sum_gxc");
+  py::gil_scoped_release nogil;
+  if (dt == DType::f32)
+    cpu::batch_norm_backward_reduce(p, cptr<float>(g), cptr<float>(x), cptr<double>(mean),
+                                    ptr<double>(sum_g), ptr<double>(sum_gxc));
+  else
+    cpu::batch_norm_backward_reduce(p, cptr<double>(g), cptr<double>(x), cptr<double>(mean),
+                                    ptr<double>(sum_g), ptr<double>(sum_gxc));
+}
+
+// out = g * a[c] + (x - mean[c]) * b[c] + e[c]; mean, a, b, e (C,) in x's dtype.
+void batch_norm_backward_input(py::array g, py::array x, py::array mean, py::array a,
+                               py::array b, py::array e, py::array out) {
+  const char* op = "batch_norm_backward_input";
+  const DType dt = float_dtype(x, op, "x");
+  check_same_dtype(x, g, op, "x", "grad_output");
+  const BatchNormParams p = bn_params(x, op, "x");
+  check_array(g, static_cast<int>(x.ndim()), op, "grad_output", false);
+  check_shape(g, shape_of(x), op, "grad_output");
+  check_channels(x, mean, p.C, op, "mean");
+  check_channels(x, a, p.C, op, "a");
+  check_channels(x, b, p.C, op, "b");
+  check_channels(x, e, p.C, op, "e");
+  check_same_dtype(x, out, op, "x", "out");
+  check_array(out, static_cast<int>(x.ndim()), op, "out", true);
+  check_shape(out, shape_of(x), op, "out");
+  for (auto [in, name] : {std::pair<py::array*, const char*>{&g, "grad_output"}, {&x, "x"},
+                          {&mean, "mean"}, {&a, "a"}, {&b, "b"}, {&e, "e"}})
+    check_no_overlap(out, *in, op, "out", name);
+  py::gil_scoped_release nogil;
+  if (dt == DType::f32)
+    cpu::batch_norm_backward_input(p, cptr<float>(g), cptr<float>(x), cptr<float>(mean),
+                                   cptr<float>(a), cptr<float>(b), cptr<float>(e), ptr<float>(out));
+  else
+    cpu::batch_norm_backward_input(p, cptr<double>(g), cptr<double>(x), cptr<double>(mean),
+                                   cptr<double>(a), cptr<double>(b), cptr<double>(e),
+                                   ptr<double>(out));
+}
+
+// ---- optimizer steps (cpu/optim_cpu.h) ---------------------------------------------------------
+
+// The parameter and its gradient / state arrays: one dtype, C-contiguous, the parameter's shape,
+// no two overlapping; the parameter and the state writeable. Returns the dtype.
+DType optim_arrays(const char* op, py::array& param, const std::vector<std::pair<py::array*, const char*>>& others) {
+  const DType dt = float_dtype(param, op, "param");
+  const int nd = static_cast<int>(param.ndim());
+  check_array(param, nd, op, "param", true);
+  const std::vector<int64_t> shape = shape_of(param);
+  for (size_t i = 0; i < others.size(); ++i) {
+    py::array& a = *others[i].first;
+    const char* name = others[i].second;
+    check_same_dtype(param, a, op, "param", name);
+    check_array(a, nd, op, name, std::string(name) != "grad");
+    check_shape(a, shape, op, name);
+    check_no_overlap(param, a, op, "param", name);
+    for (size_t j = 0; j < i; ++j) check_no_overlap(a, *others[j].first, op, name, others[j].second);
+  }
+  return dt;
+}
+
+void sgd_step(py::array param, py::array grad, py::object buf_obj, double lr, double momentum,
+              double dampening, double weight_decay, bool nesterov, bool maximize, bool first) {
+  const char* op = "sgd_step";
+  SgdParams p;
+  p.n = param.size(), p.lr = lr, p.momentum = momentum, p.dampening = dampening;
+  p.weight_decay = weight_decay, p.nesterov = nesterov, p.maximize = maximize, p.first = first;
+  std::vector<std::pair<py::array*, const char*>> others{{&grad, "grad"}};
+  py::array buf;
+  if (momentum != 0) {
+    FC_CHECK_TYPE(py::isinstance<py::array>(buf_obj), op, ": momentum_buffer must be an array when momentum != 0");
+    buf = py::reinterpret_borrow<py::array>(buf_obj);
+    others.push_back({&buf, "momentum_buffer"});
+  }
+  const DType dt = optim_arrays(op, param, others);
+  py::gil_scoped_release nogil;
+  if (dt == DType::f32)
+    cpu::sgd_step(p, ptr<float>(param), cptr<float>(grad), momentum != 0 ? ptr<float>(buf) : nullptr);
+  else
+    cpu::sgd_step(p, ptr<double>(param), cptr<double>(grad), momentum != 0 ? ptr<double>(buf) : nullptr);
+}
+
+void adam_step(py::array param, py::array grad, py::array m, py::array v, py::object vmax_obj,
+               double lr, double beta1, double beta2, double eps, double weight_decay,
+               double step_size, double bias2_sqrt, bool decoupled, bool amsgrad, bool maximize) {
+  const char* op = "adam_step";
+  AdamParams p;
+  p.n = param.size(), p.lr = lr, p.beta1 = beta1, p.beta2 = beta2, p.eps = eps;
+  p.weight_decay = weight_decay, p.step_size = step_size, p.bias2_sqrt = bias2_sqrt;
+  p.decoupled = decoupled, p.amsgrad = amsgrad, p.maximize = maximize;
+  std::vector<std::pair<py::array*, const char*>> others{{&grad, "grad"}, {&m, "exp_avg"},
+                                                          {&v, "exp_avg_sq"}};
+  py::array vmax;
+  if (amsgrad) {
+    FC_CHECK_TYPE(py::isinstance<py::array>(vmax_obj), op, ": max_exp_avg_sq must be an array with amsgrad");
+    vmax = py::reinterpret_borrow<py::array>(vmax_obj);
+    others.push_back({&vmax, "max_exp_avg_sq"});
+  }
+  const DType dt = optim_arrays(op, param, others);
+  py::gil_scoped_release nogil;
+  if (dt == DType::f32)
+    cpu::adam_step(p, ptr<float>(param), cptr<float>(grad), ptr<float>(m), ptr<float>(v),
+                   amsgrad ? ptr<float>(vmax) : nullptr);
+  else
+    cpu::adam_step(p, ptr<double>(param), cptr<double>(grad), ptr<double>(m), ptr<double>(v),
+                   amsgrad ? ptr<double>(vmax) : nullptr);
 }
 
 }  // namespace
@@ -426,6 +659,29 @@ PYBIND11_MODULE(_C, m) {
         py::arg("out"), py::arg("lo") = py::none(), py::arg("hi") = py::none(),
         "out = clamp(x * scale[c] + shift[c], lo, hi) over axis 1 of x (N, C, ...); lo / hi None: "
         "no bound; NaN propagates; out may be x (in place)");
+
+  m.def("clamp_backward", &clamp_backward, py::arg("grad_output"), py::arg("out"),
+        py::arg("grad_input"), py::arg("lo") = py::none(), py::arg("hi") = py::none(),
+        "grad_input = grad_output where lo < out < hi (bounds that are not None), else 0");
+  m.def("sgd_step", &sgd_step, py::arg("param"), py::arg("grad"), py::arg("momentum_buffer"),
+        py::arg("lr"), py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"),
+        py::arg("nesterov"), py::arg("maximize"), py::arg("first"),
+        "one torch.optim.SGD step in place, as fastconv/optim/sgd.py computes it");
+  m.def("adam_step", &adam_step, py::arg("param"), py::arg("grad"), py::arg("exp_avg"),
+        py::arg("exp_avg_sq"), py::arg("max_exp_avg_sq"), py::arg("lr"), py::arg("beta1"),
+        py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"), py::arg("step_size"),
+        py::arg("bias2_sqrt"), py::arg("decoupled"), py::arg("amsgrad"), py::arg("maximize"),
+        "one torch.optim.Adam / AdamW step in place, as fastconv/optim/adam.py computes it");
+  m.def("batch_norm_stats", &batch_norm_stats, py::arg("x"), py::arg("mean"), py::arg("var"),
+        "mean, var (biased), float64 (C,), of x (N, C, ...) over every axis but 1");
+  m.def("batch_norm_forward", &batch_norm_forward, py::arg("x"), py::arg("mean"), py::arg("scale"),
+        py::arg("shift"), py::arg("out"), "out = (x - mean[c]) * scale[c] + shift[c]");
+  m.def("batch_norm_backward_reduce", &batch_norm_backward_reduce, py::arg("grad_output"),
+        py::arg("x"), py::arg("mean"), py::arg("sum_g"), py::arg("sum_gxc"),
+        "sum_g = sum grad_output, sum_gxc = sum grad_output * (x - mean[c]), float64 (C,)");
+  m.def("batch_norm_backward_input", &batch_norm_backward_input, py::arg("grad_output"),
+        py::arg("x"), py::arg("mean"), py::arg("a"), py::arg("b"), py::arg("e"), py::arg("out"),
+        "out = grad_output * a[c] + (x - mean[c]) * b[c] + e[c]");
 
   m.def("output_size", &output_size, py::arg("size"), py::arg("kernel"), py::arg("stride"),
         py::arg("pad_lo"), py::arg("pad_hi"), py::arg("dilation"), py::arg("ceil_mode"),

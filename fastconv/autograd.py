@@ -536,10 +536,12 @@ class _ReLU(Function):
         from fastconv.nn._functions import clamp_activation  # the nn layer imports this module
         out = clamp_activation(a, "relu")
         if self.tracking:
-            self.mask = out > 0
+            self.out = out
         return out
 
-    def backward(self, g): return g * self.mask
+    def backward(self, g):
+        from fastconv.nn._functions import clamp_gradient
+        return clamp_gradient(g, self.out, "relu")
 
 
 class _Sigmoid(Function):

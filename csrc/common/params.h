@@ -44,4 +44,26 @@ struct ChannelAffineParams {
   double lo = 0.0, hi = 0.0;  // converted to the array's dtype by the kernel
 };
 
+// Training-mode batch normalisation over x viewed as (N, C, L): per-channel statistics over the
+// N * L values of each channel (L = the product of the axes after the channel axis).
+struct BatchNormParams {
+  int64_t N = 0, C = 0, L = 0;
+};
+
+// One optimizer step over n elements of a parameter, its gradient and its state arrays, with the
+// options of torch.optim.SGD / Adam / AdamW (see csrc/cpu/optim_cpu.h for the arithmetic).
+struct SgdParams {
+  int64_t n = 0;
+  double lr = 0, momentum = 0, dampening = 0, weight_decay = 0;
+  bool nesterov = false, maximize = false;
+  bool first = false;  // the momentum buffer is created from this step's gradient
+};
+struct AdamParams {
+  int64_t n = 0;
+  double lr = 0, beta1 = 0, beta2 = 0, eps = 0, weight_decay = 0;
+  double step_size = 0;    // lr / (1 - beta1^step)
+  double bias2_sqrt = 0;   // (1 - beta2^step)^0.5
+  bool decoupled = false, amsgrad = false, maximize = false;
+};
+
 }  // namespace fastconv

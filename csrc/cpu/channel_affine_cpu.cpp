@@ -128,6 +128,27 @@ void launch(const ChannelAffineParams& p, const T* x, const T* scale, const T* s
   });
 }
 
+// dx = dy where lo < y < hi (for the bounds that apply), else 0; a select the compiler vectorises.
+template <class T, bool LO, bool HI>
+void clamp_grad(const ChannelAffineParams& p, const T* dy, const T* y, T* dx) {
+  const int64_t n = p.N * p.C * p.L;
+  const T lo = static_cast<T>(p.lo), hi = static_cast<T>(p.hi);
+  parallel_for(n, kGrainElems, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T v = y[i], d = dy[i];  // both loaded unconditionally: a select, not a branch
+      const bool in = (!LO || v > lo) & (!HI || v < hi);
+      dx[i] = in ? d : T(0);
+    }
+  });
+}
+
+template <class T>
+void launch_grad(const ChannelAffineParams& p, const T* dy, const T* y, T* dx) {
+  BOOL_SWITCH(p.clamp_lo, LO, [&] {
+    BOOL_SWITCH(p.clamp_hi, HI, [&] { clamp_grad<T, LO, HI>(p, dy, y, dx); });
+  });
+}
+
 }  // namespace
 
 // ---- entry points ------------------------------------------------------------------------------
@@ -138,6 +159,12 @@ void channel_affine(const ChannelAffineParams& p, const float* x, const float* s
 void channel_affine(const ChannelAffineParams& p, const double* x, const double* scale,
                     const double* shift, double* y) {
   launch<double>(p, x, scale, shift, y);
+}
+void clamp_backward(const ChannelAffineParams& p, const float* dy, const float* y, float* dx) {
+  launch_grad<float>(p, dy, y, dx);
+}
+void clamp_backward(const ChannelAffineParams& p, const double* dy, const double* y, double* dx) {
+  launch_grad<double>(p, dy, y, dx);
 }
 
 FC_ISA_END

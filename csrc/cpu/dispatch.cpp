@@ -8,7 +8,9 @@
 
 #include "common/check.h"
 #include "common/parallel.h"
+#include "cpu/batch_norm_cpu.h"
 #include "cpu/channel_affine_cpu.h"
+#include "cpu/optim_cpu.h"
 #include "cpu/conv2d_cpu.h"
 #include "cpu/depthwise_conv2d_cpu.h"
 #include "cpu/isa.h"
@@ -114,6 +116,9 @@ double pool_ns(const Pool2dParams& p, size_t elem) {
 }
 double affine_ns(const ChannelAffineParams& p, size_t elem) {
   return op_ns(0, 1, 2.0 * elem * double(p.N) * p.C * p.L);
+}
+double bn_ns(const BatchNormParams& p, size_t elem, double passes) {
+  return op_ns(0, 1, passes * elem * double(p.N) * p.C * p.L);
 }
 
 }  // namespace
@@ -240,6 +245,37 @@ std::string strided_dgrad_name(StridedDgrad a) {
                       T* y) {                                                                    \
     OpScope scope_(affine_ns(p, sizeof(T)));                                                     \
     FC_DISPATCH(channel_affine(p, x, scale, shift, y))                                           \
+  }                                                                                              \
+  void clamp_backward(const ChannelAffineParams& p, const T* dy, const T* y, T* dx) {            \
+    OpScope scope_(1.5 * affine_ns(p, sizeof(T)));  /* three streams, not two */                 \
+    FC_DISPATCH(clamp_backward(p, dy, y, dx))                                                    \
+  }                                                                                              \
+  void batch_norm_stats(const BatchNormParams& p, const T* x, double* mean, double* var) {       \
+    OpScope scope_(bn_ns(p, sizeof(T), 1));                                                      \
+    FC_DISPATCH(batch_norm_stats(p, x, mean, var))                                               \
+  }                                                                                              \
+  void batch_norm_forward(const BatchNormParams& p, const T* x, const T* mean, const T* scale,   \
+                          const T* shift, T* y) {                                                \
+    OpScope scope_(bn_ns(p, sizeof(T), 2));                                                      \
+    FC_DISPATCH(batch_norm_forward(p, x, mean, scale, shift, y))                                 \
+  }                                                                                              \
+  void batch_norm_backward_reduce(const BatchNormParams& p, const T* g, const T* x,             \
+                                  const double* mean, double* sum_g, double* sum_gxc) {          \
+    OpScope scope_(bn_ns(p, sizeof(T), 2));                                                      \
+    FC_DISPATCH(batch_norm_backward_reduce(p, g, x, mean, sum_g, sum_gxc))                       \
+  }                                                                                              \
+  void batch_norm_backward_input(const BatchNormParams& p, const T* g, const T* x, const T* mean, \
+                                 const T* a, const T* b, const T* e, T* dx) {                    \
+    OpScope scope_(bn_ns(p, sizeof(T), 3));                                                      \
+    FC_DISPATCH(batch_norm_backward_input(p, g, x, mean, a, b, e, dx))                           \
+  }                                                                                              \
+  void sgd_step(const SgdParams& p, T* param, const T* grad, T* buf) {                           \
+    OpScope scope_(op_ns(0, 1, 5.0 * sizeof(T) * double(p.n)));                                  \
+    FC_DISPATCH(sgd_step(p, param, grad, buf))                                                   \
+  }                                                                                              \
+  void adam_step(const AdamParams& p, T* param, const T* grad, T* m, T* v, T* vmax) {            \
+    OpScope scope_(op_ns(0, 1, 7.0 * sizeof(T) * double(p.n)));                                  \
+    FC_DISPATCH(adam_step(p, param, grad, m, v, vmax))                                           \
   }
 
 FC_DEFINE_DISPATCH_T(float)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastconv import _gpu
+from fastconv import _C, _gpu
 from fastconv.autograd import Function, array_module
 from fastconv.nn import _array as A
 from fastconv.nn import grad as G
@@ -29,6 +29,13 @@ def _kernel_ok(a) -> bool:
     return a.dtype in (np.float16, np.float32, np.float64) and a.flags.c_contiguous
 
 
+def _bn_kernel_ok(a) -> bool:
+    """Whether the CPU batch-norm kernels (csrc/cpu/batch_norm_cpu.h) take a as it is: a native
+    C-contiguous float32/float64 numpy array, outside fastconv.testing.cuda_emulation()."""
+    return (isinstance(a, np.ndarray) and not _gpu.emulating()
+            and a.dtype in (np.float32, np.float64) and a.flags.c_contiguous and a.dtype.isnative)
+
+
 def _host_gemm(a) -> bool:
     """Whether Linear runs on fastconv's CPU GEMM (numpy on the CPU kernels) rather than the array
     library's matmul (CuPy, and the emulated GPU, whose dense-conv kernels come later)."""
@@ -46,6 +53,22 @@ def clamp_activation(x, activation: str):
     if activation == "relu6":
         xp.minimum(out, x.dtype.type(6), out=out)
     return out
+
+
+def clamp_gradient(g, out, activation: str):
+    """The gradient through out = clamp_activation(x, activation), from out: g where out is
+    strictly inside the bounds (0 < out for relu, 0 < out < 6 for relu6; exactly where x is),
+    else 0. One multi-threaded pass on numpy (_C.clamp_backward), an array expression otherwise."""
+    lo, hi = A._AFFINE_BOUNDS[activation]
+    if _bn_kernel_ok(out) and out.size and isinstance(g, np.ndarray) and g.dtype == out.dtype:
+        g = g if _bn_kernel_ok(g) else np.ascontiguousarray(g)
+        dx = np.empty_like(out)
+        _C.clamp_backward(g.reshape(out.shape), out, dx, lo, hi)
+        return dx
+    inside = out > lo
+    if hi is not None:
+        inside &= out < hi
+    return g * inside
 
 
 # ---------------------------------------------------------------------- convolution and pooling
@@ -154,10 +177,10 @@ class ReLU6(Function):
     def forward(self, x):
         out = clamp_activation(x, "relu6")
         if self.tracking:
-            self.mask = (x > 0) & (x < 6)
+            self.out = out
         return out
 
-    def backward(self, g): return g * self.mask
+    def backward(self, g): return clamp_gradient(g, self.out, "relu6")
 
 
 class LeakyReLU(Function):
@@ -233,20 +256,19 @@ class BatchNorm(Function):
         xp = _xp(x)
         x3 = x.reshape(x.shape[0], x.shape[1], -1)
         dt = x.dtype
+        self.kernel = False
         if training:
             count = x3.shape[0] * x3.shape[2]
             if count <= 1:
                 raise ValueError(f"batch_norm: training needs more than one value per channel, "
                                  f"got input shape {tuple(x.shape)}")
+            if _bn_kernel_ok(x3) and x3.shape[1]:
+                return self._forward_kernel(x, x3, weight, bias, running_mean, running_var,
+                                            momentum, eps)
             mean = _channel_sum(x3) / count
             xc = x3 - mean.astype(dt)[:, None]
             var = _channel_sum(xp.square(xc)) / count
-            if running_mean is not None:
-                running_mean *= 1 - momentum
-                running_mean += (momentum * mean).astype(running_mean.dtype)
-            if running_var is not None:
-                running_var *= 1 - momentum
-                running_var += (momentum * var * (count / (count - 1))).astype(running_var.dtype)
+            self._update_running(running_mean, running_var, mean, var, count, momentum)
         else:
             mean, var = running_mean.astype(xp.float64), running_var.astype(xp.float64)
             return self._affine(x, x3, mean, var, weight, bias, eps)
@@ -263,6 +285,63 @@ class BatchNorm(Function):
             if bias is not None:
                 y += bias[:, None]
         return y.reshape(x.shape)
+
+    @staticmethod
+    def _update_running(running_mean, running_var, mean, var, count, momentum):
+        if running_mean is not None:
+            running_mean *= 1 - momentum
+            running_mean += (momentum * mean).astype(running_mean.dtype)
+        if running_var is not None:
+            running_var *= 1 - momentum
+            running_var += (momentum * var * (count / (count - 1))).astype(running_var.dtype)
+
+    def _forward_kernel(self, x, x3, weight, bias, running_mean, running_var, momentum, eps):
+        """Training forward on the CPU kernels: the statistics in one multi-threaded pass (float64
+        per row, rows merged in order), y = (x - mean) * scale + shift in another. Saves x
+        itself (not the normalised copy) for backward."""
+        dt, C = x.dtype, x3.shape[1]
+        count = x3.shape[0] * x3.shape[2]
+        mean, var = np.empty(C), np.empty(C)
+        _C.batch_norm_stats(x3, mean, var)
+        self._update_running(running_mean, running_var, mean, var, count, momentum)
+        invstd = 1.0 / np.sqrt(var + eps)
+        scale = invstd if weight is None else invstd * weight
+        shift = np.zeros(C, dt) if bias is None else np.ascontiguousarray(bias, dt)
+        y = np.empty_like(x3)
+        _C.batch_norm_forward(x3, mean.astype(dt), scale.astype(dt), shift, y)
+        self.kernel, self.training, self.count = True, True, count
+        self.x3, self.mean, self.invstd64 = x3, mean, invstd
+        self.invstd = invstd.astype(dt)
+        self.xhat, self.weight, self.shape = None, weight, x.shape
+        return y.reshape(x.shape)
+
+    def _backward_kernel(self, g):
+        """Training backward on the CPU kernels: per-channel sums of g and g * (x - mean) in one
+        pass (float64), then dx = scale * (g - mean(g) - xhat * mean(g * xhat)) in another."""
+        need, x3, dt = self.needs_grad, self.x3, self.x3.dtype
+        g3 = g.reshape(x3.shape)
+        if not _bn_kernel_ok(g3) or g3.dtype != dt:
+            g3 = np.ascontiguousarray(g3, dtype=dt)
+        C = x3.shape[1]
+        sum_g, sum_gxc = np.empty(C), np.empty(C)
+        _C.batch_norm_backward_reduce(g3, x3, self.mean, sum_g, sum_gxc)
+        invstd = self.invstd64
+        sum_gx = sum_gxc * invstd  # sum of g * xhat
+        dx = None
+        if need[0]:
+            scale = invstd if self.weight is None else invstd * self.weight
+            b = -scale * invstd * sum_gx / self.count
+            e = -scale * sum_g / self.count
+            dx = np.empty_like(x3)
+            _C.batch_norm_backward_input(g3, x3, self.mean.astype(dt), scale.astype(dt),
+                                         b.astype(dt), e.astype(dt), dx)
+            dx = dx.reshape(self.shape)
+        grads = [dx]
+        if len(need) > 1:
+            grads.append(sum_gx.astype(dt) if need[1] else None)
+        if len(need) > 2:
+            grads.append(sum_g.astype(dt) if need[2] else None)
+        return tuple(grads)
 
     def _affine(self, x, x3, mean, var, weight, bias, eps):
         """Inference: y = x * scale + shift per channel, two passes; backward recomputes the
@@ -285,6 +364,8 @@ class BatchNorm(Function):
 
     def backward(self, g):
         need = self.needs_grad
+        if self.kernel:
+            return self._backward_kernel(g)
         if self.xhat is None:  # inference with frozen affine parameters: only dx
             scale = self.invstd if self.weight is None else self.invstd * self.weight
             g3 = g.reshape(g.shape[0], g.shape[1], -1)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+from fastconv import _C
 from fastconv.autograd import Tensor, array_module
-from fastconv.optim.optimizer import Optimizer
+from fastconv.optim.optimizer import Optimizer, on_cpu_kernels
 
 __all__ = ["Adam", "AdamW"]
 
@@ -71,6 +72,14 @@ class Adam(Optimizer):
         if group["amsgrad"] and "max_exp_avg_sq" not in state:
             state["max_exp_avg_sq"] = xp.zeros_like(p.data)
         state["step"] = step = int(state["step"]) + 1
+        vmax = state.get("max_exp_avg_sq") if group["amsgrad"] else None
+        arrays = (p.grad, state["exp_avg"], state["exp_avg_sq"]) + (() if vmax is None else (vmax,))
+        if on_cpu_kernels(p.data, *arrays):  # the same bits as below, in one threaded pass
+            _C.adam_step(p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], vmax, lr, beta1,
+                         beta2, eps, weight_decay, lr / (1 - beta1 ** step),
+                         (1 - beta2 ** step) ** 0.5, bool(group["decoupled_weight_decay"]),
+                         bool(group["amsgrad"]), bool(group["maximize"]))
+            return
         g = -p.grad if group["maximize"] else p.grad
         if weight_decay != 0:
             if group["decoupled_weight_decay"]:

@@ -27,6 +27,26 @@ from fastconv.nn.module import Module
 __all__ = ["Optimizer"]
 
 
+def on_cpu_kernels(param, *others) -> bool:
+    """Whether fastconv._C's optimizer steps (csrc/cpu/optim_cpu.h: one multi-threaded pass,
+    bit-identical to the array code) take these arrays as they are: numpy arrays of one native
+    float32/float64 dtype and one shape, C-contiguous and aligned, the parameter (first) and the
+    state writeable, no two sharing memory. Otherwise the optimizers run their array code (CuPy
+    arrays, the CUDA emulation, odd layouts)."""
+    from fastconv import _gpu
+    arrays = (param,) + others
+    if _gpu.emulating() or param.dtype not in (np.float32, np.float64) or not param.dtype.isnative:
+        return False
+    for i, a in enumerate(arrays):
+        if (type(a) is not np.ndarray or a.dtype != param.dtype or a.shape != param.shape
+                or not (a.flags.c_contiguous and a.flags.aligned)
+                or (i != 1 and not a.flags.writeable)):
+            return False
+        if any(np.may_share_memory(a, b) for b in arrays[:i]):
+            return False
+    return True
+
+
 class Optimizer:
     """Base class: subclasses pass their default options and implement `_check_group` (option
     validation) and `_update` (one parameter's step).

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+import numpy as np
+
+from fastconv import _C
 from fastconv.autograd import Tensor
-from fastconv.optim.optimizer import Optimizer
+from fastconv.optim.optimizer import Optimizer, on_cpu_kernels
 
 __all__ = ["SGD"]
 
@@ -54,6 +57,8 @@ class SGD(Optimizer):
     def _update(self, p: Tensor, group: Dict[str, Any]) -> None:
         lr, momentum = float(group["lr"]), float(group["momentum"])
         weight_decay = float(group["weight_decay"])
+        if self._step_on_kernel(p, group, lr, momentum, weight_decay):
+            return
         g = -p.grad if group["maximize"] else p.grad
         if weight_decay != 0:
             g = g + weight_decay * p.data
@@ -67,3 +72,21 @@ class SGD(Optimizer):
                 buf += (1 - float(group["dampening"])) * g
             g = g + momentum * buf if group["nesterov"] else buf
         p.data += -lr * g
+
+    def _step_on_kernel(self, p: Tensor, group: Dict[str, Any], lr: float, momentum: float,
+                        weight_decay: float) -> bool:
+        """The step on fastconv._C.sgd_step (numpy arrays; the same bits as the array code
+        below, in one multi-threaded pass). False when the arrays do not suit it."""
+        buf = self.state[p].get("momentum_buffer") if momentum != 0 else None
+        first = momentum != 0 and buf is None
+        if first:
+            if not on_cpu_kernels(p.data, p.grad):
+                return False
+            buf = np.empty_like(p.data)  # the kernel writes the step's gradient into it
+        elif not on_cpu_kernels(p.data, p.grad, *(() if buf is None else (buf,))):
+            return False
+        _C.sgd_step(p.data, p.grad, buf, lr, momentum, float(group["dampening"]), weight_decay,
+                    bool(group["nesterov"]), bool(group["maximize"]), first)
+        if first:
+            self.state[p]["momentum_buffer"] = buf
+        return True

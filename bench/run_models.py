@@ -64,8 +64,23 @@ def _rel_err(a, b) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6))
 
 
+def _dropout_off(*models):
+    """Sets p = 0 on every Dropout module of the models (the two libraries draw different masks,
+    which the gradient check must not compare); returns the function that restores them."""
+    saved = [(m, m.p) for model in models for m in model.modules()
+             if type(m).__name__ == "Dropout"]
+    for m, _ in saved:
+        m.p = 0.0
+
+    def restore():
+        for m, p in saved:
+            m.p = p
+    return restore
+
+
 def train_step_fns(ours, theirs, x, y, torch, lr=0.01, trainable=None):
-    """Two callables doing one SGD training step each, and the check of their first step."""
+    """Two callables doing one SGD training step each, and the check of their first step (with
+    dropout off during the check, BatchNorm in the models' own mode)."""
     import fastconv as fc
     from fastconv import optim
     from fastconv.nn import functional as F
@@ -90,7 +105,11 @@ def train_step_fns(ours, theirs, x, y, torch, lr=0.01, trainable=None):
         topt.step()
         return loss.item()
 
-    check, ok = grad_check(ours, theirs, params, tparams, x, y, torch)
+    restore = _dropout_off(ours, theirs)
+    try:
+        check, ok = grad_check(ours, theirs, params, tparams, x, y, torch)
+    finally:
+        restore()
     return ours_step, torch_step, check, ok
 
 
@@ -175,6 +194,15 @@ def build_cases(args, torch):
         cases.append(("resnet18 train step", "train", n, f"3x{s}x{s}",
                       lambda: train_step_fns(*zoo_pair("resnet18", torch), images(n, s),
                                              labels(n, 1000), torch)))
+
+        def efficientnet_train():
+            ours, theirs = zoo_pair("efficientnet_lite0", torch)
+            for m in ours.modules():  # no stochastic depth: the torch twin has none
+                if hasattr(m, "drop_connect_rate"):
+                    m.drop_connect_rate = 0.0
+            return train_step_fns(ours, theirs, images(n, s), labels(n, 1000), torch)
+        cases.append(("efficientnet_lite0 train step", "train", n, f"3x{s}x{s}",
+                      efficientnet_train))
     if "infer" in args.cases:
         for name in ("efficientnet_lite0", "resnet50"):
             for n in ((1, 8) if args.quick else (1, 32)):

@@ -19,6 +19,13 @@ at or below it; for bandwidth-bound ops (pooling, depthwise) well below.
 
   python3 bench/run_schedule.py                              # the suite, T = 1,2,4,8,16
   python3 bench/run_schedule.py --threads 1,16 --cases r50_res5_3x3 --json sched.json
+  python3 bench/run_schedule.py --models resnet18,efficientnet_lite0   # whole training steps
+
+With --models, each model's training step (forward, cross-entropy, backward, SGD with momentum;
+batch --batch at --size x --size, native fastconv) is traced the same way instead of the layers:
+its serial share is everything outside the kernels' parallel regions (Python, the autograd,
+array code that runs on one thread), which bounds a whole step's scaling however well each
+layer splits.
 
 Prints a markdown table: per layer and direction, E(T) for each T; E from 2 to the top count
 (t_sim(2) * 2 / (t_sim(T) * T)), the figure issue 15 compares with PyTorch's (within 10 points);
@@ -88,6 +95,10 @@ def main(argv=None) -> int:
     p.add_argument("--cases", help="case names or substrings, comma-separated (default: all)")
     p.add_argument("--repeat", type=int, default=5, help="traced calls per point (default: 5)")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    p.add_argument("--models", help="trace whole training steps of these zoo models instead "
+                   "(comma-separated, e.g. resnet18,efficientnet_lite0)")
+    p.add_argument("--batch", type=int, default=16, help="--models: batch size (default: 16)")
+    p.add_argument("--size", type=int, default=112, help="--models: image size (default: 112)")
     args = p.parse_args(argv)
     try:
         counts = [int(t) for t in args.threads.split(",")]
@@ -97,6 +108,8 @@ def main(argv=None) -> int:
         p.error(f"--threads: expected positive counts starting with 1, got {args.threads!r}")
     if args.repeat < 1:
         p.error(f"--repeat: expected at least 1, got {args.repeat}")
+    if args.models:
+        return model_steps(args, counts)
     cases = harness.load_suite(harness.SUITE)
     if args.cases:
         cases = harness.select_cases(cases, args.cases)
@@ -135,10 +148,66 @@ def main(argv=None) -> int:
                       f"{growth:.2f} | {balance:.0%} |", flush=True)
     finally:
         fastconv.set_num_threads(before)
-    if args.json:
-        with open(args.json, "w") as f:
+    write_json(args.json, rows)
+    return 0
+
+
+def write_json(path, rows) -> None:
+    if path:
+        with open(path, "w") as f:
             json.dump(rows, f, indent=1)
-        print(f"wrote {args.json}", file=sys.stderr)
+        print(f"wrote {path}", file=sys.stderr)
+
+
+def training_step(name: str, batch: int, size: int):
+    """One SGD training step (momentum 0.9) of zoo model `name` on fixed random data."""
+    import numpy as np
+    import fastconv as fc
+    from fastconv import models, optim
+    from fastconv.nn import functional as F
+    rng = np.random.default_rng(0)
+    model = getattr(models, name)(num_classes=1000)
+    x = fc.tensor(rng.standard_normal((batch, 3, size, size)).astype(np.float32))
+    y = rng.integers(0, 1000, batch)
+    opt = optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return step
+
+
+def model_steps(args, counts) -> int:
+    import fastconv
+    from fastconv.bench import machine
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    facts = machine.cpu_facts(1)
+    top = counts[-1]
+    print(f"# Training-step ceiling E(T) = t_sim(1) / (T t_sim(T)): fastconv "
+          f"{facts['fastconv_version']} ({facts['isa']}) on {facts['cpu']}, traced on 1 core; "
+          f"batch {args.batch}, {args.size}x{args.size}\n")
+    head = " | ".join(f"E({t})" for t in counts[1:])
+    print(f"| model | t(1) ms | {head} | at {top}: t_sim ms | serial ms | serial share |")
+    print("|---|---|" + "---|" * (len(counts) - 1) + "---|---|---|")
+    before, rows = fastconv.num_threads(), []
+    try:
+        for name in names:
+            step = training_step(name, args.batch, args.size)
+            sim = {t: simulate(step, t, args.repeat) for t in counts}
+            t1, st = sim[1]["sim"], sim[top]
+            eff = {t: t1 / (t * sim[t]["sim"]) for t in counts}
+            rows.append(dict(model=name, batch=args.batch, size=args.size, t1_ms=t1 / 1e6,
+                             sim_ms={t: s["sim"] / 1e6 for t, s in sim.items()},
+                             serial_ms={t: s["serial"] / 1e6 for t, s in sim.items()},
+                             efficiency=eff, serial_share_top=st["serial"] / st["sim"]))
+            cells = " | ".join(f"{eff[t]:.0%}" for t in counts[1:])
+            print(f"| {name} | {t1 / 1e6:.1f} | {cells} | {st['sim'] / 1e6:.1f} | "
+                  f"{st['serial'] / 1e6:.1f} | {st['serial'] / st['sim']:.0%} |", flush=True)
+    finally:
+        fastconv.set_num_threads(before)
+    write_json(args.json, rows)
     return 0
 
 

@@ -106,3 +106,15 @@ def test_run_schedule_rejects_bad_thread_lists(capsys):
         with pytest.raises(SystemExit):
             sched.main(["--threads", bad])
         assert "--threads" in capsys.readouterr().err
+
+
+def test_run_schedule_model_step(capsys):
+    sched = load_bench_script("run_schedule")
+    before = fastconv.num_threads()
+    assert sched.main(["--threads", "1,4", "--models", "resnet18", "--batch", "2", "--size", "32",
+                       "--repeat", "1"]) == 0
+    assert fastconv.num_threads() == before
+    text = capsys.readouterr().out
+    row = next(line for line in text.splitlines() if line.startswith("| resnet18 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == 6 and cells[2].endswith("%") and cells[5].endswith("%")

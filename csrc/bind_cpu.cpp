@@ -20,6 +20,7 @@
 #include "cpu/batch_norm_cpu.h"
 #include "cpu/channel_affine_cpu.h"
 #include "cpu/conv2d_cpu.h"
+#include "cpu/elementwise_cpu.h"
 #include "cpu/optim_cpu.h"
 #include "cpu/isa.h"
 #include "cpu/pool2d_cpu.h"
@@ -623,6 +624,42 @@ void adam_step(py::array param, py::array grad, py::array m, py::array v, py::ob
                    amsgrad ? ptr<double>(vmax) : nullptr);
 }
 
+// ---- element-wise helpers (cpu/elementwise_cpu.h) ----------------------------------------------
+
+// The arrays of an element-wise op: one float dtype and shape, C-contiguous; out writeable and
+// either equal to an input or not overlapping it.
+DType elementwise_arrays(const char* op, py::array& out, const std::vector<std::pair<py::array*, const char*>>& ins) {
+  const DType dt = float_dtype(out, op, "out");
+  const int nd = static_cast<int>(out.ndim());
+  check_array(out, nd, op, "out", true);
+  for (const auto& [a, name] : ins) {
+    check_same_dtype(out, *a, op, "out", name);
+    check_array(*a, nd, op, name, false);
+    check_shape(*a, shape_of(out), op, name);
+    if (a->data() != out.data()) check_no_overlap(out, *a, op, "out", name);
+  }
+  return dt;
+}
+
+void add(py::array a, py::array b, py::array out) {
+  const DType dt = elementwise_arrays("add", out, {{&a, "a"}, {&b, "b"}});
+  py::gil_scoped_release nogil;
+  if (dt == DType::f32)
+    cpu::add(out.size(), cptr<float>(a), cptr<float>(b), ptr<float>(out));
+  else
+    cpu::add(out.size(), cptr<double>(a), cptr<double>(b), ptr<double>(out));
+}
+
+void copy_array(py::array src, py::array out) {
+  const DType dt = elementwise_arrays("copy", out, {{&src, "src"}});
+  FC_CHECK(src.data() != out.data() || out.size() == 0, "copy: out is src");
+  py::gil_scoped_release nogil;
+  if (dt == DType::f32)
+    cpu::copy(out.size(), cptr<float>(src), ptr<float>(out));
+  else
+    cpu::copy(out.size(), cptr<double>(src), ptr<double>(out));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -663,6 +700,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("clamp_backward", &clamp_backward, py::arg("grad_output"), py::arg("out"),
         py::arg("grad_input"), py::arg("lo") = py::none(), py::arg("hi") = py::none(),
         "grad_input = grad_output where lo < out < hi (bounds that are not None), else 0");
+  m.def("add", &add, py::arg("a"), py::arg("b"), py::arg("out"),
+        "out = a + b (one shape and dtype; out may be a or b)");
+  m.def("copy", &copy_array, py::arg("src"), py::arg("out"), "out[...] = src (one shape and dtype)");
   m.def("sgd_step", &sgd_step, py::arg("param"), py::arg("grad"), py::arg("momentum_buffer"),
         py::arg("lr"), py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"),
         py::arg("nesterov"), py::arg("maximize"), py::arg("first"),

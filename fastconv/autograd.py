@@ -101,6 +101,48 @@ class _Freed:
 _FREED = _Freed()
 
 
+# Below this size one numpy pass on the calling thread costs about what handing it to the
+# threads does (the call, the checks, waking workers).
+_THREADED_MIN_BYTES = 1 << 20
+
+
+def _on_threads(a, b=None) -> bool:
+    """Whether fastconv._C's element-wise helpers take a (and b) as they are: numpy arrays of at
+    least _THREADED_MIN_BYTES, one native float32/float64 dtype and one shape, C-contiguous and
+    aligned, outside the CUDA emulation."""
+    if type(a) is not np.ndarray or a.nbytes < _THREADED_MIN_BYTES:
+        return False
+    from fastconv import _gpu
+    if _gpu.emulating() or a.dtype not in (np.float32, np.float64) or not a.dtype.isnative:
+        return False
+    for x in (a,) if b is None else (a, b):
+        if (type(x) is not np.ndarray or x.dtype != a.dtype or x.shape != a.shape
+                or not (x.flags.c_contiguous and x.flags.aligned)):
+            return False
+    return True
+
+
+def _add(a, b):
+    """a + b; on the CPU kernels' threads for large numpy arrays of one shape and dtype (the
+    same bits as numpy's add)."""
+    if _on_threads(a, b):
+        from fastconv import _C
+        out = np.empty_like(a)
+        _C.add(a, b, out)
+        return out
+    return a + b
+
+
+def _copy(a):
+    """A copy of a (an array of its own); on the threads for large numpy arrays."""
+    if _on_threads(a):
+        from fastconv import _C
+        out = np.empty_like(a)
+        _C.copy(a, out)
+        return out
+    return array_module(a).array(a)
+
+
 def _unbroadcast(grad, shape: Tuple[int, ...]):
     """Sum grad over the axes along which an operand of `shape` was broadcast."""
     if grad.shape == shape:
@@ -261,7 +303,7 @@ class Tensor:
             if node._ctx is None:
                 if g is not None and node.requires_grad:
                     xp = array_module(g)  # 0-d gradients stay arrays, not numpy scalars
-                    node.grad = xp.array(g) if node.grad is None else xp.asarray(node.grad + g)
+                    node.grad = _copy(g) if node.grad is None else xp.asarray(_add(node.grad, g))
                 continue
             if g is None:
                 continue
@@ -276,7 +318,7 @@ class Tensor:
                 if pg.dtype != parent.data.dtype:
                     pg = pg.astype(parent.data.dtype)
                 prev = grads.get(id(parent))
-                grads[id(parent)] = pg if prev is None else prev + pg
+                grads[id(parent)] = pg if prev is None else _add(prev, pg)
             if not retain_graph:
                 node._ctx = _FREED
 
@@ -450,7 +492,7 @@ def _axes(op: str, axis, ndim: int) -> Tuple[int, ...]:
 
 # ------------------------------------------------------------------------------- Functions
 class _Add(Function):
-    def forward(self, a, b): return a + b
+    def forward(self, a, b): return _add(a, b)
     def backward(self, g): return g, g
 
 

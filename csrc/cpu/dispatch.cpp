@@ -10,6 +10,7 @@
 #include "common/parallel.h"
 #include "cpu/batch_norm_cpu.h"
 #include "cpu/channel_affine_cpu.h"
+#include "cpu/elementwise_cpu.h"
 #include "cpu/optim_cpu.h"
 #include "cpu/conv2d_cpu.h"
 #include "cpu/depthwise_conv2d_cpu.h"
@@ -268,6 +269,14 @@ std::string strided_dgrad_name(StridedDgrad a) {
                                  const T* a, const T* b, const T* e, T* dx) {                    \
     OpScope scope_(bn_ns(p, sizeof(T), 3));                                                      \
     FC_DISPATCH(batch_norm_backward_input(p, g, x, mean, a, b, e, dx))                           \
+  }                                                                                              \
+  void add(int64_t n, const T* a, const T* b, T* out) {                                          \
+    OpScope scope_(op_ns(0, 1, 3.0 * sizeof(T) * double(n)));                                    \
+    FC_DISPATCH(add(n, a, b, out))                                                               \
+  }                                                                                              \
+  void copy(int64_t n, const T* src, T* dst) {                                                   \
+    OpScope scope_(op_ns(0, 1, 2.0 * sizeof(T) * double(n)));                                    \
+    FC_DISPATCH(copy(n, src, dst))                                                               \
   }                                                                                              \
   void sgd_step(const SgdParams& p, T* param, const T* grad, T* buf) {                           \
     OpScope scope_(op_ns(0, 1, 5.0 * sizeof(T) * double(p.n)));                                  \

@@ -88,6 +88,55 @@ class _Back:
         return result if self.convert is None else self.convert(result)
 
 
+# ---- remembered plans: the common call without the checks ------------------------------------
+# A model calls each layer with the same shapes and arguments every step. Once a call of plain
+# numpy arrays in the kernels' layout has passed every check, what the checks derived (output
+# shape, kernel arguments) is remembered under the call's shapes, dtypes and arguments, and the
+# next such call goes straight to the kernel: a handful of bytecodes instead of ~10 functions,
+# which matters most right after a large op has evicted the interpreter's data from the caches
+# (~60 us of checks and allocation then, against ~16 us when hot). Any other call (another
+# library's arrays, odd layouts, lists, numpy scalars, the CUDA emulation, an argument that
+# fails) takes the full path, so errors and results are the full path's.
+_PLAN_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64))
+_PLANS: dict = {}
+
+
+def plan_key(op: str, arrays: tuple, args: tuple):
+    """The key of a call whose arrays are numpy arrays (or None) that the CPU kernels take as they
+    are (native float32 / float64 / int64, C-contiguous, aligned) and whose other arguments are
+    plain (_shape._key); None for any other call."""
+    if _gpu.emulation_backend() is not None:
+        return None
+    shapes = []
+    for a in arrays:
+        if a is None:
+            shapes.append(None)
+            continue
+        if type(a) is not np.ndarray:
+            return None
+        dt, fl = a.dtype, a.flags
+        if dt not in _PLAN_DTYPES or not dt.isnative or not (fl.c_contiguous and fl.aligned):
+            return None
+        shapes.append((a.shape, dt.num))
+    try:
+        return op, tuple(shapes), _shape._key(args)
+    except _shape._NotPlain:
+        return None
+
+
+def plan(key):
+    """What a call with this key derived before (see remember_plan), or None."""
+    return None if key is None else _PLANS.get(key)
+
+
+def remember_plan(key, value) -> None:
+    """Remember value (a tuple) for key after the full path's checks passed (key None: nothing)."""
+    if key is not None:
+        if len(_PLANS) >= 4096:
+            _PLANS.clear()
+        _PLANS[key] = value
+
+
 def import_arrays(op: str, **arrays) -> Tuple[List[Optional[np.ndarray]], Callable]:
     """The array arguments of an entry point, in the order given (None stays None), and the
     function that hands its results back in the caller's library (its `.device` attribute says

@@ -96,5 +96,5 @@ def test_no_plans_under_the_cuda_emulation(rng, fresh_plans, monkeypatch):
         m.setattr(_C, "avg_pool2d_forward", cpu_kernel)
         y = F.avg_pool2d(x, 2)                   # the emulated CUDA kernel, not the CPU plan
         F.avg_pool2d(x, 3)
-    np.testing.assert_allclose(y, F.avg_pool2d(x, 2), rtol=1e-6)
+    testing.assert_close(y, F.avg_pool2d(x, 2), np.float32)  # another summation order
     assert len(fresh_plans) == 1

@@ -512,10 +512,11 @@ void batch_norm_backward_reduce(py::array g, py::array x, py::array mean, py::ar
   check_f64_channels(mean, p.C, op, "mean", false);
   check_f64_channels(sum_g, p.C, op, "sum_g", true);
   check_f64_channels(sum_gxc, p.C, op, "sum_gxc", true);
-  for (auto* o : {&sum_g, &sum_gxc}) {
-    check_no_overlap(*o, g, op, "sum", "grad_output");
-    check_no_overlap(*o, x, op, "sum", "x");
-    check_no_overlap(*o, mean, op, "sum", "mean");
+  for (auto [o, name] :
+       {std::pair<py::array*, const char*>{&sum_g, "sum_g"}, {&sum_gxc, "sum_gxc"}}) {
+    check_no_overlap(*o, g, op, name, "grad_output");
+    check_no_overlap(*o, x, op, name, "x");
+    check_no_overlap(*o, mean, op, name, "mean");
   }
   check_no_overlap(sum_g, sum_gxc, op, "sum_g", "sum_gxc");
   py::gil_scoped_release nogil;
@@ -560,7 +561,9 @@ void batch_norm_backward_input(py::array g, py::array x, py::array mean, py::arr
 
 // The parameter and its gradient / state arrays: one dtype, C-contiguous, the parameter's shape,
 // no two overlapping; the parameter and the state writeable. Returns the dtype.
-DType optim_arrays(const char* op, py::array& param, const std::vector<std::pair<py::array*, const char*>>& others) {
+using NamedArrays = std::vector<std::pair<py::array*, const char*>>;
+
+DType optim_arrays(const char* op, py::array& param, const NamedArrays& others) {
   const DType dt = float_dtype(param, op, "param");
   const int nd = static_cast<int>(param.ndim());
   check_array(param, nd, op, "param", true);
@@ -572,7 +575,8 @@ DType optim_arrays(const char* op, py::array& param, const std::vector<std::pair
     check_array(a, nd, op, name, std::string(name) != "grad");
     check_shape(a, shape, op, name);
     check_no_overlap(param, a, op, "param", name);
-    for (size_t j = 0; j < i; ++j) check_no_overlap(a, *others[j].first, op, name, others[j].second);
+    for (size_t j = 0; j < i; ++j)
+      check_no_overlap(a, *others[j].first, op, name, others[j].second);
   }
   return dt;
 }
@@ -583,19 +587,22 @@ void sgd_step(py::array param, py::array grad, py::object buf_obj, double lr, do
   SgdParams p;
   p.n = param.size(), p.lr = lr, p.momentum = momentum, p.dampening = dampening;
   p.weight_decay = weight_decay, p.nesterov = nesterov, p.maximize = maximize, p.first = first;
-  std::vector<std::pair<py::array*, const char*>> others{{&grad, "grad"}};
+  NamedArrays others{{&grad, "grad"}};
   py::array buf;
   if (momentum != 0) {
-    FC_CHECK_TYPE(py::isinstance<py::array>(buf_obj), op, ": momentum_buffer must be an array when momentum != 0");
+    FC_CHECK_TYPE(py::isinstance<py::array>(buf_obj), op,
+                  ": momentum_buffer must be an array when momentum != 0");
     buf = py::reinterpret_borrow<py::array>(buf_obj);
     others.push_back({&buf, "momentum_buffer"});
   }
   const DType dt = optim_arrays(op, param, others);
   py::gil_scoped_release nogil;
   if (dt == DType::f32)
-    cpu::sgd_step(p, ptr<float>(param), cptr<float>(grad), momentum != 0 ? ptr<float>(buf) : nullptr);
+    cpu::sgd_step(p, ptr<float>(param), cptr<float>(grad),
+                  momentum != 0 ? ptr<float>(buf) : nullptr);
   else
-    cpu::sgd_step(p, ptr<double>(param), cptr<double>(grad), momentum != 0 ? ptr<double>(buf) : nullptr);
+    cpu::sgd_step(p, ptr<double>(param), cptr<double>(grad),
+                  momentum != 0 ? ptr<double>(buf) : nullptr);
 }
 
 void adam_step(py::array param, py::array grad, py::array m, py::array v, py::object vmax_obj,
@@ -606,11 +613,11 @@ void adam_step(py::array param, py::array grad, py::array m, py::array v, py::ob
   p.n = param.size(), p.lr = lr, p.beta1 = beta1, p.beta2 = beta2, p.eps = eps;
   p.weight_decay = weight_decay, p.step_size = step_size, p.bias2_sqrt = bias2_sqrt;
   p.decoupled = decoupled, p.amsgrad = amsgrad, p.maximize = maximize;
-  std::vector<std::pair<py::array*, const char*>> others{{&grad, "grad"}, {&m, "exp_avg"},
-                                                          {&v, "exp_avg_sq"}};
+  NamedArrays others{{&grad, "grad"}, {&m, "exp_avg"}, {&v, "exp_avg_sq"}};
   py::array vmax;
   if (amsgrad) {
-    FC_CHECK_TYPE(py::isinstance<py::array>(vmax_obj), op, ": max_exp_avg_sq must be an array with amsgrad");
+    FC_CHECK_TYPE(py::isinstance<py::array>(vmax_obj), op,
+                  ": max_exp_avg_sq must be an array with amsgrad");
     vmax = py::reinterpret_borrow<py::array>(vmax_obj);
     others.push_back({&vmax, "max_exp_avg_sq"});
   }
@@ -628,7 +635,7 @@ void adam_step(py::array param, py::array grad, py::array m, py::array v, py::ob
 
 // The arrays of an element-wise op: one float dtype and shape, C-contiguous; out writeable and
 // either equal to an input or not overlapping it.
-DType elementwise_arrays(const char* op, py::array& out, const std::vector<std::pair<py::array*, const char*>>& ins) {
+DType elementwise_arrays(const char* op, py::array& out, const NamedArrays& ins) {
   const DType dt = float_dtype(out, op, "out");
   const int nd = static_cast<int>(out.ndim());
   check_array(out, nd, op, "out", true);
@@ -702,7 +709,8 @@ PYBIND11_MODULE(_C, m) {
         "grad_input = grad_output where lo < out < hi (bounds that are not None), else 0");
   m.def("add", &add, py::arg("a"), py::arg("b"), py::arg("out"),
         "out = a + b (one shape and dtype; out may be a or b)");
-  m.def("copy", &copy_array, py::arg("src"), py::arg("out"), "out[...] = src (one shape and dtype)");
+  m.def("copy", &copy_array, py::arg("src"), py::arg("out"),
+        "out[...] = src (one shape and dtype)");
   m.def("sgd_step", &sgd_step, py::arg("param"), py::arg("grad"), py::arg("momentum_buffer"),
         py::arg("lr"), py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"),
         py::arg("nesterov"), py::arg("maximize"), py::arg("first"),

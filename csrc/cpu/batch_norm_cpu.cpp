@@ -41,7 +41,10 @@ namespace {
 
 constexpr int64_t kGrainElems = 32768;  // elements per parallel chunk, at least
 
-int64_t row_grain(int64_t L) { return std::max<int64_t>(1, (kGrainElems + L - 1) / std::max<int64_t>(L, 1)); }
+int64_t row_grain(int64_t L) {
+  const int64_t l = std::max<int64_t>(L, 1);
+  return std::max<int64_t>(1, (kGrainElems + l - 1) / l);
+}
 
 // Sum of f(l) for l < L in float64: eight accumulators in a fixed order, then a fixed tree.
 template <class F>

@@ -91,7 +91,9 @@ void adam(const AdamParams& o, T* p, const T* g, T* m, T* v, T* vmax) {
 }  // namespace
 
 #define FC_OPTIM_DEFINE(T)                                                                      \
-  void sgd_step(const SgdParams& o, T* param, const T* grad, T* buf) { sgd<T>(o, param, grad, buf); } \
+  void sgd_step(const SgdParams& o, T* param, const T* grad, T* buf) {                          \
+    sgd<T>(o, param, grad, buf);                                                                \
+  }                                                                                             \
   void adam_step(const AdamParams& o, T* param, const T* grad, T* exp_avg, T* exp_avg_sq,       \
                  T* max_exp_avg_sq) {                                                           \
     adam<T>(o, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq);                               \
